@@ -1,0 +1,200 @@
+"""The ``bigsister`` command. Thin: parse options, load settings, call one package function.
+
+Nothing runs at import time; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bigsister_ray.errors import BigSisterError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="bigsister",
+    help="CCTV abnormal-behaviour detection on Ray: prepare data, train, evaluate, serve, alert.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="YAML settings file (see the README's configuration reference).", exists=False),
+]
+
+
+class Source(str, Enum):
+    aihub = "aihub"
+    folders = "folders"
+    manifest = "manifest"
+
+
+def _settings(config: Path | None, **overrides):
+    from bigsister_ray.config import load_settings
+
+    return load_settings(config, **overrides)
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the synthetic AI-Hub-format dataset into.")],
+    videos: Annotated[int, typer.Option(min=1, help="Number of videos (spread over the task's classes).")] = 24,
+    seconds: Annotated[float, typer.Option(min=2.0, help="Length of each video in seconds.")] = 12.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same dataset.")] = 0,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a synthetic dataset in the exact AI Hub layout (mp4 + XML), for tests and the demo."""
+    try:
+        settings = _settings(config)
+        from bigsister_ray.data.synth import synthesize
+
+        summary = synthesize(out, videos=videos, seconds=seconds, seed=seed, settings=settings)
+    except BigSisterError as err:
+        _fail(err)
+    typer.echo(str(summary))
+
+
+@app.command()
+def prepare(
+    source: Annotated[Source, typer.Option(help="aihub (mp4 + XML), folders (one folder per class) or manifest (JSONL/CSV).")],
+    root: Annotated[Path, typer.Option(help="Dataset root folder (or the manifest file for --source manifest).")],
+    out: Annotated[Path, typer.Option(help="Output folder: shards, index, manifest and errors report.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Index, split by group, decode and preprocess clips with Ray Data into compressed shards (resumable)."""
+    try:
+        settings = _settings(config)
+        from bigsister_ray.data.pipeline import prepare as run_prepare
+
+        summary = run_prepare(source.value, root, out, settings)
+    except BigSisterError as err:
+        _fail(err)
+    typer.echo(str(summary))
+
+
+@app.command()
+def eda(
+    source: Annotated[Source, typer.Option(help="aihub, folders or manifest.")],
+    root: Annotated[Path, typer.Option(help="Dataset root folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder for report.md and PNG plots.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Look at the data before training: class counts per split, durations, resolutions, fps, groups."""
+    try:
+        settings = _settings(config)
+        from bigsister_ray.data.eda import run_eda
+
+        report = run_eda(source.value, root, out, settings)
+    except BigSisterError as err:
+        _fail(err)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="A prepared dataset (output of `bigsister prepare`).")],
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, logs). A run with the same name resumes.")],
+    model: Annotated[Optional[str], typer.Option(help="Model from the registry (default: model.name).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers (default: train.workers).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: train.epochs).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: train.name or the folder name).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train on Ray Train (TorchTrainer) over the prepared shards; keeps the best checkpoint by validation macro-F1."""
+    try:
+        settings = _settings(config, **{"model.name": model, "train.workers": workers, "train.epochs": epochs, "train.name": name})
+        from bigsister_ray.train.trainer import train as run_train
+
+        result = run_train(data, out, settings)
+    except BigSisterError as err:
+        _fail(err)
+    typer.echo(str(result))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `bigsister train`.")],
+    data: Annotated[Path, typer.Option(help="A prepared dataset, or a raw dataset root with --source.")],
+    out: Annotated[Path, typer.Option(help="Output folder: report.md, metrics.json, plots.")],
+    split: Annotated[str, typer.Option(help="Split of a prepared dataset to evaluate.")] = "test",
+    source: Annotated[Optional[Source], typer.Option(help="Evaluate a raw aihub/folders/manifest dataset directly.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Accuracy, macro-F1, per-class metrics, confusion matrix, baselines, calibration and alert thresholds."""
+    try:
+        settings = _settings(config)
+        from bigsister_ray.train.evaluate import evaluate as run_evaluate
+
+        result = run_evaluate(checkpoint, data, out, settings, split=split, source=source.value if source else None)
+    except BigSisterError as err:
+        _fail(err)
+    typer.echo(str(result))
+
+
+@app.command()
+def detect(
+    file: Annotated[Path, typer.Argument(help="A video file.")],
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `bigsister train`.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Classify a video offline: JSON with per-window probabilities and detected events."""
+    try:
+        settings = _settings(config)
+        from bigsister_ray.serve.detect import detect_file
+
+        result = detect_file(file, checkpoint, settings)
+    except BigSisterError as err:
+        _fail(err)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint to serve (default: serve.checkpoint).")] = None,
+) -> None:
+    """Start the Serve app (ingress, decoder, windower, classifier, alert manager) on embedded defaults."""
+    try:
+        settings = _settings(config, **{"serve.checkpoint": str(checkpoint) if checkpoint else None})
+        from bigsister_ray.serve.app import run_serve
+
+        run_serve(settings)
+    except BigSisterError as err:
+        _fail(err)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, run, database and alerts.")] = Path("bigsister-demo"),
+) -> None:
+    """The whole loop on synthetic data: synth, prepare, train, evaluate, serve, a stream, an incident, an alert."""
+    try:
+        settings = _settings(config)
+        from bigsister_ray.demo import run_demo
+
+        run_demo(settings, workdir)
+    except BigSisterError as err:
+        _fail(err)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

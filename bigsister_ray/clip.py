@@ -1,0 +1,193 @@
+"""What a clip is, everywhere: :class:`ClipSpec` and THE preprocessing shared by data, train and serve.
+
+A clip is ``spec.frames`` RGB frames sampled at ``spec.fps`` and resized to ``spec.size`` x ``spec.size``.
+Two functions define it, and every flow calls them (never a copy):
+
+* :func:`preprocess_frames` runs near the source (the Ray Data decode step, the serving Decoder): decoded
+  uint8 frames ``T x H x W x 3`` of any size -> uint8 ``T x size x size x 3``. Frames are resized once.
+* :func:`to_model_input` runs next to the model (the training loop, the Classifier): uint8 clips
+  ``B x T x S x S x 3`` -> float32 ``B x 3 x T x S x S`` normalised with the checkpoint's :class:`Normalization`.
+
+:func:`sample_indices` picks which frames of a video make up a clip; :func:`window_starts` lays sliding
+windows over a sequence of already-sampled frames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ClipSpec",
+    "Normalization",
+    "CLIP_PRESETS",
+    "KINETICS_NORM",
+    "I3D_NORM",
+    "sample_indices",
+    "preprocess_frames",
+    "to_model_input",
+    "window_starts",
+]
+
+
+class ClipSpec(BaseModel):
+    """Frames per clip, sampling rate, spatial size and window stride. Immutable; stored in every checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frames: int = Field(16, ge=4, le=256, description="Frames per clip (T).")
+    fps: float = Field(8.0, gt=0, le=60, description="Frames per second sampled from the video.")
+    size: int = Field(112, ge=32, le=512, description="Output height and width in pixels.")
+    stride: int = Field(8, ge=1, description="Frames between the starts of consecutive windows (serving, detect).")
+    resize: Literal["squash", "crop"] = Field(
+        "squash",
+        description="squash: the whole frame resized to size x size (CCTV action happens at the edges too); "
+        "crop: short side to size, then a centre crop.",
+    )
+
+    @model_validator(mode="after")
+    def _stride_within_clip(self) -> "ClipSpec":
+        if self.stride > self.frames:
+            raise ValueError(f"clip.stride ({self.stride}) must be <= clip.frames ({self.frames}): windows would skip frames")
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of video one clip covers."""
+        return self.frames / self.fps
+
+    @property
+    def stride_s(self) -> float:
+        return self.stride / self.fps
+
+
+#: Named presets. ``laptop`` trains and serves on a CPU; ``i3d`` is the original I3D input for GPU clusters.
+CLIP_PRESETS: dict[str, ClipSpec] = {
+    "laptop": ClipSpec(frames=16, fps=8.0, size=112, stride=8),
+    "i3d": ClipSpec(frames=64, fps=25.0, size=224, stride=32),
+    "i3d-32": ClipSpec(frames=32, fps=15.0, size=224, stride=16),
+}
+
+
+class Normalization(BaseModel):
+    """Per-channel RGB normalisation applied after scaling uint8 to [0, 1]: ``(x - mean) / std``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> "Normalization":
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"normalization std must be > 0, got {self.std}")
+        return self
+
+
+#: I3D's contract: RGB scaled to [-1, 1].
+I3D_NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+#: torchvision's Kinetics video models.
+KINETICS_NORM = Normalization(mean=(0.43216, 0.394666, 0.37645), std=(0.22803, 0.22145, 0.216989))
+
+
+def sample_indices(
+    num_frames: int,
+    video_fps: float,
+    spec: ClipSpec,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    offset_s: float = 0.0,
+) -> np.ndarray:
+    """Frame indices (into a video of ``num_frames`` at ``video_fps``) of one clip of ``spec``.
+
+    The clip covers ``spec.duration_s`` seconds centred on ``[start_s, end_s]`` (the whole video when
+    ``end_s`` is None), shifted by ``offset_s`` (temporal jitter). A span shorter than the clip is widened
+    into the surrounding video; a video shorter than the clip is resampled by looping its frames, so no clip
+    is ever dropped for being short. Indices are always within ``[0, num_frames)``.
+    """
+    if num_frames <= 0:
+        raise ValueError(f"expected a video with at least one frame, got num_frames={num_frames}")
+    if not video_fps or video_fps <= 0 or not math.isfinite(video_fps):
+        raise ValueError(f"expected a positive video fps, got {video_fps!r}")
+    video_s = num_frames / video_fps
+    end_s = video_s if end_s is None else min(end_s, video_s)
+    start_s = max(0.0, min(start_s, end_s))
+    need = spec.duration_s
+    centre = (start_s + end_s) / 2.0 + offset_s
+    t0 = centre - need / 2.0
+    # Keep the window inside the video where the video is long enough.
+    if video_s >= need:
+        t0 = min(max(t0, 0.0), video_s - need)
+        times = t0 + np.arange(spec.frames) / spec.fps
+        idx = np.floor(times * video_fps + 1e-6).astype(np.int64)
+        return np.clip(idx, 0, num_frames - 1)
+    # Shorter than one clip: walk the video at spec.fps and loop.
+    per_pass = max(1, int(math.floor(video_s * spec.fps + 1e-6)))
+    times = (np.arange(spec.frames) % per_pass) / spec.fps
+    idx = np.floor(times * video_fps + 1e-6).astype(np.int64)
+    return np.clip(idx, 0, num_frames - 1)
+
+
+def preprocess_frames(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """Resize decoded RGB frames ``T x H x W x 3`` (uint8, any size) to ``T x size x size x 3`` uint8.
+
+    Bilinear with antialiasing (torch's uint8 kernel), deterministic: the same frames give the same bytes
+    in the data pipeline and in the serving Decoder.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    arr = np.asarray(frames)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected frames shaped T x H x W x 3, got {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames, got {arr.dtype}")
+    t, h, w, _ = arr.shape
+    s = spec.size
+    if spec.resize == "crop":
+        scale = s / min(h, w)
+        out_h, out_w = max(s, round(h * scale)), max(s, round(w * scale))
+    else:
+        out_h, out_w = s, s
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)  # T,3,H,W (channels-last memory)
+    if (out_h, out_w) != (h, w):
+        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
+    if spec.resize == "crop":
+        top, left = (out_h - s) // 2, (out_w - s) // 2
+        x = x[:, :, top : top + s, left : left + s]
+    return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+
+
+def to_model_input(clips, norm: Normalization):
+    """uint8 clips ``B x T x H x W x 3`` (or one ``T x H x W x 3``) -> float32 ``B x 3 x T x H x W``, normalised.
+
+    Accepts numpy arrays or torch tensors (on any device); never goes through float64.
+    """
+    import torch
+
+    x = clips if isinstance(clips, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(clips))
+    if x.ndim == 4:
+        x = x.unsqueeze(0)
+    if x.ndim != 5 or x.shape[-1] != 3:
+        raise ValueError(f"expected clips shaped B x T x H x W x 3, got {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 clips, got {x.dtype}")
+    x = x.permute(0, 4, 1, 2, 3).to(torch.float32).div_(255.0)
+    mean = torch.tensor(norm.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+def window_starts(num_frames: int, spec: ClipSpec) -> Sequence[int]:
+    """Start offsets of the sliding windows of ``spec.frames`` frames every ``spec.stride`` frames.
+
+    A sequence shorter than one window yields one window at 0 (the caller loops or pads it).
+    """
+    if num_frames <= spec.frames:
+        return [0] if num_frames > 0 else []
+    return list(range(0, num_frames - spec.frames + 1, spec.stride))

@@ -1,0 +1,316 @@
+"""One strict, typed settings tree for every flow.
+
+Sources, highest priority first: keyword arguments (a YAML file passed with ``--config`` is loaded as
+these), environment variables ``BIGSISTER_<SECTION>__<KEY>`` (``__`` nests), then the embedded defaults.
+Every model forbids unknown keys, so a typo is an error that names the key::
+
+    Settings                 root
+    ├── ray: RayConfig       where Ray runs
+    ├── clip: ClipSpec       what a clip is (see bigsister_ray.clip)
+    ├── task: TaskConfig     which classes, and what happens to the others
+    ├── data: DataConfig     clip index, split, Ray Data pipeline
+    ├── model: ModelConfig   backbone and weights
+    ├── train: TrainConfig   Ray Train
+    ├── serve: ServeConfig   Ray Serve graph, streams, uploads
+    ├── alerts: AlertsConfig alert rules and notifiers (Slack, webhook, console)
+    └── database: DatabaseConfig incidents store
+
+Loading is file -> dict -> validate (:func:`load_settings`), so tests build ``Settings(...)`` directly.
+Ray hands training loops plain dicts: validate them again with ``Settings.model_validate`` on the first line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bigsister_ray.clip import CLIP_PRESETS, ClipSpec
+from bigsister_ray.errors import ConfigError
+from bigsister_ray.labels import DEFAULT_TASK_LABELS, Task
+
+__all__ = [
+    "Strict",
+    "RayConfig",
+    "TaskConfig",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "ClassifierConfig",
+    "StreamsConfig",
+    "ServeConfig",
+    "SlackConfig",
+    "WebhookConfig",
+    "AlertRule",
+    "AlertsConfig",
+    "DatabaseConfig",
+    "Settings",
+    "load_settings",
+    "format_validation_error",
+]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (None: all).")
+    namespace: str = Field("bigsister", description="Ray namespace for named actors and Serve.")
+
+
+class TaskConfig(Strict):
+    labels: list[str] = Field(list(DEFAULT_TASK_LABELS), min_length=2, description="Ordered class list (model outputs).")
+    mapping: dict[str, str] = Field(default_factory=dict, description="Map an outside class onto a task class, e.g. {robbery: assault}.")
+    unknown: Literal["drop", "error"] = Field("drop", description="What happens to a class outside labels and mapping.")
+
+    @model_validator(mode="after")
+    def _valid_task(self) -> "TaskConfig":
+        self.to_task()
+        return self
+
+    def to_task(self) -> Task:
+        return Task(labels=tuple(self.labels), mapping=tuple(self.mapping.items()), unknown=self.unknown)
+
+
+class DataConfig(Strict):
+    clips_per_event: int = Field(4, ge=1, le=1000, description="Positive clips cut around each annotated behaviour.")
+    negatives_per_video: int = Field(2, ge=0, le=1000, description="'normal' clips mined outside the annotated spans of each video.")
+    negative_margin_s: float = Field(2.0, ge=0, description="Seconds kept clear around every annotated span when mining negatives.")
+    use_actions: bool = Field(True, description="Cut positives around action ranges where present (more precise than AI Hub event intervals).")
+    split: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="train/val/test fractions, assigned by group.")
+    split_seed: int = Field(0, description="Seed of the group split.")
+    groups_file: Path | None = Field(None, description="folders source: a file mapping clips to groups (sources.txt format or 'clip<TAB>group').")
+    shard_clips: int = Field(64, ge=1, le=100_000, description="Clips per output shard.")
+    decode_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each decode task.")
+    decode_threads: int = Field(1, ge=0, description="decord decoder threads per task (0: decord's default).")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = Field("zstd", description="Parquet compression of shards.")
+
+    @model_validator(mode="after")
+    def _split_sums_to_one(self) -> "DataConfig":
+        if abs(sum(self.split) - 1.0) > 1e-6 or any(f < 0 for f in self.split):
+            raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {self.split}")
+        return self
+
+
+class ModelConfig(Strict):
+    name: str = Field("tiny3d", description="Backbone from the model registry (i3d, r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, tiny3d, ...).")
+    weights: str | None = Field(None, description="Path or URL of weights to start from (a checkpoint of ours or a foreign state dict).")
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
+class TrainConfig(Strict):
+    workers: int = Field(2, ge=1, le=4096, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(8, ge=1, le=4096, description="Clips per worker per step.")
+    lr: float = Field(3e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0)
+    balance: Literal["weighted_loss", "none"] = Field("weighted_loss", description="How class imbalance is handled.")
+    early_stopping_patience: int = Field(5, ge=1, description="Epochs without a better validation macro-F1 before stopping.")
+    max_failures: int = Field(3, ge=-1, description="Worker failures survived by resuming from the last checkpoint (-1: unlimited).")
+    bf16: bool = Field(True, description="bf16 autocast on GPU.")
+    torch_threads: int = Field(0, ge=0, description="torch threads per worker (0: cpus_per_worker).")
+    name: str | None = Field(None, description="Run name; a run with the same name resumes.")
+    target_precision: float = Field(0.9, gt=0, le=1, description="Precision each abnormal class's alert threshold aims for on validation.")
+    seed: int = 0
+
+
+class ClassifierConfig(Strict):
+    max_batch_size: int = Field(16, ge=1, le=4096, description="@serve.batch max_batch_size.")
+    batch_wait_timeout_s: float = Field(0.05, ge=0, le=10)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> "ClassifierConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"serve.classifier.min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+class StreamsConfig(Strict):
+    media_root: Path = Field(Path("media"), description="Local files registered as file:// or plain paths must lie under this folder.")
+    backoff_initial_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    healthy_after_s: float = Field(10.0, ge=0, description="A source must stay live this long before its backoff resets.")
+    watchdog_s: float = Field(10.0, gt=0, description="A connected stream with no frame for this long is restarted.")
+    max_buffer_windows: int = Field(4, ge=1, description="Windows a live stream may queue before it drops its oldest frames.")
+    open_timeout_s: float = Field(10.0, gt=0)
+
+
+class ServeConfig(Strict):
+    host: str = Field("127.0.0.1", description="HTTP bind address (keep loopback behind a reverse proxy).")
+    port: int = Field(8000, ge=1, le=65535)
+    checkpoint: Path | None = Field(None, description="Checkpoint to serve (self-describing: labels, ClipSpec, normalisation).")
+    upload_max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    upload_max_seconds: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(120.0, gt=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(64, ge=-1)
+    public_url: str = Field("http://127.0.0.1:8000", description="Base URL used in alert links to incidents.")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    streams: StreamsConfig = Field(default_factory=StreamsConfig)
+
+
+class SlackConfig(Strict):
+    token: SecretStr | None = Field(None, description="Bot token (xoxb-...). Prefer token_file or the env BIGSISTER_ALERTS__SLACK__TOKEN.")
+    token_file: Path | None = Field(None, description="File holding the bot token.")
+    channel: str | None = Field(None, description="Channel id or name for incidents.")
+    base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local server).")
+    timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+    def resolved_token(self) -> SecretStr | None:
+        if self.token is not None:
+            return self.token
+        if self.token_file is not None:
+            try:
+                return SecretStr(self.token_file.read_text().strip())
+            except OSError as err:
+                raise ConfigError(f"alerts.slack.token_file: cannot read {self.token_file}: {err.strerror}") from err
+        return None
+
+
+class WebhookConfig(Strict):
+    url: SecretStr | None = Field(None, description="Incoming-webhook URL (text only).")
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class AlertRule(Strict):
+    threshold: float | None = Field(None, gt=0, le=1, description="Score that counts a window as a hit (None: the checkpoint's calibrated threshold).")
+    k: int = Field(3, ge=1, description="Hits needed among the last n windows to open an incident.")
+    n: int = Field(5, ge=1)
+    close_threshold_ratio: float = Field(0.7, gt=0, le=1, description="Lower threshold (hysteresis) = threshold x this.")
+    close_after: int = Field(3, ge=1, description="Consecutive windows below the lower threshold that close an incident.")
+    cooldown_s: float = Field(60.0, ge=0, description="Seconds after an incident closes before the same stream and class may open another.")
+    severity: Literal["low", "medium", "high", "critical"] | None = None
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> "AlertRule":
+        if self.k > self.n:
+            raise ValueError(f"alert rule k ({self.k}) must be <= n ({self.n})")
+        return self
+
+
+class AlertsConfig(Strict):
+    notifier: Literal["console", "slack", "webhook", "auto"] = Field("auto", description="auto: Slack when a token and channel are set, else console.")
+    default: AlertRule = Field(default_factory=AlertRule)
+    per_class: dict[str, AlertRule] = Field(default_factory=dict, description="Overrides per class (replaces the default rule).")
+    default_threshold: float = Field(0.6, gt=0, le=1, description="Threshold when neither the rule nor the checkpoint gives one.")
+    severity: dict[str, Literal["low", "medium", "high", "critical"]] = Field(
+        default_factory=lambda: {"assault": "high", "datefight": "high", "robbery": "high", "kidnap": "critical", "fight": "medium"},
+    )
+    max_messages_per_minute: int = Field(20, ge=1, description="Cap on messages per channel per minute.")
+    sweep_interval_s: float = Field(5.0, gt=0, description="How often pending alerts are retried.")
+    alert_file: Path | None = Field(Path("alerts.jsonl"), description="The console notifier also appends here (None: stdout only).")
+    slack: SlackConfig = Field(default_factory=SlackConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+
+
+class DatabaseConfig(Strict):
+    url: str = Field("sqlite:///bigsister.db", description="SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://user@host/db.")
+    busy_timeout_ms: int = Field(5000, ge=0)
+    echo: bool = False
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree. ``Settings()`` gives the embedded defaults (plus env)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BIGSISTER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    ray: RayConfig = Field(default_factory=RayConfig)
+    clip: ClipSpec = Field(default_factory=lambda: CLIP_PRESETS["laptop"])
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clip_preset(cls, data: Any) -> Any:
+        """``clip: i3d`` (a preset name) or ``clip: {preset: i3d, stride: 16}``."""
+        if isinstance(data, dict):
+            clip = data.get("clip")
+            if isinstance(clip, str):
+                if clip not in CLIP_PRESETS:
+                    raise ValueError(f"clip: unknown preset {clip!r}, expected one of {sorted(CLIP_PRESETS)}")
+                data = {**data, "clip": CLIP_PRESETS[clip]}
+            elif isinstance(clip, dict) and "preset" in clip:
+                name = clip["preset"]
+                if name not in CLIP_PRESETS:
+                    raise ValueError(f"clip.preset: unknown preset {name!r}, expected one of {sorted(CLIP_PRESETS)}")
+                rest = {k: v for k, v in clip.items() if k != "preset"}
+                data = {**data, "clip": {**CLIP_PRESETS[name].model_dump(), **rest}}
+        return data
+
+
+def format_validation_error(err: ValidationError, source: str | None = None) -> str:
+    """One line per problem: ``where: key.path: message (got value)``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `bigsister --help` or the README's configuration reference)"
+        got = e.get("input")
+        got_s = "" if e["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source + ': ' if source else ''}{loc}: {msg}{got_s}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load ``path`` (YAML, optional), apply ``overrides`` (dotted keys allowed: ``{"train.epochs": 2}``), validate.
+
+    Raises :class:`ConfigError` naming the file and every bad key.
+    """
+    data: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {p}: {err.strerror or err}") from err
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+        data = loaded
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part} is not a section")
+        node[parts[-1]] = value
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from err
