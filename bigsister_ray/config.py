@@ -13,7 +13,8 @@ Every model forbids unknown keys, so a typo is an error that names the key::
     ├── train: TrainConfig   Ray Train
     ├── serve: ServeConfig   Ray Serve graph, streams, uploads
     ├── alerts: AlertsConfig alert rules and notifiers (Slack, webhook, console)
-    └── database: DatabaseConfig incidents store
+    ├── database: DatabaseConfig incidents store
+    └── auth: AuthConfig     API keys and stream URL policy
 
 Loading is file -> dict -> validate (:func:`load_settings`), so tests build ``Settings(...)`` directly.
 Ray hands training loops plain dicts: validate them again with ``Settings.model_validate`` on the first line.
@@ -46,6 +47,8 @@ __all__ = [
     "WebhookConfig",
     "AlertRule",
     "AlertsConfig",
+    "ApiKey",
+    "AuthConfig",
     "DatabaseConfig",
     "Settings",
     "load_settings",
@@ -218,6 +221,28 @@ class AlertsConfig(Strict):
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
 
 
+class ApiKey(Strict):
+    name: str = Field(..., min_length=1, max_length=64, description="Who holds the key (shown in logs, never the key).")
+    key: SecretStr = Field(..., description="The key itself (at least 16 characters).")
+    scope: Literal["read", "write"] = Field("read", description="read: list and read; write: also register, delete, change.")
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> "ApiKey":
+        if len(self.key.get_secret_value()) < 16:
+            raise ValueError(f"auth key {self.name!r} is too short: use at least 16 random characters")
+        return self
+
+
+class AuthConfig(Strict):
+    enabled: bool = Field(True, description="Every route except /healthz needs a key (header X-API-Key or Authorization: Bearer).")
+    keys: list[ApiKey] = Field(default_factory=list, description="Accepted keys; prefer keys_file or env over YAML for secrets.")
+    keys_file: Path | None = Field(None, description="YAML/JSON list of {name, key, scope} kept on the node (mode 0600).")
+    generated_key_file: Path = Field(Path("bigsister-api-key"), description="With no keys configured, a write key is generated once and kept here (0600).")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Camera hosts or networks (CIDR) streams may use; empty: any public host.")
+    allow_loopback: bool = Field(False, description="Allow stream URLs on 127.0.0.0/8 and ::1 (tests, local replay servers).")
+    allow_private: bool = Field(True, description="Allow private-range camera addresses (10/8, 172.16/12, 192.168/16); cameras usually live there.")
+
+
 class DatabaseConfig(Strict):
     url: str = Field("sqlite:///bigsister.db", description="SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://user@host/db.")
     busy_timeout_ms: int = Field(5000, ge=0)
@@ -243,6 +268,7 @@ class Settings(BaseSettings):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @model_validator(mode="before")
     @classmethod
