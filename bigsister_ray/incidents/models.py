@@ -1,0 +1,264 @@
+"""SQLModel tables and schemas for streams and incidents, the documented way.
+
+For each resource: a ``*Base`` with the shared fields, the ``table=True`` model, and ``*Create`` /
+``*Public`` / ``*Update`` schemas (sqlmodel ``docs_src/tutorial/fastapi/app_testing``)::
+
+    Stream     a registered camera: name, url (stored, never shown: ``StreamPublic.url`` is redacted),
+               location, options, last known state, created_at, deleted_at (soft delete)
+    Incident   one detected behaviour on one stream: class, severity, start/end, peak, score timeline,
+               snapshot JPEG, review status, and the delivery state of its alert and of its close reply
+
+Review status moves only along :data:`TRANSITIONS`. Alert delivery state: ``pending -> sent | failed``.
+Times are stored in UTC and always come back timezone-aware (:class:`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, String, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "IncidentStatus",
+    "AlertStatus",
+    "TRANSITIONS",
+    "UTCDateTime",
+    "utcnow",
+    "redact_url",
+    "StreamBase",
+    "Stream",
+    "StreamCreate",
+    "StreamPublic",
+    "StreamUpdate",
+    "IncidentBase",
+    "Incident",
+    "IncidentCreate",
+    "IncidentPublic",
+    "IncidentUpdate",
+]
+
+
+class IncidentStatus(str, Enum):
+    """Review status of an incident."""
+
+    open = "open"
+    acknowledged = "acknowledged"
+    false_alarm = "false_alarm"
+    resolved = "resolved"
+
+
+class AlertStatus(str, Enum):
+    """Delivery state of an alert (or of the close reply; ``skipped`` when there is no message to reply to)."""
+
+    pending = "pending"
+    sent = "sent"
+    failed = "failed"
+    skipped = "skipped"
+
+
+#: Allowed review transitions; anything else is refused (HTTP 409).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "open": frozenset({"acknowledged", "false_alarm", "resolved"}),
+    "acknowledged": frozenset({"false_alarm", "resolved"}),
+    "false_alarm": frozenset(),
+    "resolved": frozenset(),
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A datetime column stored in UTC (naive in SQLite, ``timestamptz`` in PostgreSQL), read back aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+_SECRET_QUERY_KEYS = {"password", "pass", "pwd", "token", "access_token", "key", "apikey", "api_key", "secret", "auth", "signature", "sig"}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with credentials removed: user:password@ becomes ``***@`` and secret query values ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if not parts.scheme or not parts.netloc:
+        return url  # a local path carries no credentials
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _uuid() -> str:
+    return uuid.uuid4().hex
+
+
+# ---- streams ------------------------------------------------------------------------------------
+class StreamBase(SQLModel):
+    name: str = Field(min_length=1, max_length=200, description="Camera name shown in alerts.")
+    location: str | None = Field(default=None, max_length=500, description="Where the camera is (shown in alerts).")
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False),
+                                    description="Per-stream options, e.g. alert rule overrides per class.")
+
+
+class Stream(StreamBase, table=True):
+    id: str = Field(default_factory=_uuid, primary_key=True, max_length=64)
+    url: str = Field(sa_column=Column(String, nullable=False))
+    state: str | None = Field(default=None, max_length=32)
+    last_error: str | None = None
+    last_frame_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
+
+
+class StreamCreate(StreamBase):
+    url: str = Field(min_length=1, max_length=4096, description="rtsp://, http(s):// or a local file under the media root.")
+    id: str | None = Field(default=None, max_length=64, description="Optional id (default: a new uuid).")
+
+
+class StreamPublic(StreamBase):
+    id: str
+    url: str = Field(description="The source URL with credentials redacted.")
+    state: str | None = None
+    last_error: str | None = None
+    last_frame_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Stream) -> "StreamPublic":
+        data = row.model_dump()
+        data["url"] = redact_url(row.url)
+        return cls.model_validate(data)
+
+
+class StreamUpdate(SQLModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    location: str | None = None
+    options: dict[str, Any] | None = None
+    state: str | None = None
+    last_error: str | None = None
+    last_frame_at: datetime | None = None
+
+
+# ---- incidents ----------------------------------------------------------------------------------
+class IncidentBase(SQLModel):
+    stream_id: str = Field(index=True, max_length=64)
+    stream_name: str = Field(default="", max_length=200, description="Camera name when the incident opened.")
+    location: str | None = Field(default=None, max_length=500)
+    label: str = Field(index=True, max_length=64, description="The behaviour class.")
+    severity: str = Field(default="low", max_length=16)
+    started_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    start_s: float = Field(description="Stream seconds of the first window.")
+    end_s: float
+    peak_score: float
+    peak_start_s: float
+    peak_end_s: float
+
+
+class Incident(IncidentBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    event_key: str = Field(sa_column=Column(String(200), unique=True, nullable=False),
+                           description="RuleEngine key: one row per detected incident, however often it is reported.")
+    timeline: list[list[float]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    snapshot: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    status: str = Field(default=IncidentStatus.open.value, index=True, max_length=16)
+    status_changed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    # delivery of the alert
+    alert_status: str = Field(default=AlertStatus.pending.value, index=True, max_length=16)
+    alert_reason: str | None = None
+    alert_attempts: int = 0
+    alert_next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
+    alert_lease_owner: str | None = Field(default=None, max_length=64)
+    alert_lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    alert_sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    notifier: str | None = Field(default=None, max_length=32)
+    slack_channel: str | None = Field(default=None, max_length=64)
+    slack_ts: str | None = Field(default=None, max_length=64)
+    # delivery of the thread reply when the incident closes (None while it is still open)
+    close_status: str | None = Field(default=None, index=True, max_length=16)
+    close_reason: str | None = None
+    close_attempts: int = 0
+    close_next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    close_lease_owner: str | None = Field(default=None, max_length=64)
+    close_lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    close_sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class IncidentCreate(IncidentBase):
+    event_key: str = Field(min_length=1, max_length=200)
+    timeline: list[list[float]] = Field(default_factory=list)
+    snapshot: bytes | None = None
+
+
+class IncidentPublic(IncidentBase):
+    id: int
+    status: str
+    status_changed_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    has_snapshot: bool = False
+    alert_status: str
+    alert_reason: str | None = None
+    alert_attempts: int = 0
+    alert_next_attempt_at: datetime | None = None
+    alert_sent_at: datetime | None = None
+    notifier: str | None = None
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+    close_status: str | None = None
+    close_reason: str | None = None
+    timeline: list[list[float]] | None = Field(default=None, description="(window start_s, score) pairs; only on the detail view.")
+
+    @classmethod
+    def from_row(cls, row: Incident, *, with_timeline: bool = True) -> "IncidentPublic":
+        data = row.model_dump(exclude={"snapshot", "timeline", "event_key"})
+        data["has_snapshot"] = row.snapshot is not None
+        data["timeline"] = [list(p) for p in row.timeline] if with_timeline else None
+        return cls.model_validate(data)
+
+
+class IncidentUpdate(SQLModel):
+    """Fields a later event of the same incident may change."""
+
+    end_s: float | None = None
+    ended_at: datetime | None = None
+    peak_score: float | None = None
+    peak_start_s: float | None = None
+    peak_end_s: float | None = None
+    timeline: list[list[float]] | None = None
+    snapshot: bytes | None = None
+    severity: str | None = None

@@ -1,0 +1,478 @@
+"""The incidents store: SQLite by default (one file, WAL, busy timeout), PostgreSQL by URL.
+
+Safe with several writers (threads, processes, replicas on several nodes):
+
+* SQLite: WAL journal, ``busy_timeout`` and ``BEGIN IMMEDIATE`` transactions, so two writers queue for the
+  lock instead of failing with "database is locked" when a read transaction tries to upgrade.
+* PostgreSQL: row locks (``SELECT ... FOR UPDATE``) where an event updates an incident.
+* Alert delivery is claimed with a conditional ``UPDATE`` (a lease with an owner and an expiry), so one
+  alert is sent by one sender even when several sweepers run; a crashed sender's lease expires.
+
+Errors::
+
+    BigSisterError
+    └── IncidentStoreError          the database cannot be reached or refused a write (URL redacted)
+        ├── IncidentNotFoundError   no incident/stream with that id
+        └── InvalidTransitionError  a review status change that TRANSITIONS does not allow
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from sqlalchemy import event, func, or_, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from bigsister_ray.errors import BigSisterError
+from bigsister_ray.incidents.models import (
+    TRANSITIONS,
+    AlertStatus,
+    Incident,
+    IncidentCreate,
+    IncidentPublic,
+    Stream,
+    StreamCreate,
+    StreamPublic,
+    StreamUpdate,
+    redact_url,
+    utcnow,
+)
+
+__all__ = [
+    "IncidentStore",
+    "IncidentStoreError",
+    "IncidentNotFoundError",
+    "InvalidTransitionError",
+    "DeliveryKind",
+]
+
+log = logging.getLogger(__name__)
+
+DeliveryKind = Literal["alert", "close"]
+
+
+class IncidentStoreError(BigSisterError):
+    """The database cannot be reached or refused a write."""
+
+
+class IncidentNotFoundError(IncidentStoreError, KeyError):
+    """No row with that id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class InvalidTransitionError(IncidentStoreError):
+    """A review status change that is not allowed from the current status."""
+
+    def __init__(self, incident_id: int, current: str, target: str) -> None:
+        allowed = sorted(TRANSITIONS.get(current, ()))
+        super().__init__(
+            f"incident {incident_id} is {current!r}: cannot move to {target!r} "
+            f"(allowed from {current!r}: {', '.join(allowed) if allowed else 'nothing, it is final'})"
+        )
+        self.incident_id, self.current, self.target = incident_id, current, target
+
+
+def _normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the driver we install
+    return url
+
+
+class IncidentStore:
+    """Streams and incidents in one SQL database. ``url``: ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
+
+    Methods return detached ``*Public`` schemas (or plain values), never live ORM rows, except
+    :meth:`get_incident_row`, which the incident service uses to build an alert.
+    """
+
+    def __init__(self, url: str, busy_timeout_ms: int = 5000, *, echo: bool = False) -> None:
+        self.url = _normalise_url(url)
+        try:
+            parsed = make_url(self.url)
+        except Exception as err:  # sqlalchemy raises ArgumentError and ValueError subclasses here
+            raise IncidentStoreError(f"database.url: expected an SQLAlchemy URL such as sqlite:///bigsister.db, got {redact_url(url)!r}") from err
+        self.dialect = parsed.get_backend_name()
+        self.busy_timeout_ms = busy_timeout_ms
+        self.safe_url = parsed.render_as_string(hide_password=True)
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            database = parsed.database
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": max(busy_timeout_ms, 1) / 1000.0}
+            if not database or database == ":memory:":
+                kwargs["poolclass"] = StaticPool
+            else:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        elif self.dialect == "postgresql":
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"connect_timeout": max(1, busy_timeout_ms // 1000)}
+        else:
+            raise IncidentStoreError(f"database.url: expected sqlite:// or postgresql:// , got {self.safe_url!r}")
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            self._sqlite_pragmas(self.engine, busy_timeout_ms)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "IncidentStore":
+        """Build from ``Settings`` (uses ``settings.database``)."""
+        db = settings.database
+        return cls(db.url, db.busy_timeout_ms, echo=db.echo)
+
+    def __repr__(self) -> str:
+        return f"IncidentStore({self.safe_url!r})"
+
+    @staticmethod
+    def _sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success, rolls back on error and wraps database errors."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as err:
+            raise IncidentStoreError(f"database {self.safe_url}: {type(err).__name__}: {err.orig if getattr(err, 'orig', None) else err}") from err
+
+    def create_tables(self) -> None:
+        """Create the tables that do not exist yet (safe to call from several processes)."""
+        tables = [Stream.__table__, Incident.__table__]
+        for attempt in range(3):
+            try:
+                SQLModel.metadata.create_all(self.engine, tables=tables)
+                return
+            except (IntegrityError, SQLAlchemyError) as err:  # a concurrent creator won the race
+                if attempt == 2:
+                    raise IncidentStoreError(f"database {self.safe_url}: cannot create tables: {err}") from err
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except SQLAlchemyError as err:
+            log.warning("database %s unreachable: %s", self.safe_url, err)
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ---- streams -------------------------------------------------------------------------------
+    def add_stream(self, data: StreamCreate) -> StreamPublic:
+        values = data.model_dump(exclude_none=True)
+        row = Stream.model_validate(values)
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError as err:
+            raise IncidentStoreError(f"stream id {data.id!r} already exists") from err
+        return StreamPublic.from_row(row)
+
+    def list_streams(self, include_deleted: bool = False) -> list[StreamPublic]:
+        with self.session() as s:
+            q = select(Stream)
+            if not include_deleted:
+                q = q.where(Stream.deleted_at.is_(None))
+            rows = s.exec(q.order_by(Stream.created_at, Stream.id)).all()
+            return [StreamPublic.from_row(r) for r in rows]
+
+    def get_stream(self, stream_id: str, include_deleted: bool = False) -> StreamPublic | None:
+        with self.session() as s:
+            row = s.get(Stream, stream_id)
+            if row is None or (row.deleted_at is not None and not include_deleted):
+                return None
+            return StreamPublic.from_row(row)
+
+    def get_stream_url(self, stream_id: str) -> str | None:
+        """The stored (unredacted) source URL, for the process that opens the stream. Never show it."""
+        with self.session() as s:
+            row = s.get(Stream, stream_id)
+            return None if row is None or row.deleted_at is not None else row.url
+
+    def update_stream(self, stream_id: str, data: StreamUpdate) -> StreamPublic | None:
+        with self.session() as s:
+            row = s.get(Stream, stream_id)
+            if row is None or row.deleted_at is not None:
+                return None
+            row.sqlmodel_update(data.model_dump(exclude_unset=True))
+            row.updated_at = utcnow()
+            s.add(row)
+            s.flush()
+            return StreamPublic.from_row(row)
+
+    def delete_stream(self, stream_id: str) -> bool:
+        """Soft-delete (its incidents stay). False when unknown or already deleted."""
+        with self.session() as s:
+            res = s.execute(
+                update(Stream).where(Stream.id == stream_id, Stream.deleted_at.is_(None)).values(deleted_at=utcnow())
+            )
+            return res.rowcount == 1
+
+    # ---- incidents: events -----------------------------------------------------------------------
+    def record_event(self, data: IncidentCreate, *, closed: bool = False, now: datetime | None = None) -> int:
+        """Insert the incident ``data.event_key`` or merge a later event into it; return its id.
+
+        A new incident starts with its alert ``pending`` (due now). A later event extends the end and the
+        timeline, raises the peak (and replaces the snapshot when a new one comes with a higher peak).
+        ``closed`` sets ``ended_at`` and makes the close reply ``pending`` (``skipped`` when the alert failed).
+        """
+        now = now or utcnow()
+        for attempt in range(2):
+            try:
+                with self.session() as s:
+                    q = select(Incident).where(Incident.event_key == data.event_key)
+                    if self.dialect == "postgresql":
+                        q = q.with_for_update()
+                    row = s.exec(q).first()
+                    if row is None:
+                        row = Incident.model_validate(data.model_dump())
+                        row.alert_status = AlertStatus.pending.value
+                        row.alert_next_attempt_at = now
+                        row.created_at = row.updated_at = now
+                        if closed:
+                            row.ended_at = row.ended_at or now
+                            row.close_status = AlertStatus.pending.value
+                            row.close_next_attempt_at = now
+                        s.add(row)
+                        s.flush()
+                        return int(row.id)
+                    self._merge(row, data, closed=closed, now=now)
+                    s.add(row)
+                    s.flush()
+                    return int(row.id)
+            except IntegrityError:
+                if attempt == 1:
+                    raise
+                # another writer inserted the same key between our SELECT and INSERT: merge into theirs
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _merge(row: Incident, data: IncidentCreate, *, closed: bool, now: datetime) -> None:
+        row.end_s = max(row.end_s, data.end_s)
+        if data.peak_score > row.peak_score:
+            row.peak_score, row.peak_start_s, row.peak_end_s = data.peak_score, data.peak_start_s, data.peak_end_s
+            if data.snapshot is not None:
+                row.snapshot = data.snapshot
+        elif row.snapshot is None and data.snapshot is not None:
+            row.snapshot = data.snapshot
+        if len(data.timeline) >= len(row.timeline):
+            row.timeline = [list(p) for p in data.timeline]
+        row.severity = data.severity or row.severity
+        if data.stream_name:
+            row.stream_name = data.stream_name
+        if data.location is not None:
+            row.location = data.location
+        row.updated_at = now
+        if closed and row.ended_at is None:
+            row.ended_at = data.ended_at or now
+            if row.alert_status == AlertStatus.failed.value:
+                row.close_status = AlertStatus.skipped.value
+                row.close_reason = "the alert itself failed: nothing to reply to"
+            else:
+                row.close_status = AlertStatus.pending.value
+                row.close_next_attempt_at = now
+
+    # ---- incidents: reading ----------------------------------------------------------------------
+    def get_incident(self, incident_id: int, *, with_timeline: bool = True) -> IncidentPublic | None:
+        with self.session() as s:
+            row = s.get(Incident, incident_id)
+            return None if row is None else IncidentPublic.from_row(row, with_timeline=with_timeline)
+
+    def get_incident_row(self, incident_id: int) -> Incident | None:
+        """The detached table row (with snapshot bytes); for building alerts."""
+        with self.session() as s:
+            row = s.get(Incident, incident_id)
+            if row is not None:
+                s.expunge(row)
+            return row
+
+    def get_snapshot(self, incident_id: int) -> bytes | None:
+        """The snapshot JPEG; raises IncidentNotFoundError for an unknown incident, None when it has none."""
+        with self.session() as s:
+            row = s.execute(select(Incident.id, Incident.snapshot).where(Incident.id == incident_id)).first()
+            if row is None:
+                raise IncidentNotFoundError(f"no incident {incident_id}")
+            return row[1]
+
+    def list_incidents(
+        self,
+        *,
+        stream_id: str | None = None,
+        label: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[IncidentPublic], int]:
+        """Incidents newest first, filtered; returns (page, total matching)."""
+        conds = []
+        if stream_id is not None:
+            conds.append(Incident.stream_id == stream_id)
+        if label is not None:
+            conds.append(Incident.label == label)
+        if status is not None:
+            conds.append(Incident.status == status)
+        if since is not None:
+            conds.append(or_(Incident.ended_at.is_(None), Incident.ended_at >= since))
+        if until is not None:
+            conds.append(Incident.started_at <= until)
+        with self.session() as s:
+            total = s.execute(select(func.count()).select_from(Incident).where(*conds)).scalar_one()
+            rows = s.exec(
+                select(Incident).where(*conds).order_by(Incident.started_at.desc(), Incident.id.desc()).offset(offset).limit(limit)
+            ).all()
+            return [IncidentPublic.from_row(r, with_timeline=False) for r in rows], int(total)
+
+    def set_status(self, incident_id: int, target: str) -> IncidentPublic:
+        """Move the review status to ``target`` if TRANSITIONS allows it (atomic; raises otherwise)."""
+        if target not in TRANSITIONS:
+            raise ValueError(f"unknown incident status {target!r}, expected one of {sorted(TRANSITIONS)}")
+        sources = [src for src, targets in TRANSITIONS.items() if target in targets]
+        now = utcnow()
+        with self.session() as s:
+            res = s.execute(
+                update(Incident)
+                .where(Incident.id == incident_id, Incident.status.in_(sources))
+                .values(status=target, status_changed_at=now, updated_at=now)
+            )
+            row = s.get(Incident, incident_id)
+            if row is None:
+                raise IncidentNotFoundError(f"no incident {incident_id}")
+            if res.rowcount != 1:
+                raise InvalidTransitionError(incident_id, row.status, target)
+            s.refresh(row)
+            return IncidentPublic.from_row(row)
+
+    # ---- delivery --------------------------------------------------------------------------------
+    @staticmethod
+    def _cols(kind: DeliveryKind):
+        p = "alert" if kind == "alert" else "close"
+        return (getattr(Incident, f"{p}_status"), getattr(Incident, f"{p}_next_attempt_at"),
+                getattr(Incident, f"{p}_lease_owner"), getattr(Incident, f"{p}_lease_until"), p)
+
+    def due(self, kind: DeliveryKind, now: datetime | None = None, limit: int = 100) -> list[int]:
+        """Ids whose ``kind`` delivery is pending, due and not leased, oldest first.
+
+        A close reply is due only once its alert was sent (it replies in the alert's thread).
+        """
+        now = now or utcnow()
+        status, next_at, _owner, until, _ = self._cols(kind)
+        conds = [status == AlertStatus.pending.value,
+                 or_(next_at.is_(None), next_at <= now),
+                 or_(until.is_(None), until < now)]
+        if kind == "close":
+            conds.append(Incident.alert_status == AlertStatus.sent.value)
+        with self.session() as s:
+            return [int(i) for i in s.exec(select(Incident.id).where(*conds).order_by(Incident.id).limit(limit)).all()]
+
+    def claim(self, kind: DeliveryKind, incident_id: int, owner: str, lease_s: float, now: datetime | None = None) -> bool:
+        """Take the lease on one pending delivery; True for exactly one claimer until the lease expires."""
+        now = now or utcnow()
+        status, next_at, lease_owner, until, p = self._cols(kind)
+        conds = [Incident.id == incident_id, status == AlertStatus.pending.value,
+                 or_(next_at.is_(None), next_at <= now), or_(until.is_(None), until < now)]
+        if kind == "close":
+            conds.append(Incident.alert_status == AlertStatus.sent.value)
+        with self.session() as s:
+            res = s.execute(update(Incident).where(*conds).values(
+                {f"{p}_lease_owner": owner, f"{p}_lease_until": now + timedelta(seconds=lease_s)}))
+            return res.rowcount == 1
+
+    def finish(
+        self,
+        kind: DeliveryKind,
+        incident_id: int,
+        owner: str,
+        *,
+        status: AlertStatus,
+        reason: str | None = None,
+        next_attempt_at: datetime | None = None,
+        channel: str | None = None,
+        ts: str | None = None,
+        notifier: str | None = None,
+        count_attempt: bool = True,
+        now: datetime | None = None,
+    ) -> bool:
+        """Record the outcome of a claimed delivery and release the lease (only if ``owner`` still holds it)."""
+        now = now or utcnow()
+        _status, _next, lease_owner, _until, p = self._cols(kind)
+        values: dict[str, Any] = {
+            f"{p}_status": status.value,
+            f"{p}_reason": reason,
+            f"{p}_lease_owner": None,
+            f"{p}_lease_until": None,
+            f"{p}_next_attempt_at": next_attempt_at,
+            "updated_at": now,
+        }
+        if count_attempt:
+            values[f"{p}_attempts"] = getattr(Incident, f"{p}_attempts") + 1
+        if status == AlertStatus.sent:
+            values[f"{p}_sent_at"] = now
+        if kind == "alert":
+            if channel is not None:
+                values["slack_channel"] = channel
+            if ts is not None:
+                values["slack_ts"] = ts
+            if notifier is not None:
+                values["notifier"] = notifier
+        with self.session() as s:
+            res = s.execute(update(Incident).where(Incident.id == incident_id, lease_owner == owner).values(values))
+            if kind == "alert" and status == AlertStatus.failed and res.rowcount == 1:
+                # nothing to reply to: a close reply that was waiting is skipped
+                s.execute(update(Incident).where(Incident.id == incident_id, Incident.close_status == AlertStatus.pending.value)
+                       .values(close_status=AlertStatus.skipped.value, close_reason="the alert itself failed: nothing to reply to"))
+            return res.rowcount == 1
+
+    def sent_since(self, since: datetime, channel: str | None = None) -> int:
+        """Messages (alerts and close replies) sent since ``since``, on ``channel`` when given."""
+        with self.session() as s:
+            conds_a = [Incident.alert_sent_at >= since]
+            conds_c = [Incident.close_sent_at >= since]
+            if channel is not None:
+                conds_a.append(Incident.slack_channel == channel)
+                conds_c.append(Incident.slack_channel == channel)
+            a = s.execute(select(func.count()).select_from(Incident).where(*conds_a)).scalar_one()
+            c = s.execute(select(func.count()).select_from(Incident).where(*conds_c)).scalar_one()
+            return int(a) + int(c)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """How many alerts are in each delivery state."""
+        with self.session() as s:
+            rows = s.execute(select(Incident.alert_status, func.count()).group_by(Incident.alert_status)).all()
+            return {str(k): int(v) for k, v in rows}
+
+    def last_failure(self) -> tuple[int, str | None] | None:
+        """The most recent incident whose alert failed for good: (id, reason)."""
+        with self.session() as s:
+            row = s.execute(select(Incident.id, Incident.alert_reason).where(Incident.alert_status == AlertStatus.failed.value)
+                         .order_by(Incident.updated_at.desc()).limit(1)).first()
+            return None if row is None else (int(row[0]), row[1])
