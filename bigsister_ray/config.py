@@ -124,6 +124,10 @@ class TrainConfig(Strict):
     name: str | None = Field(None, description="Run name; a run with the same name resumes.")
     target_precision: float = Field(0.9, gt=0, le=1, description="Precision each abnormal class's alert threshold aims for on validation.")
     seed: int = 0
+    augment: bool = Field(True, description="Random crop, horizontal flip and temporal jitter of training clips on the workers.")
+    checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept by validation macro-F1 (the latest is always kept too, for resuming).")
+    data_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each Ray Data read task feeding the workers (keep it below one "
+                             "so reads still run when the workers hold every CPU).")
 
 
 class ClassifierConfig(Strict):
