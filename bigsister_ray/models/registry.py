@@ -1,0 +1,205 @@
+"""The model registry: every backbone selectable by ``model.name``, with what its input must look like.
+
+Each entry is a :class:`ModelSpec` (input normalisation, minimum frames and size, fixed sizes where the
+architecture has them, the classifier's key prefix) and a builder. :func:`build_model` never downloads
+anything: weights come only from a path or URL the user gives (``model.weights``), loaded with an audit
+(:func:`bigsister_ray.models.weights.load_weights`) and the classifier replaced for our classes.
+
+==============  =================  ==========  ========  ======================================
+name            normalisation      min T       min size  notes
+==============  =================  ==========  ========  ======================================
+i3d             I3D_NORM ([-1,1])  8           32        Inception-v1 I3D, loads public .pt files
+r3d_18          KINETICS_NORM      4           32        torchvision ResNet3D-18
+mc3_18          KINETICS_NORM      4           32        torchvision mixed convolutions
+r2plus1d_18     KINETICS_NORM      4           32        torchvision (2+1)D ResNet-18
+s3d             KINETICS_NORM      8           32        torchvision S3D, global pool made adaptive
+mvit_v2_s       KINETICS_NORM      16 (fixed)  224 fix.  torchvision MViTv2-S: exactly 16 x 224 x 224
+swin3d_t        KINETICS_NORM      2           32        torchvision Video Swin-T
+tiny3d          KINETICS_NORM      1           32        small X3D-style CNN for CPUs
+==============  =================  ==========  ========  ======================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from bigsister_ray.clip import I3D_NORM, KINETICS_NORM, ClipSpec, Normalization
+from bigsister_ray.errors import ConfigError
+
+__all__ = [
+    "ModelSpec",
+    "Builder",
+    "build_model",
+    "get_model_spec",
+    "list_models",
+    "register_model",
+    "check_clip",
+]
+
+#: ``builder(num_classes, dropout) -> nn.Module`` with fresh weights (no download).
+Builder = Callable[[int, float], nn.Module]
+
+
+class ModelSpec(BaseModel):
+    """What a registered model needs from its input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    norm: Normalization = Field(description="Normalisation of the uint8 -> float input (clip.to_model_input).")
+    min_frames: int = Field(ge=1, description="Smallest T the forward pass accepts.")
+    min_size: int = Field(ge=1, description="Smallest H = W the forward pass accepts.")
+    description: str = ""
+    fixed_frames: int | None = Field(None, description="T the architecture is built for (positional embeddings), if any.")
+    fixed_size: int | None = Field(None, description="H = W the architecture is built for, if any.")
+    head: str = Field(description="State-dict key prefix of the classifier (replaced when the class count differs).")
+
+    def check_clip(self, clip: ClipSpec) -> None:
+        """Raise :class:`ConfigError` when ``clip`` cannot be fed to this model, saying what would fit."""
+        problems = []
+        if self.fixed_frames is not None and clip.frames != self.fixed_frames:
+            problems.append(f"clip.frames must be exactly {self.fixed_frames} (got {clip.frames})")
+        elif clip.frames < self.min_frames:
+            problems.append(f"clip.frames must be >= {self.min_frames} (got {clip.frames})")
+        if self.fixed_size is not None and clip.size != self.fixed_size:
+            problems.append(f"clip.size must be exactly {self.fixed_size} (got {clip.size})")
+        elif clip.size < self.min_size:
+            problems.append(f"clip.size must be >= {self.min_size} (got {clip.size})")
+        if problems:
+            raise ConfigError(
+                f"model {self.name!r} does not fit the clip spec: {'; '.join(problems)}. "
+                f"Change clip.* in the config or pick another model.name ({', '.join(list_models())})"
+            )
+
+
+class _DropoutLinear(nn.Linear):
+    """nn.Linear with dropout on its input; same state-dict keys as nn.Linear, so foreign heads still match."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float) -> None:
+        super().__init__(in_features, out_features)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.dropout(x))
+
+
+def _tv(name: str) -> Builder:
+    def build(num_classes: int, dropout: float) -> nn.Module:
+        import torchvision.models.video as video
+
+        model = getattr(video, name)(weights=None, num_classes=num_classes)
+        if name in ("r3d_18", "mc3_18", "r2plus1d_18"):
+            model.fc = _DropoutLinear(model.fc.in_features, num_classes, dropout)
+        elif name == "swin3d_t":
+            model.head = _DropoutLinear(model.head.in_features, num_classes, dropout)
+        elif name == "s3d":
+            # The fixed AvgPool3d((2, 7, 7)) only fits 224 x 224 and T >= 16; the mean that follows makes a
+            # global average equivalent there and lets smaller clips through.
+            model.avgpool = nn.AdaptiveAvgPool3d(1)
+            model.classifier[0].p = dropout
+        elif name == "mvit_v2_s":
+            model.head[0].p = dropout
+        return model
+
+    return build
+
+
+def _i3d(num_classes: int, dropout: float) -> nn.Module:
+    from bigsister_ray.models.i3d import InceptionI3d
+
+    return InceptionI3d(num_classes=num_classes, dropout=dropout)
+
+
+def _tiny3d(num_classes: int, dropout: float) -> nn.Module:
+    from bigsister_ray.models.tiny3d import Tiny3D
+
+    return Tiny3D(num_classes=num_classes, dropout=dropout)
+
+
+_REGISTRY: dict[str, tuple[ModelSpec, Builder]] = {}
+
+
+def register_model(spec: ModelSpec, builder: Builder, *, replace: bool = False) -> None:
+    """Add a model to the registry (``replace`` to overwrite an existing name)."""
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = (spec, builder)
+
+
+def _register_builtins() -> None:
+    kin = KINETICS_NORM
+    register_model(ModelSpec(name="i3d", norm=I3D_NORM, min_frames=8, min_size=32, head="logits.",
+                             description="Inception-v1 I3D (12.3M params); loads the public PyTorch I3D checkpoints"), _i3d)
+    register_model(ModelSpec(name="r3d_18", norm=kin, min_frames=4, min_size=32, head="fc.",
+                             description="torchvision ResNet3D-18 (33M params)"), _tv("r3d_18"))
+    register_model(ModelSpec(name="mc3_18", norm=kin, min_frames=4, min_size=32, head="fc.",
+                             description="torchvision MC3-18, mixed 3D/2D convolutions (11.5M params)"), _tv("mc3_18"))
+    register_model(ModelSpec(name="r2plus1d_18", norm=kin, min_frames=4, min_size=32, head="fc.",
+                             description="torchvision R(2+1)D-18 (31M params)"), _tv("r2plus1d_18"))
+    register_model(ModelSpec(name="s3d", norm=kin, min_frames=8, min_size=32, head="classifier.1.",
+                             description="torchvision S3D (7.9M params), global pooling made adaptive"), _tv("s3d"))
+    register_model(ModelSpec(name="mvit_v2_s", norm=kin, min_frames=16, min_size=224, fixed_frames=16, fixed_size=224,
+                             head="head.1.", description="torchvision MViTv2-S (34M params); input exactly 16 x 224 x 224"),
+                   _tv("mvit_v2_s"))
+    register_model(ModelSpec(name="swin3d_t", norm=kin, min_frames=2, min_size=32, head="head.",
+                             description="torchvision Video Swin-T (28M params)"), _tv("swin3d_t"))
+    register_model(ModelSpec(name="tiny3d", norm=kin, min_frames=1, min_size=32, head="head.fc.",
+                             description="X3D-style tiny CNN (0.34M params) that trains in minutes on a CPU"), _tiny3d)
+
+
+def _entry(name: str) -> tuple[ModelSpec, Builder]:
+    if not _REGISTRY:
+        _register_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"model.name: unknown model {name!r}; expected one of {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    if not _REGISTRY:
+        _register_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``; :class:`ConfigError` listing the known names when unknown."""
+    return _entry(name)[0]
+
+
+def check_clip(name: str, clip: ClipSpec) -> None:
+    """Raise :class:`ConfigError` when model ``name`` cannot take clips of ``clip``."""
+    get_model_spec(name).check_clip(clip)
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    *,
+    dropout: float = 0.0,
+    weights: str | Path | None = None,
+    strict: bool = True,
+) -> nn.Module:
+    """Build registered model ``name`` with a classifier for ``num_classes``.
+
+    Input ``B x 3 x T x H x W`` float32 normalised with ``get_model_spec(name).norm``; output logits
+    ``B x num_classes``. ``weights``: a path or http(s) URL of a state dict (foreign, or one of our checkpoints);
+    a classifier of another shape is replaced, every other key must fit (``strict``) and the load is reported.
+    """
+    spec, builder = _entry(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    model = builder(num_classes, dropout)
+    if weights is not None:
+        from bigsister_ray.models.weights import load_weights
+
+        load_weights(model, weights, head=spec.head, strict=strict)
+    return model
