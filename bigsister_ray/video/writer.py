@@ -1,0 +1,123 @@
+"""Write RGB frames to an H.264 (or MPEG-4 Part 2) ``.mp4`` with PyAV.
+
+Used by the synthetic dataset generator, by tests that need "a video whose content is known", and by
+anything else that has to produce a file every player and decoder (decord, PyAV, ffmpeg) reads::
+
+    write_mp4("clip.mp4", frames, fps=15)          # frames: iterable of H x W x 3 uint8 RGB
+
+Frames are encoded as ``yuv420p``, which needs even sizes: an odd width or height is padded by repeating
+the last column or row (the picture is never cropped). The output is deterministic: the same frames give
+the same bytes (single-threaded encoder, no timestamps from the wall clock).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["write_mp4", "available_codec", "SUPPORTED_CODECS"]
+
+#: Codecs this writer knows how to configure, best first.
+SUPPORTED_CODECS: tuple[str, ...] = ("libx264", "mpeg4")
+
+
+def available_codec(preferred: str = "libx264") -> str:
+    """The codec to use: ``preferred`` when this PyAV build has its encoder, else ``mpeg4``.
+
+    Raises :class:`ValueError` for a codec this writer does not support and :class:`RuntimeError` when
+    neither encoder is present.
+    """
+    import av
+
+    if preferred not in SUPPORTED_CODECS:
+        raise ValueError(f"expected codec one of {', '.join(SUPPORTED_CODECS)}, got {preferred!r}")
+    for name in (preferred, *[c for c in SUPPORTED_CODECS if c != preferred]):
+        try:
+            av.codec.Codec(name, "w")
+        except Exception as err:  # av raises UnknownCodecError (a ValueError) or FFmpegError subclasses
+            if not isinstance(err, (ValueError, av.FFmpegError)):
+                raise
+            continue
+        return name
+    raise RuntimeError(f"this PyAV/FFmpeg build has none of the encoders {SUPPORTED_CODECS}; install PyAV wheels from PyPI")
+
+
+def _rate(fps: float) -> Fraction:
+    if not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0 or fps > 1000:
+        raise ValueError(f"expected fps a positive number up to 1000, got {fps!r}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _as_frame(frame: np.ndarray, index: int, path: Path) -> np.ndarray:
+    arr = np.asarray(frame)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"{path}: frame {index}: expected H x W x 3 RGB, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{path}: frame {index}: expected uint8, got {arr.dtype} (convert with np.clip(x, 0, 255).astype(np.uint8))")
+    h, w = arr.shape[:2]
+    if h < 2 or w < 2:
+        raise ValueError(f"{path}: frame {index}: expected at least 2 x 2 pixels, got {w} x {h}")
+    if h % 2 or w % 2:
+        arr = np.pad(arr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(arr)
+
+
+def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float, codec: str = "libx264",
+              *, crf: int = 20, gop_s: float = 2.0) -> Path:
+    """Encode ``frames`` (H x W x 3 uint8 RGB, all the same size) into ``path`` and return the path.
+
+    ``codec`` is ``libx264`` (falls back to ``mpeg4`` where this FFmpeg build lacks it) or ``mpeg4``.
+    ``crf`` is the x264 quality (lower is better; mpeg4 uses an equivalent fixed quantiser); a keyframe
+    every ``gop_s`` seconds keeps seeking cheap for decoders that read sampled frames. Frames are streamed
+    to the encoder one at a time, so a generator of any length uses constant memory.
+
+    Raises :class:`ValueError` for bad fps, shapes, dtypes, a size change mid-stream or no frames at all;
+    a partially written file is removed.
+    """
+    import av
+
+    path = Path(path)
+    rate = _rate(fps)
+    codec = available_codec(codec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with av.open(str(path), mode="w", format="mp4") as container:
+            stream = None
+            for i, raw in enumerate(frames):
+                arr = _as_frame(raw, i, path)
+                if stream is None:
+                    stream = container.add_stream(codec, rate=rate)
+                    stream.width, stream.height = arr.shape[1], arr.shape[0]
+                    stream.pix_fmt = "yuv420p"
+                    stream.codec_context.time_base = Fraction(1, 1) / rate
+                    stream.codec_context.gop_size = max(1, round(gop_s * float(rate)))
+                    stream.codec_context.thread_count = 1
+                    if codec == "libx264":
+                        stream.codec_context.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+                    else:
+                        stream.codec_context.qscale = max(1, min(31, crf // 5))
+                        stream.codec_context.bit_rate = 0
+                        stream.codec_context.options = {"qscale": str(max(1, min(31, crf // 5)))}
+                elif (arr.shape[1], arr.shape[0]) != (stream.width, stream.height):
+                    raise ValueError(
+                        f"{path}: frame {i}: expected {stream.width} x {stream.height} like the first frame, "
+                        f"got {arr.shape[1]} x {arr.shape[0]}"
+                    )
+                vf = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                vf.pts = i
+                vf.time_base = stream.codec_context.time_base
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+                written += 1
+            if stream is None:
+                raise ValueError(f"{path}: expected at least one frame, got none")
+            for packet in stream.encode():
+                container.mux(packet)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
