@@ -153,7 +153,16 @@ class StreamsConfig(Strict):
     healthy_after_s: float = Field(10.0, ge=0, description="A source must stay live this long before its backoff resets.")
     watchdog_s: float = Field(10.0, gt=0, description="A connected stream with no frame for this long is restarted.")
     max_buffer_windows: int = Field(4, ge=1, description="Windows a live stream may queue before it drops its oldest frames.")
-    open_timeout_s: float = Field(10.0, gt=0)
+    open_timeout_s: float = Field(10.0, gt=0, description="Connecting and probing a source (PyAV open timeout).")
+    backoff_jitter: float = Field(0.2, ge=0, lt=1, description="Each retry delay is multiplied by a random factor in 1 +- this.")
+    probe_s: float = Field(1.0, gt=0, le=10, description="Seconds of a live source FFmpeg analyses before decoding (analyzeduration).")
+    decode_threads: int = Field(1, ge=0, le=64, description="FFmpeg decoder threads per stream (0: FFmpeg's default, all cores).")
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> "StreamsConfig":
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(f"serve.streams.backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})")
+        return self
 
 
 class ServeConfig(Strict):
@@ -166,6 +175,8 @@ class ServeConfig(Strict):
     max_ongoing_requests: int = Field(32, ge=1)
     max_queued_requests: int = Field(64, ge=-1)
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL used in alert links to incidents.")
+    decoder_cpus: float = Field(0.0, ge=0, description="CPUs reserved for the Decoder replica (its stream threads decode and resize).")
+    app_name: str = Field("bigsister", min_length=1, description="Serve application name.")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
 
@@ -220,6 +231,9 @@ class AlertsConfig(Strict):
     )
     max_messages_per_minute: int = Field(20, ge=1, description="Cap on messages per channel per minute.")
     sweep_interval_s: float = Field(5.0, gt=0, description="How often pending alerts are retried.")
+    retry_backoff_initial_s: float = Field(2.0, gt=0, description="First wait before retrying a failed delivery (doubles per attempt).")
+    retry_backoff_max_s: float = Field(300.0, gt=0, description="Longest wait between delivery attempts (alerts are retried until sent).")
+    lease_s: float = Field(300.0, gt=0, description="How long a sender holds an alert before another sweeper may take it over; longer than one send with all its retries.")
     alert_file: Path | None = Field(Path("alerts.jsonl"), description="The console notifier also appends here (None: stdout only).")
     slack: SlackConfig = Field(default_factory=SlackConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)

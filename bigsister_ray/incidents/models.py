@@ -205,7 +205,7 @@ class Incident(IncidentBase, table=True):
     alert_lease_owner: str | None = Field(default=None, max_length=64)
     alert_lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     alert_sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-    notifier: str | None = Field(default=None, max_length=32)
+    notifier: str | None = Field(default=None, max_length=100, description="name:channel of the notifier that sent it.")
     slack_channel: str | None = Field(default=None, max_length=64)
     slack_ts: str | None = Field(default=None, max_length=64)
     # delivery of the thread reply when the incident closes (None while it is still open)

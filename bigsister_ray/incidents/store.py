@@ -452,14 +452,14 @@ class IncidentStore:
                        .values(close_status=AlertStatus.skipped.value, close_reason="the alert itself failed: nothing to reply to"))
             return res.rowcount == 1
 
-    def sent_since(self, since: datetime, channel: str | None = None) -> int:
-        """Messages (alerts and close replies) sent since ``since``, on ``channel`` when given."""
+    def sent_since(self, since: datetime, notifier: str | None = None) -> int:
+        """Messages (alerts and close replies) sent since ``since`` through ``notifier`` (``name:channel``) when given."""
         with self.session() as s:
             conds_a = [Incident.alert_sent_at >= since]
             conds_c = [Incident.close_sent_at >= since]
-            if channel is not None:
-                conds_a.append(Incident.slack_channel == channel)
-                conds_c.append(Incident.slack_channel == channel)
+            if notifier is not None:
+                conds_a.append(Incident.notifier == notifier)
+                conds_c.append(Incident.notifier == notifier)
             a = s.execute(select(func.count()).select_from(Incident).where(*conds_a)).scalar_one()
             c = s.execute(select(func.count()).select_from(Incident).where(*conds_c)).scalar_one()
             return int(a) + int(c)

@@ -1,0 +1,450 @@
+"""Notifiers: where an incident's alert goes. Slack (Web API), an incoming webhook (text only), the console.
+
+Every notifier raises :class:`~bigsister_ray.errors.AlertDeliveryError` on failure, with ``retryable`` saying
+whether trying again can help (a rate limit, a 5xx, a dropped connection) or not (``invalid_auth``,
+``channel_not_found``, ``not_in_channel``: an operator must fix the config) and ``reason`` a short code.
+
+Secrets (the bot token, the webhook URL) never appear in reprs, exception messages or logs: the slack-sdk
+clients log through a logger that masks them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import sys
+import threading
+import urllib.error
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, TextIO, runtime_checkable
+
+from pydantic import SecretStr
+
+from bigsister_ray.errors import AlertDeliveryError, ConfigError
+
+__all__ = [
+    "IncidentAlert",
+    "Delivery",
+    "Notifier",
+    "SlackNotifier",
+    "WebhookNotifier",
+    "ConsoleNotifier",
+    "make_notifier",
+    "NON_RETRYABLE_SLACK_ERRORS",
+    "incident_link",
+]
+
+log = logging.getLogger(__name__)
+
+#: Slack errors that no retry can fix: the alert is marked failed with the reason.
+NON_RETRYABLE_SLACK_ERRORS = frozenset({
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "no_permission",
+    "missing_scope", "channel_not_found", "not_in_channel", "is_archived", "restricted_action",
+    "invalid_blocks", "invalid_blocks_format", "invalid_arguments", "msg_too_long", "no_text",
+    "org_login_required", "ekm_access_denied", "team_access_not_granted", "invalid_token", "no_service",
+    "no_service_id", "no_team", "channel_is_archived", "action_prohibited", "posting_to_general_channel_denied",
+})
+
+_CONNECTION_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, OSError)
+
+
+def incident_link(public_url: str, incident_id: int) -> str:
+    """The incident's URL in the API (``serve.public_url`` + ``/incidents/{id}``)."""
+    return f"{public_url.rstrip('/')}/incidents/{incident_id}"
+
+
+@dataclass(frozen=True)
+class IncidentAlert:
+    """Everything a notifier shows about one incident."""
+
+    incident_id: int
+    label: str
+    severity: str
+    stream_id: str
+    stream_name: str
+    location: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    start_s: float
+    end_s: float
+    peak_score: float
+    link: str
+    status: str = "open"
+    snapshot_jpeg: bytes | None = None
+
+    @classmethod
+    def from_row(cls, row: Any, public_url: str) -> "IncidentAlert":
+        """From an ``Incident`` row (or anything with its attributes)."""
+        return cls(
+            incident_id=int(row.id), label=row.label, severity=row.severity, stream_id=row.stream_id,
+            stream_name=row.stream_name or row.stream_id, location=row.location, started_at=row.started_at,
+            ended_at=row.ended_at, start_s=row.start_s, end_s=row.end_s, peak_score=row.peak_score,
+            link=incident_link(public_url, int(row.id)), status=row.status, snapshot_jpeg=row.snapshot,
+        )
+
+    def __repr__(self) -> str:  # keep snapshot bytes out of logs
+        return (f"IncidentAlert(id={self.incident_id}, label={self.label!r}, stream={self.stream_name!r}, "
+                f"peak={self.peak_score:.3f}, snapshot={'yes' if self.snapshot_jpeg else 'no'})")
+
+    def when(self) -> str:
+        return self.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def camera(self) -> str:
+        return f"{self.stream_name} ({self.location})" if self.location else self.stream_name
+
+    def fallback_text(self) -> str:
+        """The plain-text version (notifications, screen readers, clients without Block Kit)."""
+        return (f"[{self.severity.upper()}] {self.label} on {self.camera()} at {self.when()}, "
+                f"peak score {self.peak_score:.2f} - incident #{self.incident_id}: {self.link}")
+
+    def close_text(self) -> str:
+        dur = max(0.0, self.end_s - self.start_s)
+        ended = self.ended_at.astimezone(timezone.utc).strftime("%H:%M:%S UTC") if self.ended_at else "now"
+        return (f"Incident #{self.incident_id} closed at {ended}: {self.label} lasted {dur:.0f} s, "
+                f"peak score {self.peak_score:.2f}. Review status: {self.status}. {self.link}")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a message went: ``channel`` and ``ts`` identify a Slack message (the thread for replies)."""
+
+    notifier: str
+    channel: str | None = None
+    ts: str | None = None
+    note: str | None = None
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Sends alerts. ``channel`` keys the per-channel message cap (None: no cap key)."""
+
+    name: str
+    channel: str | None
+
+    def send_incident(self, alert: IncidentAlert) -> Delivery:
+        """Send the alert for a new incident; raise AlertDeliveryError on failure."""
+        ...
+
+    def send_close(self, alert: IncidentAlert, ref: Delivery) -> Delivery:
+        """Say that the incident closed (Slack: a reply in the alert's thread)."""
+        ...
+
+
+class _MaskSecrets(logging.Filter):
+    """Replace secret strings in a record's message before any handler sees it."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        masked = msg
+        for s in self._secrets:
+            masked = masked.replace(s, "***")
+        if masked != msg:
+            record.msg, record.args = masked, ()
+        return True
+
+
+def _masked_logger(name: str, secrets: list[str]) -> logging.Logger:
+    logger = logging.getLogger(name)
+    for f in list(logger.filters):
+        if isinstance(f, _MaskSecrets):
+            logger.removeFilter(f)
+    logger.addFilter(_MaskSecrets(secrets))
+    return logger
+
+
+def _retry_handlers(max_retries: int) -> list[Any]:
+    from slack_sdk.http_retry.builtin_handlers import (
+        ConnectionErrorRetryHandler,
+        RateLimitErrorRetryHandler,
+        ServerErrorRetryHandler,
+    )
+
+    return [
+        RateLimitErrorRetryHandler(max_retry_count=max_retries),  # honours Retry-After
+        ConnectionErrorRetryHandler(max_retry_count=max_retries),
+        ServerErrorRetryHandler(max_retry_count=max_retries),
+    ]
+
+
+def _slack_error(err: BaseException, what: str, secrets: list[str]) -> AlertDeliveryError:
+    """Classify a slack-sdk or network error."""
+    from slack_sdk.errors import SlackApiError, SlackRequestError
+
+    def clean(text: str) -> str:
+        for s in secrets:
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+    if isinstance(err, SlackApiError):
+        resp = err.response
+        status = getattr(resp, "status_code", None)
+        code = None
+        try:
+            code = resp.get("error") if resp is not None else None
+        except (AttributeError, TypeError, ValueError):
+            code = None
+        retry_after = None
+        if status == 429:
+            try:
+                retry_after = float(resp.headers.get("Retry-After", resp.headers.get("retry-after", 1)))
+            except (TypeError, ValueError, AttributeError):
+                retry_after = 1.0
+            return AlertDeliveryError(f"{what}: rate limited by Slack (429), retry after {retry_after:.0f} s",
+                                      retryable=True, reason="ratelimited", retry_after_s=retry_after)
+        if status is not None and status >= 500:
+            return AlertDeliveryError(f"{what}: Slack answered HTTP {status}", retryable=True, reason=f"http_{status}")
+        if code in NON_RETRYABLE_SLACK_ERRORS:
+            hint = {
+                "invalid_auth": "check alerts.slack.token / token_file",
+                "not_authed": "set alerts.slack.token or token_file",
+                "channel_not_found": "check alerts.slack.channel",
+                "not_in_channel": "invite the bot to the channel (/invite @bot)",
+            }.get(code, "fix the Slack configuration")
+            return AlertDeliveryError(f"{what}: Slack refused with {code!r} ({hint})", retryable=False, reason=code)
+        reason = code or (f"http_{status}" if status else "slack_error")
+        return AlertDeliveryError(f"{what}: Slack error {reason!r}", retryable=True, reason=reason)
+    if isinstance(err, SlackRequestError):
+        return AlertDeliveryError(f"{what}: {clean(str(err))}", retryable=True, reason="request_error")
+    if isinstance(err, _CONNECTION_ERRORS):
+        return AlertDeliveryError(f"{what}: cannot reach Slack: {clean(type(err).__name__ + ': ' + str(err))}",
+                                  retryable=True, reason="connection_error")
+    return AlertDeliveryError(f"{what}: {type(err).__name__}: {clean(str(err))}", retryable=True, reason=type(err).__name__)
+
+
+class SlackNotifier:
+    """Posts a Block Kit message per incident, uploads the snapshot into its thread, replies when it closes."""
+
+    name = "slack"
+
+    def __init__(
+        self,
+        token: SecretStr | str,
+        channel: str,
+        *,
+        base_url: str = "https://slack.com/api/",
+        timeout_s: float = 10.0,
+        max_retries: int = 3,
+    ) -> None:
+        from slack_sdk import WebClient
+
+        secret = token.get_secret_value() if isinstance(token, SecretStr) else str(token)
+        if not secret:
+            raise ConfigError("alerts.slack.token: the Slack notifier needs a bot token (token or token_file)")
+        if not channel:
+            raise ConfigError("alerts.slack.channel: the Slack notifier needs a channel id or name")
+        self.channel = channel
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._secrets = [secret]
+        self._client = WebClient(
+            token=secret,
+            base_url=self.base_url,
+            timeout=int(max(1, round(timeout_s))),
+            retry_handlers=_retry_handlers(max_retries),
+            logger=_masked_logger("bigsister_ray.alerts.slack_sdk", self._secrets),
+        )
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "SlackNotifier":
+        cfg = settings.alerts.slack
+        token = cfg.resolved_token()
+        if token is None:
+            raise ConfigError("alerts.slack: set token, token_file or BIGSISTER_ALERTS__SLACK__TOKEN for the Slack notifier")
+        return cls(token, cfg.channel or "", base_url=cfg.base_url, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries)
+
+    def __repr__(self) -> str:
+        return f"SlackNotifier(channel={self.channel!r}, base_url={self.base_url!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # noqa: D105 - pickling would copy the token somewhere we cannot see
+        raise TypeError("SlackNotifier is not picklable (it holds a token); build it where it is used with from_settings")
+
+    # ---- messages ------------------------------------------------------------------------------
+    @staticmethod
+    def blocks(alert: IncidentAlert) -> list[dict[str, Any]]:
+        """The Block Kit layout of an incident alert."""
+        ts = int(alert.started_at.timestamp())
+        fields = [
+            {"type": "mrkdwn", "text": f"*Class:*\n{alert.label}"},
+            {"type": "mrkdwn", "text": f"*Severity:*\n{alert.severity}"},
+            {"type": "mrkdwn", "text": f"*Camera:*\n{alert.stream_name}"},
+            {"type": "mrkdwn", "text": f"*Location:*\n{alert.location or '-'}"},
+            {"type": "mrkdwn", "text": f"*Time:*\n<!date^{ts}^{{date_short_pretty}} {{time_secs}}|{alert.when()}>"},
+            {"type": "mrkdwn", "text": f"*Peak score:*\n{alert.peak_score:.2f}"},
+        ]
+        return [
+            {"type": "header", "text": {"type": "plain_text", "text": f"{alert.label.capitalize()} on {alert.stream_name}"[:150], "emoji": True}},
+            {"type": "section", "fields": fields},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"<{alert.link}|Incident #{alert.incident_id}>"},
+             "accessory": {"type": "button", "text": {"type": "plain_text", "text": "Open incident"}, "url": alert.link,
+                           "action_id": "open_incident"}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"bigsister-ray · stream `{alert.stream_id}`"}]},
+        ]
+
+    def send_incident(self, alert: IncidentAlert) -> Delivery:
+        with self._lock:
+            try:
+                resp = self._client.chat_postMessage(channel=self.channel, text=alert.fallback_text(), blocks=self.blocks(alert),
+                                                     unfurl_links=False, unfurl_media=False)
+            except Exception as err:  # classified: slack-sdk, urllib and socket errors all land here
+                raise _slack_error(err, f"Slack chat.postMessage for incident {alert.incident_id}", self._secrets) from None
+            channel, ts = resp.get("channel") or self.channel, resp.get("ts")
+            note = None
+            if alert.snapshot_jpeg:
+                try:
+                    self._client.files_upload_v2(
+                        channel=channel, thread_ts=ts, file=alert.snapshot_jpeg,
+                        filename=f"incident-{alert.incident_id}.jpg",
+                        title=f"{alert.label} {alert.peak_score:.2f} - {alert.stream_name}",
+                    )
+                except Exception as err:  # the message is out: never resend it for a failed picture
+                    e = _slack_error(err, f"Slack snapshot upload for incident {alert.incident_id}", self._secrets)
+                    log.warning("%s (the alert itself was delivered)", e)
+                    note = f"snapshot upload failed: {e.reason}"
+            return Delivery(self.name, channel=channel, ts=ts, note=note)
+
+    def send_close(self, alert: IncidentAlert, ref: Delivery) -> Delivery:
+        with self._lock:
+            try:
+                resp = self._client.chat_postMessage(channel=ref.channel or self.channel, thread_ts=ref.ts, text=alert.close_text())
+            except Exception as err:  # classified like send_incident
+                raise _slack_error(err, f"Slack close reply for incident {alert.incident_id}", self._secrets) from None
+            return Delivery(self.name, channel=resp.get("channel") or ref.channel, ts=resp.get("ts"))
+
+    def check(self) -> None:
+        """Call auth.test; raise AlertDeliveryError (non-retryable for a bad token) when Slack refuses."""
+        try:
+            self._client.auth_test()
+        except Exception as err:  # classified
+            raise _slack_error(err, "Slack auth.test", self._secrets) from None
+
+
+class WebhookNotifier:
+    """A Slack incoming webhook: text only, no threads, no pictures."""
+
+    name = "webhook"
+
+    def __init__(self, url: SecretStr | str, *, timeout_s: float = 10.0, max_retries: int = 3) -> None:
+        from slack_sdk.webhook import WebhookClient
+
+        secret = url.get_secret_value() if isinstance(url, SecretStr) else str(url)
+        if not secret.startswith(("http://", "https://")):
+            raise ConfigError("alerts.webhook.url: expected an http(s) incoming-webhook URL")
+        self.channel = "webhook"
+        self._secrets = [secret]
+        self._client = WebhookClient(secret, timeout=int(max(1, round(timeout_s))), retry_handlers=_retry_handlers(max_retries),
+                                     logger=_masked_logger("bigsister_ray.alerts.webhook_sdk", self._secrets))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "WebhookNotifier":
+        cfg = settings.alerts.webhook
+        if cfg.url is None:
+            raise ConfigError("alerts.webhook.url: set the incoming-webhook URL for the webhook notifier")
+        return cls(cfg.url, timeout_s=cfg.timeout_s, max_retries=settings.alerts.slack.max_retries)
+
+    def __repr__(self) -> str:
+        return "WebhookNotifier(url='***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # noqa: D105
+        raise TypeError("WebhookNotifier is not picklable (its URL is a secret); build it with from_settings")
+
+    def _send(self, text: str, what: str) -> None:
+        try:
+            resp = self._client.send(text=text)
+        except Exception as err:  # network errors, classified
+            raise _slack_error(err, what, self._secrets) from None
+        if resp.status_code == 200:
+            return
+        body = (resp.body or "").strip()
+        if resp.status_code == 429 or resp.status_code >= 500:
+            retry_after = None
+            if resp.status_code == 429:
+                try:
+                    retry_after = float((resp.headers or {}).get("Retry-After", ["1"])[0])
+                except (TypeError, ValueError, IndexError, KeyError):
+                    retry_after = 1.0
+            raise AlertDeliveryError(f"{what}: webhook answered HTTP {resp.status_code}", retryable=True,
+                                     reason=body or f"http_{resp.status_code}", retry_after_s=retry_after)
+        raise AlertDeliveryError(f"{what}: webhook refused with HTTP {resp.status_code} {body!r} (check alerts.webhook.url)",
+                                 retryable=False, reason=body or f"http_{resp.status_code}")
+
+    def send_incident(self, alert: IncidentAlert) -> Delivery:
+        self._send(alert.fallback_text(), f"webhook alert for incident {alert.incident_id}")
+        return Delivery(self.name, channel=self.channel)
+
+    def send_close(self, alert: IncidentAlert, ref: Delivery) -> Delivery:
+        self._send(alert.close_text(), f"webhook close for incident {alert.incident_id}")
+        return Delivery(self.name, channel=self.channel)
+
+
+class ConsoleNotifier:
+    """Prints one JSON line per alert and appends it to ``alert_file`` (JSONL) when set. For local use."""
+
+    name = "console"
+
+    def __init__(self, alert_file: Path | None = None, stream: TextIO | None = None) -> None:
+        self.alert_file = Path(alert_file) if alert_file is not None else None
+        self.channel = "console"
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ConsoleNotifier":
+        return cls(settings.alerts.alert_file)
+
+    def __repr__(self) -> str:
+        return f"ConsoleNotifier(alert_file={str(self.alert_file) if self.alert_file else None!r})"
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        with self._lock:
+            print(line, file=self._stream or sys.stdout, flush=True)
+            if self.alert_file is not None:
+                try:
+                    self.alert_file.parent.mkdir(parents=True, exist_ok=True)
+                    with self.alert_file.open("a", encoding="utf-8") as fh:
+                        fh.write(line + "\n")
+                except OSError as err:
+                    raise AlertDeliveryError(f"console alert: cannot append to {self.alert_file}: {err.strerror or err}",
+                                             retryable=True, reason="alert_file_unwritable") from err
+
+    def _record(self, event: str, alert: IncidentAlert) -> dict[str, Any]:
+        return {"event": event, "incident_id": alert.incident_id, "label": alert.label, "severity": alert.severity,
+                "stream_id": alert.stream_id, "camera": alert.stream_name, "location": alert.location,
+                "started_at": alert.started_at.isoformat(), "ended_at": alert.ended_at.isoformat() if alert.ended_at else None,
+                "peak_score": round(alert.peak_score, 4), "link": alert.link, "status": alert.status,
+                "has_snapshot": alert.snapshot_jpeg is not None, "text": alert.fallback_text() if event == "incident" else alert.close_text()}
+
+    def send_incident(self, alert: IncidentAlert) -> Delivery:
+        self._emit(self._record("incident", alert))
+        return Delivery(self.name, channel=self.channel, ts=f"console-{alert.incident_id}")
+
+    def send_close(self, alert: IncidentAlert, ref: Delivery) -> Delivery:
+        self._emit(self._record("incident_closed", alert))
+        return Delivery(self.name, channel=self.channel, ts=ref.ts)
+
+
+def make_notifier(settings: Any) -> Notifier:
+    """The notifier ``settings.alerts.notifier`` names (``auto``: Slack with a token and channel, else console)."""
+    alerts = settings.alerts
+    kind = alerts.notifier
+    if kind == "auto":
+        has_token = alerts.slack.token is not None or alerts.slack.token_file is not None
+        kind = "slack" if has_token and alerts.slack.channel else ("webhook" if alerts.webhook.url is not None else "console")
+    if kind == "slack":
+        return SlackNotifier.from_settings(settings)
+    if kind == "webhook":
+        return WebhookNotifier.from_settings(settings)
+    return ConsoleNotifier.from_settings(settings)

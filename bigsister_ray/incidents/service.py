@@ -1,0 +1,281 @@
+"""The incident service: persist first, notify second, never lose an alert, never send one twice.
+
+``handle(event)`` writes the incident (or merges a later event into it) and only then tries to deliver.
+Each delivery (the alert, and later the close reply in its thread) moves ``pending -> sent | failed``:
+
+* it is *claimed* with a conditional UPDATE (a lease with this service's owner id), so several services or
+  sweepers on one database never send the same alert twice;
+* a retryable failure (rate limit, 5xx, Slack unreachable) leaves it ``pending`` with ``next_attempt_at``
+  after an exponential backoff (or Slack's Retry-After); the sweeper picks it up then, also after a restart;
+* a failure no retry can fix (``invalid_auth``, ``channel_not_found``, ``not_in_channel``) marks it ``failed``
+  with the reason, and :meth:`IncidentService.health` reports it for ``/readyz``;
+* at most ``alerts.max_messages_per_minute`` messages per notifier channel per minute (counted in the
+  database, so across replicas): more are deferred, not dropped.
+
+Known limit: if the process dies after Slack accepted a message but before its ``ts`` is recorded, the lease
+expires and the alert is sent again (Slack's Web API has no idempotency key).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from bigsister_ray.alerts.notifiers import Delivery, IncidentAlert, Notifier
+from bigsister_ray.alerts.rules import IncidentEvent
+from bigsister_ray.errors import AlertDeliveryError
+from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, utcnow
+from bigsister_ray.incidents.store import DeliveryKind, IncidentStore, IncidentStoreError
+
+__all__ = ["IncidentService"]
+
+log = logging.getLogger(__name__)
+
+
+class IncidentService:
+    """Stores incidents from :class:`~bigsister_ray.alerts.rules.RuleEngine` events and delivers their alerts.
+
+    ``settings`` is the root ``Settings`` (uses ``alerts`` and ``serve.public_url``). ``clock`` returns aware
+    UTC datetimes (tests may pass their own). Call :meth:`start_sweeper` in long-running processes; without it,
+    :meth:`handle` delivers inline and :meth:`sweep_once` retries.
+    """
+
+    def __init__(
+        self,
+        store: IncidentStore,
+        notifier: Notifier,
+        settings: Any,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.alerts = settings.alerts
+        self.public_url = settings.serve.public_url
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.notifier_key = f"{notifier.name}:{notifier.channel or '-'}"
+        self._clock = clock or utcnow
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one delivery at a time in this process
+        self._state_lock = threading.Lock()
+        self._last_error: dict[str, Any] | None = None
+        self._last_success_at: datetime | None = None
+        self._db_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"IncidentService(store={self.store!r}, notifier={self.notifier!r}, owner={self.owner!r})"
+
+    # ---- events ----------------------------------------------------------------------------------
+    def handle(
+        self,
+        event: IncidentEvent,
+        *,
+        stream_name: str,
+        location: str | None = None,
+        snapshot_jpeg: bytes | None = None,
+    ) -> int | None:
+        """Persist ``event`` (opened/updated/closed), then deliver what is due. Returns the incident id.
+
+        Raises IncidentStoreError when the database cannot take the incident (nothing was sent then).
+        Delivery problems never raise: they are recorded on the incident and retried.
+        """
+        if event.kind not in ("opened", "updated", "closed"):
+            raise ValueError(f"incident event kind must be opened, updated or closed, got {event.kind!r}")
+        started_at = event.started_at or event.at
+        key = event.key or f"{event.stream_id}:{event.label}:{event.start_s:.3f}:{started_at.isoformat()}"
+        closed = event.kind == "closed"
+        data = IncidentCreate(
+            event_key=key,
+            stream_id=event.stream_id,
+            stream_name=stream_name,
+            location=location,
+            label=event.label,
+            severity=event.severity,
+            started_at=started_at,
+            ended_at=started_at + timedelta(seconds=max(0.0, event.end_s - event.start_s)) if closed else None,
+            start_s=event.start_s,
+            end_s=event.end_s,
+            peak_score=event.peak_score,
+            peak_start_s=event.peak_start_s,
+            peak_end_s=event.peak_end_s,
+            timeline=[[float(t), float(s)] for t, s in event.timeline],
+            snapshot=snapshot_jpeg,
+        )
+        try:
+            incident_id = self.store.record_event(data, closed=closed, now=self._clock())
+        except IncidentStoreError as err:
+            self._set_db_error(str(err))
+            raise
+        self._set_db_error(None)
+        if event.kind == "updated":
+            return incident_id
+        if self.sweeper_running:
+            self._wake.set()
+        else:
+            self.deliver(incident_id)
+        return incident_id
+
+    # ---- delivery --------------------------------------------------------------------------------
+    def deliver(self, incident_id: int) -> int:
+        """Try the deliveries of one incident that are due (alert, then close reply); return how many were tried."""
+        tried = 0
+        for kind in ("alert", "close"):
+            if self._attempt(kind, incident_id):
+                tried += 1
+        return tried
+
+    def sweep_once(self, limit: int = 100) -> int:
+        """Retry every due pending delivery once; return how many were tried."""
+        tried = 0
+        for kind in ("alert", "close"):
+            for incident_id in self.store.due(kind, now=self._clock(), limit=limit):
+                if self._stop.is_set() and self.sweeper_running:
+                    return tried
+                if self._attempt(kind, incident_id):
+                    tried += 1
+        return tried
+
+    def _backoff(self, attempts: int, retry_after_s: float | None) -> float:
+        wait = self.alerts.retry_backoff_initial_s * (2 ** min(max(attempts - 1, 0), 20))
+        wait = min(wait, self.alerts.retry_backoff_max_s)
+        if retry_after_s is not None:
+            wait = max(wait, float(retry_after_s))
+        return wait
+
+    def _attempt(self, kind: DeliveryKind, incident_id: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            if not self.store.claim(kind, incident_id, self.owner, self.alerts.lease_s, now=now):
+                return False
+            try:
+                return self._send_claimed(kind, incident_id, now)
+            except IncidentStoreError as err:  # the lease expires and another attempt follows
+                self._set_db_error(str(err))
+                log.warning("incident %s: cannot record the %s delivery: %s", incident_id, kind, err)
+                return True
+
+    def _send_claimed(self, kind: DeliveryKind, incident_id: int, now: datetime) -> bool:
+        row = self.store.get_incident_row(incident_id)
+        if row is None:  # deleted under us
+            return False
+        since = now - timedelta(seconds=60)
+        if self.store.sent_since(since, self.notifier_key) >= self.alerts.max_messages_per_minute:
+            wait = max(1.0, 60.0 / self.alerts.max_messages_per_minute)
+            self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, count_attempt=False,
+                              reason=f"deferred: {self.alerts.max_messages_per_minute} messages per minute reached on {self.notifier_key}",
+                              next_attempt_at=now + timedelta(seconds=wait), now=now)
+            return False
+        alert = IncidentAlert.from_row(row, self.public_url)
+        attempts = (row.alert_attempts if kind == "alert" else row.close_attempts) + 1
+        try:
+            if kind == "alert":
+                delivery = self.notifier.send_incident(alert)
+            else:
+                delivery = self.notifier.send_close(alert, Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts))
+        except AlertDeliveryError as err:
+            self._record_failure(err, incident_id)
+            if err.retryable:
+                wait = self._backoff(attempts, err.retry_after_s)
+                self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, reason=f"{err.reason}: {err}",
+                                  next_attempt_at=self._clock() + timedelta(seconds=wait))
+                log.warning("incident %s: %s not delivered (attempt %d), retrying in %.1f s: %s", incident_id, kind, attempts, wait, err)
+            else:
+                self.store.finish(kind, incident_id, self.owner, status=AlertStatus.failed, reason=f"{err.reason}: {err}")
+                log.error("incident %s: %s failed for good: %s", incident_id, kind, err)
+            return True
+        except Exception as err:  # a bug in a notifier: keep the alert pending and say so loudly
+            log.exception("incident %s: notifier %s raised unexpectedly", incident_id, self.notifier.name)
+            self._record_failure(AlertDeliveryError(str(err), retryable=True, reason=type(err).__name__), incident_id)
+            self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, reason=f"{type(err).__name__}: {err}",
+                              next_attempt_at=self._clock() + timedelta(seconds=self._backoff(attempts, None)))
+            return True
+        ok = self.store.finish(kind, incident_id, self.owner, status=AlertStatus.sent, reason=delivery.note,
+                               channel=delivery.channel, ts=delivery.ts, notifier=self.notifier_key, now=self._clock())
+        if not ok:
+            log.warning("incident %s: %s was sent but the lease had expired (lease_s=%s too short?)", incident_id, kind, self.alerts.lease_s)
+        with self._state_lock:
+            self._last_success_at = self._clock()
+            if self._last_error is not None and self._last_error.get("retryable", True):
+                self._last_error = None
+        return True
+
+    def _record_failure(self, err: AlertDeliveryError, incident_id: int) -> None:
+        with self._state_lock:
+            self._last_error = {"reason": err.reason, "message": str(err), "retryable": err.retryable,
+                                "incident_id": incident_id, "at": self._clock().isoformat()}
+
+    def _set_db_error(self, message: str | None) -> None:
+        with self._state_lock:
+            self._db_error = message
+
+    # ---- sweeper ---------------------------------------------------------------------------------
+    @property
+    def sweeper_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start_sweeper(self, interval_s: float | None = None) -> None:
+        """Start the background thread that retries due deliveries every ``interval_s`` (alerts.sweep_interval_s)."""
+        if self.sweeper_running:
+            return
+        interval = interval_s if interval_s is not None else self.alerts.sweep_interval_s
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.sweep_once()
+                    self._set_db_error(None)
+                except IncidentStoreError as err:
+                    self._set_db_error(str(err))
+                    log.warning("alert sweeper: database unavailable: %s", err)
+                self._wake.wait(interval)
+                self._wake.clear()
+
+        self._thread = threading.Thread(target=loop, name=f"alert-sweeper-{self.owner}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the sweeper (pending alerts stay pending in the database for the next service)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # ---- health ----------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """For ``/readyz`` detail: database reachable, notifier state, failed alerts and their last reason."""
+        db_ok = self.store.ping()
+        counts: dict[str, int] = {}
+        last_failed = None
+        if db_ok:
+            try:
+                counts = self.store.delivery_counts()
+                failure = self.store.last_failure()
+                if failure is not None:
+                    last_failed = {"incident_id": failure[0], "reason": failure[1]}
+            except IncidentStoreError as err:
+                db_ok = False
+                self._set_db_error(str(err))
+        with self._state_lock:
+            last_error = dict(self._last_error) if self._last_error else None
+            last_success = self._last_success_at.isoformat() if self._last_success_at else None
+            db_error = self._db_error
+        notifier_ok = last_error is None or bool(last_error.get("retryable"))
+        return {
+            "ok": db_ok and notifier_ok,
+            "database": {"ok": db_ok, "url": self.store.safe_url, "error": None if db_ok else (db_error or "unreachable")},
+            "notifier": {"name": self.notifier.name, "channel": self.notifier.channel, "ok": notifier_ok,
+                         "last_error": last_error, "last_success_at": last_success},
+            "alerts": {"pending": counts.get("pending", 0), "sent": counts.get("sent", 0), "failed": counts.get("failed", 0),
+                       "last_failed": last_failed},
+            "sweeper": {"running": self.sweeper_running},
+        }
