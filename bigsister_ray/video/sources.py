@@ -1,0 +1,278 @@
+"""Open a camera stream or a local media file with PyAV, safely.
+
+A source is one of:
+
+- ``rtsp://`` / ``rtsps://`` cameras (RTP over TCP, never UDP: CCTV links drop UDP),
+- ``http://`` / ``https://`` MPEG-TS, MJPEG (``multipart/x-mixed-replace``) or HLS playlists,
+- a local file, as a plain path or a ``file://`` URL, that must lie under the media root
+  (``settings.serve.streams.media_root``): a relative path is taken relative to the media root, ``..`` is
+  refused outright and symlinks are resolved before the check, so a link cannot lead outside.
+
+:func:`resolve_source` validates a URL and says how to open it (a :class:`Source`); :func:`open_source` opens it
+with bounded open and read timeouts (PyAV's interrupt callback plus FFmpeg's ``rw_timeout``) and a protocol
+whitelist, so that a stalled camera can never block a reader forever and an HLS playlist cannot make FFmpeg
+open ``file:`` or other protocols. :func:`redact_url` removes credentials before a URL reaches a log, a
+status or an error message; :func:`redact_text` does the same inside any text (FFmpeg's error messages quote
+the URL they failed on).
+
+Errors are :class:`~bigsister_ray.errors.StreamError` with the redacted URL and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from bigsister_ray.errors import StreamError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import av.container
+
+__all__ = [
+    "LIVE_SCHEMES",
+    "ARRIVAL_TIME_FORMATS",
+    "Source",
+    "SourceKind",
+    "redact_url",
+    "redact_text",
+    "resolve_source",
+    "resolve_media_path",
+    "open_source",
+    "describe_av_error",
+]
+
+SourceKind = Literal["live", "file"]
+
+#: URL schemes opened as live network sources.
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
+
+#: Demuxers whose timestamps are invented (MJPEG over HTTP is stamped at a nominal 25 fps whatever the camera
+#: sends): frames from these are timed by their arrival instead.
+ARRIVAL_TIME_FORMATS = frozenset({"mpjpeg", "mjpeg", "image2pipe", "jpeg_pipe"})
+
+#: FFmpeg protocols each kind of source may use (HLS segments and redirects are opened through the same list).
+_WHITELIST = {
+    "rtsp": "rtsp,rtp,srtp,tcp,udp,tls",
+    "rtsps": "rtsps,rtsp,rtp,srtp,tcp,udp,tls",
+    "http": "http,https,tcp,tls,crypto,httpproxy",
+    "https": "http,https,tcp,tls,crypto,httpproxy",
+    "file": "file",
+}
+
+#: Query parameters whose values are secrets (matched case-insensitively, as a whole key or a key suffix).
+_SECRET_KEYS = re.compile(
+    r"(^|[_\-.])(token|access[_\-]?token|auth|authorization|key|api[_\-]?key|apikey|secret|password|passwd|pwd|pass"
+    r"|sig|signature|credential|credentials|session|sessionid|jwt|code)$",
+    re.IGNORECASE,
+)
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>]+")
+_REDACTED = "***"
+
+
+# --------------------------------------------------------------------------------------------- redaction
+def redact_url(url: str) -> str:
+    """``url`` without credentials: ``user:password@`` becomes ``***@`` and secret-looking query values ``***``.
+
+    Anything that is not a URL (a plain path) is returned unchanged. Never raises.
+    """
+    if not isinstance(url, str):
+        url = str(url)
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unparseable: keep only the scheme, never risk showing a secret.
+        return url.split("://", 1)[0] + "://" + _REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = _REDACTED + "@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_KEYS.search(k) for k, _ in pairs):
+            query = urlencode([(k, _REDACTED if _SECRET_KEYS.search(k) else v) for k, v in pairs], safe="*")
+    fragment = _REDACTED if parts.fragment and "=" in parts.fragment else parts.fragment
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def redact_text(text: str, urls: Iterable[str] = ()) -> str:
+    """``text`` with every URL in it redacted (the given raw ``urls`` first, then anything URL-shaped)."""
+    out = str(text)
+    for raw in urls:
+        if raw and raw in out:
+            out = out.replace(raw, redact_url(raw))
+        if raw and "%" in raw and unquote(raw) in out:
+            out = out.replace(unquote(raw), redact_url(raw))
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), out)
+
+
+# --------------------------------------------------------------------------------------------- resolution
+@dataclass(frozen=True)
+class Source:
+    """How to open one source. ``target`` is what FFmpeg gets (a URL, or an absolute path for files)."""
+
+    url: str
+    target: str
+    kind: SourceKind
+    scheme: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def redacted(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind == "live"
+
+    def __repr__(self) -> str:  # never show credentials, even in a traceback
+        return f"Source(kind={self.kind!r}, url={self.redacted!r})"
+
+    __str__ = __repr__
+
+
+def resolve_media_path(path: str | os.PathLike[str], media_root: str | os.PathLike[str], *,
+                       must_exist: bool = True, shown: str | None = None) -> Path:
+    """The absolute, symlink-free path of ``path`` if it lies under ``media_root``; else :class:`StreamError`.
+
+    A relative ``path`` is taken relative to ``media_root``. ``..`` components are refused (even when they would
+    stay inside), and the check is made after resolving symlinks, so no link can point outside the root.
+    """
+    shown = shown if shown is not None else str(path)
+    raw = Path(path)
+    if any(part == ".." for part in raw.parts):
+        raise StreamError(f"media file {shown}: '..' is not allowed in a media path; give a path under the media root")
+    root = Path(media_root).expanduser()
+    try:
+        root_real = root.resolve(strict=True)
+    except (OSError, RuntimeError) as err:
+        raise StreamError(
+            f"media root {root} does not exist or cannot be read ({err}); create it or set serve.streams.media_root"
+        ) from err
+    if not root_real.is_dir():
+        raise StreamError(f"media root {root} is not a directory; set serve.streams.media_root to a folder")
+    candidate = raw if raw.is_absolute() else root_real / raw
+    try:
+        real = candidate.resolve(strict=must_exist)
+    except FileNotFoundError as err:
+        raise StreamError(f"media file {shown}: no such file under the media root {root}") from err
+    except (OSError, RuntimeError) as err:  # symlink loop, permission
+        raise StreamError(f"media file {shown}: cannot be resolved ({err})") from err
+    if not real.is_relative_to(root_real):
+        raise StreamError(
+            f"media file {shown}: resolves outside the media root {root} (expected a file under it; "
+            "symlinks are followed before this check)"
+        )
+    if must_exist and not real.is_file():
+        raise StreamError(f"media file {shown}: expected a regular file, got {'a directory' if real.is_dir() else 'something else'}")
+    return real
+
+
+def resolve_source(url: str, media_root: str | os.PathLike[str], *, must_exist: bool = True) -> Source:
+    """Validate ``url`` and say how to open it.
+
+    Network URLs must be ``rtsp``, ``rtsps``, ``http`` or ``https`` with a host; anything else without a scheme
+    (or ``file://``) is a local file checked with :func:`resolve_media_path`. ``must_exist=False`` checks a file
+    path without requiring the file to be there yet (it is checked again when opened).
+    Raises :class:`StreamError` naming the redacted URL and what was expected.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise StreamError(f"stream URL: expected a non-empty string, got {url!r}")
+    url = url.strip()
+    shown = redact_url(url)
+    if any(ord(c) < 32 for c in url):
+        raise StreamError(f"stream URL {shown!r}: control characters are not allowed")
+    has_scheme = re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", url) is not None
+    if not has_scheme:
+        path = resolve_media_path(url, media_root, must_exist=must_exist, shown=shown)
+        return Source(url=url, target=str(path), kind="file", scheme="file", options=_file_options())
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise StreamError(f"stream URL {shown}: file:// URLs must name a local path (file:///path), got host {parts.netloc!r}")
+        path = resolve_media_path(unquote(parts.path), media_root, must_exist=must_exist, shown=shown)
+        return Source(url=url, target=str(path), kind="file", scheme="file", options=_file_options())
+    if scheme not in LIVE_SCHEMES:
+        raise StreamError(
+            f"stream URL {shown}: unsupported scheme {scheme!r}; expected rtsp://, rtsps://, http://, https:// "
+            "or a file under the media root"
+        )
+    if not parts.hostname:
+        raise StreamError(f"stream URL {shown}: no host; expected {scheme}://host[:port]/path")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as err:
+        raise StreamError(f"stream URL {shown}: invalid port") from err
+    return Source(url=url, target=url, kind="live", scheme=scheme, options={})
+
+
+def _file_options() -> dict[str, str]:
+    return {"protocol_whitelist": _WHITELIST["file"]}
+
+
+def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict[str, str]:
+    us = str(max(1, int(read_timeout_s * 1_000_000)))
+    opts: dict[str, str] = {
+        "protocol_whitelist": _WHITELIST[source.scheme],
+        # Start fast on a live source: probe about a second, not FFmpeg's default five.
+        "analyzeduration": str(max(100_000, int(probe_s * 1_000_000))),
+        "probesize": "1000000",
+        "fflags": "nobuffer+discardcorrupt",
+    }
+    if source.scheme in ("rtsp", "rtsps"):
+        # RTSP's socket timeout option is 'timeout' (microseconds) in FFmpeg >= 5; TCP interleaving, never UDP.
+        opts.update({"rtsp_transport": "tcp", "timeout": us})
+    else:
+        opts.update({
+            "rw_timeout": us,
+            # Ride out a short blip inside FFmpeg; longer outages are the runner's (backoff, counted reconnects).
+            "reconnect": "1",
+            "reconnect_streamed": "1",
+            "reconnect_on_network_error": "1",
+            "reconnect_delay_max": "1",
+            "user_agent": "bigsister-ray",
+        })
+    return opts
+
+
+def open_source(source: Source, *, open_timeout_s: float, read_timeout_s: float, probe_s: float = 1.0,
+                extra_options: dict[str, str] | None = None) -> "av.container.InputContainer":
+    """Open ``source`` with PyAV, bounded in time; the caller closes the container (in the same thread).
+
+    ``open_timeout_s`` bounds connecting and probing, ``read_timeout_s`` every later read (PyAV's interrupt
+    callback, re-armed per packet, plus FFmpeg's socket timeout). Raises :class:`StreamError` (redacted) when the
+    source cannot be opened or has no video stream; ``err.__cause__`` is PyAV's error.
+    """
+    import av
+
+    options = dict(source.options)
+    if source.is_live:
+        options.update(_live_options(source, read_timeout_s, probe_s))
+    options.update(extra_options or {})
+    try:
+        container = av.open(source.target, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
+    except av.error.FFmpegError as err:
+        raise StreamError(f"cannot open {source.redacted}: {describe_av_error(err, source)}") from err
+    except OSError as err:  # PyAV maps some FFmpeg errors onto OSError subclasses
+        raise StreamError(f"cannot open {source.redacted}: {redact_text(str(err), [source.url, source.target])}") from err
+    if not container.streams.video:
+        container.close()
+        raise StreamError(f"{source.redacted} has no video stream (expected MPEG-TS, MJPEG, HLS, RTSP video or a video file)")
+    return container
+
+
+def describe_av_error(err: BaseException, source: Source | None = None) -> str:
+    """A short, redacted description of a PyAV/FFmpeg error (its class and message, without the URL)."""
+    import av
+
+    if isinstance(err, av.error.ExitError):
+        return "timed out (no data within the timeout)"
+    msg = getattr(err, "strerror", None) or str(err)
+    raw = [source.url, source.target] if source is not None else []
+    return f"{type(err).__name__}: {redact_text(str(msg), raw)}"

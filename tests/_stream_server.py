@@ -1,0 +1,223 @@
+"""A real local HTTP video server for stream tests (127.0.0.1 only).
+
+Routes (``fps``, ``size`` set per server):
+
+- ``/live.ts``   live MPEG-TS encoded on the fly with PyAV (mpeg2video, one GOP per second), paced at real time
+- ``/live.mjpeg`` MJPEG as ``multipart/x-mixed-replace`` (JPEGs made with Pillow), paced at real time
+- ``/stall.ts``  sends the 200 headers, then nothing until the server stops
+- ``/stall_after.ts?s=SECONDS`` live MPEG-TS for SECONDS, then keeps the connection open and silent
+- ``/files/NAME`` a file from ``files`` (whole body, no range support)
+
+:meth:`StreamServer.stop` closes every open connection at once (clients see the stream end) and frees the port;
+:meth:`StreamServer.start` binds the same port again. Frame ``i`` is a flat grey of :func:`frame_level` ``(i)``,
+so tests can tell which frames arrived.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+__all__ = ["StreamServer", "frame_level", "closed_port"]
+
+
+def frame_level(i: int) -> int:
+    """Grey level of frame ``i`` (distinct for 0..39, then repeats)."""
+    return (i * 5) % 200 + 20
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound and released just now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _av_error() -> type[Exception]:
+    import av
+
+    return av.error.FFmpegError
+
+
+class _SocketWriter(io.RawIOBase):
+    """File-like sink PyAV's muxer writes into; forwards to the HTTP response socket."""
+
+    def __init__(self, wfile, stopped: threading.Event) -> None:
+        self._wfile, self._stopped = wfile, stopped
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # noqa: D401 - file protocol
+        if self._stopped.is_set():
+            raise BrokenPipeError("server stopped")
+        self._wfile.write(bytes(b))
+        self._wfile.flush()
+        return len(b)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: "StreamServer"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format, *args) -> None:  # keep test output quiet
+        return
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection)
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        parts = urlsplit(self.path)
+        owner.requests.append(parts.path)
+        try:
+            if parts.path == "/live.ts":
+                self._send_headers("video/mp2t")
+                owner._write_ts(self.wfile, seconds=None)
+            elif parts.path == "/live.mjpeg":
+                self._send_headers("multipart/x-mixed-replace; boundary=frame")
+                owner._write_mjpeg(self.wfile)
+            elif parts.path == "/stall.ts":
+                self._send_headers("video/mp2t")
+                owner._stopped.wait()
+            elif parts.path == "/stall_after.ts":
+                seconds = float(parse_qs(parts.query).get("s", ["1.0"])[0])
+                self._send_headers("video/mp2t")
+                owner._write_ts(self.wfile, seconds=seconds)
+                owner._stopped.wait()
+            elif parts.path.startswith("/files/") and parts.path[7:] in owner.files:
+                data = owner.files[parts.path[7:]].read_bytes()
+                self._send_headers("application/octet-stream", length=len(data))
+                self.wfile.write(data)
+            else:
+                self.send_error(404, "no such stream")
+        except (OSError, _av_error()):
+            return  # the client went away or the server is stopping (PyAV wraps the broken pipe)
+
+    def _send_headers(self, ctype: str, length: int | None = None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Cache-Control", "no-cache")
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.wfile.flush()
+
+
+class StreamServer:
+    """Serve synthetic live streams on 127.0.0.1; stoppable and restartable on the same port."""
+
+    def __init__(self, fps: float = 10.0, size: tuple[int, int] = (64, 48), files: dict[str, Path] | None = None,
+                 port: int = 0) -> None:
+        self.fps, self.size = fps, size
+        self.files = dict(files or {})
+        self.port = port
+        self.requests: list[str] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> "StreamServer":
+        self._stopped = threading.Event()
+        server = _Server(("127.0.0.1", self.port), _Handler)
+        server.owner = self
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"test-stream-server-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, cut every open connection, free the port."""
+        self._stopped.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its handler
+        if self._thread is not None:
+            self._thread.join(5)
+        self._server = self._thread = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> "StreamServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _track(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._conns.add(conn)
+
+    # ----------------------------------------------------------------- payloads
+    def _frame(self, i: int) -> np.ndarray:
+        w, h = self.size
+        return np.full((h, w, 3), frame_level(i), dtype=np.uint8)
+
+    def _pace(self, t0: float, i: int) -> bool:
+        """Sleep until frame ``i`` is due; False when the server stops meanwhile."""
+        delay = t0 + i / self.fps - time.monotonic()
+        if delay > 0:
+            return not self._stopped.wait(delay)
+        return not self._stopped.is_set()
+
+    def _write_ts(self, wfile, seconds: float | None) -> None:
+        import av
+
+        sink = _SocketWriter(wfile, self._stopped)
+        w, h = self.size
+        with av.open(sink, mode="w", format="mpegts", buffer_size=1024, container_options={"flush_packets": "1"}) as out:
+            stream = out.add_stream("mpeg2video", rate=Fraction(self.fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.codec_context.gop_size = max(1, int(round(self.fps)))
+            stream.codec_context.max_b_frames = 0
+            t0, i = time.monotonic(), 0
+            while seconds is None or i < seconds * self.fps:
+                if not self._pace(t0, i):
+                    return
+                frame = av.VideoFrame.from_ndarray(self._frame(i), format="rgb24")
+                frame.pts = i
+                frame.time_base = Fraction(1, 1) / stream.codec_context.framerate
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+                i += 1
+
+    def _write_mjpeg(self, wfile) -> None:
+        from PIL import Image
+
+        t0, i = time.monotonic(), 0
+        while self._pace(t0, i):
+            buf = io.BytesIO()
+            Image.fromarray(self._frame(i)).save(buf, format="JPEG", quality=90)
+            data = buf.getvalue()
+            wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data))
+            wfile.write(data + b"\r\n")
+            wfile.flush()
+            i += 1
