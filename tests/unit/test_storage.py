@@ -1,0 +1,154 @@
+"""bigsister_ray.storage on local folders and on a real S3 API (moto's server on 127.0.0.1) through pyarrow."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from bigsister_ray import storage
+from bigsister_ray.errors import ConfigError
+
+
+def test_resolve_local_and_file_uri(tmp_path):
+    fs, path = storage.resolve(tmp_path / "a")
+    assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "a")
+    fs, path = storage.resolve(f"file://{tmp_path}/with%20space")
+    assert isinstance(fs, pafs.LocalFileSystem) and path == f"{tmp_path}/with space"
+    assert not storage.is_remote(tmp_path) and storage.is_remote("s3://b/k") and storage.is_remote("gs://b/k")
+
+
+def test_resolve_gcs_without_network():
+    fs, path = storage.resolve("gs://some-bucket/bigsister/runs/")
+    assert type(fs).__name__ == "GcsFileSystem" and path == "some-bucket/bigsister/runs"
+
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [("", "empty"), ("ftp://host/x", "unsupported scheme 'ftp'"), ("s3:///key-without-bucket", "names no bucket"),
+     ("file://otherhost/x", "name no host")],
+)
+def test_resolve_refuses_bad_uris_with_what_to_do(uri, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        storage.resolve(uri)
+    if uri:
+        assert "expected" in str(info.value)
+
+
+def test_redact_uri_hides_credentials():
+    s = storage.redact_uri("s3://AKIA:verysecret@bucket/k?region=x&secret_key=abc&token=t")
+    assert "verysecret" not in s and "abc" not in s and "=t" not in s
+    assert s.startswith("s3://***@bucket/k?region=x")
+
+
+def test_local_roundtrip_list_copy_delete(tmp_path):
+    root = tmp_path / "ds"
+    storage.write_text(storage.join(str(root), "shards", "train", "a.parquet"), "A")
+    storage.write_bytes(storage.join(str(root), "manifest.json"), b"{}")
+    assert storage.read_text(root / "shards" / "train" / "a.parquet") == "A"
+    assert storage.exists(root) and storage.is_dir(root) and not storage.is_dir(root / "manifest.json")
+    assert storage.list_files(root) == [str(root / "manifest.json"), str(root / "shards/train/a.parquet")]
+    assert storage.list_files(root, suffix=".json") == [str(root / "manifest.json")]
+    storage.copy(root, tmp_path / "copy")
+    assert storage.read_bytes(tmp_path / "copy" / "manifest.json") == b"{}"
+    storage.copy(root / "manifest.json", tmp_path / "one" / "m.json")
+    assert (tmp_path / "one" / "m.json").read_bytes() == b"{}"
+    storage.delete(root)
+    assert not storage.exists(root)
+    with pytest.raises(FileNotFoundError):
+        storage.delete(root, missing_ok=False)
+
+
+def test_missing_inputs_name_the_uri(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        storage.read_bytes(tmp_path / "nope.json")
+    with pytest.raises(FileNotFoundError, match="no-folder"):
+        storage.list_files(tmp_path / "no-folder")
+    with pytest.raises(FileNotFoundError, match="nothing to copy"):
+        storage.copy(tmp_path / "absent", tmp_path / "dst")
+
+
+def test_join_keeps_scheme_and_query():
+    assert storage.join("s3://b/base?region=eu-west-1", "runs", "x") == "s3://b/base/runs/x?region=eu-west-1"
+    assert storage.join("gs://b", "a") == "gs://b/a"
+
+
+def test_train_storage_gives_runconfig_kwargs(tmp_path):
+    kw = storage.train_storage(tmp_path / "runs")
+    assert kw["storage_path"] == str(tmp_path / "runs") and isinstance(kw["storage_filesystem"], pafs.LocalFileSystem)
+
+
+# ------------------------------------------------------------------------- shared storage
+
+
+def test_local_path_refused_on_a_multi_machine_cluster(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        storage.check_shared_storage(tmp_path / "prepared", what="--data", hosts=["10.0.0.1", "10.0.0.2"])
+    msg = str(info.value)
+    assert "--data" in msg and str(tmp_path / "prepared") in msg and "2 machines" in msg
+    assert "s3://" in msg and "NFS" in msg
+
+
+def test_shared_storage_passes_on_one_machine_and_for_buckets(tmp_path):
+    storage.check_shared_storage(tmp_path, hosts=["10.0.0.1"])
+    storage.check_shared_storage(tmp_path)  # Ray not initialised: a local Ray would start on this machine
+    storage.check_shared_storage("s3://bucket/prepared", hosts=["10.0.0.1", "10.0.0.2"])
+    with pytest.raises(ConfigError, match="unsupported scheme"):
+        storage.check_shared_storage("ftp://x/y", hosts=["10.0.0.1", "10.0.0.2"])
+
+
+def test_network_filesystems_count_as_shared():
+    mounts = [line.split() for line in open("/proc/mounts").read().splitlines()]
+    network = [m for m in mounts if m[2] in storage.NETWORK_FILESYSTEMS or m[2].startswith("fuse.")]
+    local = [m for m in mounts if m[1] == "/"]
+    assert local, "no root mount in /proc/mounts"
+    assert storage.is_on_network_filesystem("/") == (local[0][2] in storage.NETWORK_FILESYSTEMS)
+    for m in network[:1]:  # where this machine has one, a path under it is shared storage
+        assert storage.is_on_network_filesystem(m[1] + "/some/new/folder")
+        storage.check_shared_storage(m[1] + "/x", hosts=["a", "b"])
+
+
+# ------------------------------------------------------------------------- S3 over HTTP
+
+
+@pytest.fixture()
+def s3(monkeypatch):
+    """A real S3 API (moto's server) on 127.0.0.1 with bucket 'bkt'; pyarrow finds it via AWS_ENDPOINT_URL_S3."""
+    server_mod = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_ENDPOINT_URL_S3": endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bkt")
+    yield endpoint
+    server.stop()
+
+
+def test_s3_roundtrip_through_pyarrow(s3, tmp_path):
+    fs, path = storage.resolve("s3://bkt/bigsister/prepared")
+    assert isinstance(fs, pafs.S3FileSystem) and path == "bkt/bigsister/prepared"
+    storage.write_text("s3://bkt/bigsister/prepared/manifest.json", '{"a": 1}')
+    pq.write_table(pa.table({"x": list(range(100))}), "bkt/bigsister/prepared/shards/train/s-0.parquet", filesystem=fs)
+    assert storage.read_text("s3://bkt/bigsister/prepared/manifest.json") == '{"a": 1}'
+    assert storage.list_files("s3://bkt/bigsister/prepared", suffix=".parquet") == [
+        "s3://bkt/bigsister/prepared/shards/train/s-0.parquet"
+    ]
+    # local -> S3 -> local, a folder at a time (what a checkpoint upload/download is)
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "sub").mkdir(parents=True)
+    (ckpt / "model.pt").write_bytes(b"\x00weights")
+    (ckpt / "sub" / "meta.json").write_text("{}")
+    storage.copy(ckpt, "s3://bkt/runs/r1/checkpoint")
+    assert storage.exists("s3://bkt/runs/r1/checkpoint/sub/meta.json")
+    storage.copy("s3://bkt/runs/r1/checkpoint", tmp_path / "back")
+    assert (tmp_path / "back" / "model.pt").read_bytes() == b"\x00weights"
+    assert (tmp_path / "back" / "sub" / "meta.json").read_text() == "{}"
+    with pytest.raises(FileNotFoundError, match="s3://bkt/runs/none"):
+        storage.read_bytes("s3://bkt/runs/none")
+    kw = storage.train_storage("s3://bkt/runs")
+    assert kw["storage_path"] == "bkt/runs" and isinstance(kw["storage_filesystem"], pafs.S3FileSystem)
