@@ -1,0 +1,386 @@
+"""``bigsister prepare``: raw videos -> clip index -> Ray Data (decode + shared preprocessing) -> parquet shards.
+
+The driver reads the annotations (:mod:`.readers`), builds the clip index (:mod:`.index`) and plans shards:
+the clips of each split, video by video in path order, packed into shards of at most ``data.shard_clips``
+clips (a video's clips are never split, so one decord reader serves all of them). Shard membership depends only
+on the index and the ClipSpec, so it is the same on every run.
+
+Ray Data then streams the pending shards through one task each: for every video of the shard the task opens
+one reader (inside the worker), decodes only the sampled frames of its clips, puts them through
+:func:`bigsister_ray.clip.preprocess_frames`, and appends them to the shard's parquet file (row groups of a
+bounded size, compressed). The file is written under a temporary name and renamed when complete, with the
+shard's membership hash, counts and errors in its parquet metadata. Nothing flows back to the driver but
+these small summaries (``iter_rows``), so memory stays flat however large the dataset grows; nothing is ever
+collected, materialised or converted to pandas.
+
+Re-running resumes: a shard whose file exists with the planned membership hash is not redone (its counts and
+errors are read back from its metadata). Inputs that cannot be used (unreadable or unsafe XML, missing,
+zero-byte, truncated or corrupt videos, unknown classes) are recorded with the reason in ``errors.jsonl`` and
+``errors.md`` and skipped; the run finishes and prints how many clips were written and how many failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from bigsister_ray.clip import ClipSpec
+from bigsister_ray.data.index import build_index_report, index_fingerprint
+from bigsister_ray.data.prepared import (
+    SHARD_COLUMNS,
+    SPLITS,
+    PreparedManifest,
+    ShardInfo,
+    write_manifest,
+)
+from bigsister_ray.data.readers import read_source
+from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
+from bigsister_ray.errors import DataError
+
+__all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "prepare", "process_shard", "shard_schema", "write_errors"]
+
+SHARD_META_KEY = b"bigsister.shard"
+#: Buffered clip bytes per row group before a task writes them out.
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One planned shard: its relative path, split, and the videos with their clips (in decode order)."""
+
+    path: str
+    split: str
+    videos: tuple[tuple[VideoRecord, tuple[ClipRecord, ...]], ...]
+    digest: str
+
+    @property
+    def clips(self) -> int:
+        return sum(len(c) for _, c in self.videos)
+
+
+@dataclass
+class PrepareSummary:
+    """What ``prepare`` did. ``str()`` is the line the CLI prints."""
+
+    out: str
+    clips_planned: int = 0
+    clips_written: int = 0
+    clips_failed: int = 0
+    inputs_failed: int = 0
+    videos_failed: int = 0
+    shards_total: int = 0
+    shards_written: int = 0
+    shards_resumed: int = 0
+    duplicates: int = 0
+    dropped_by_task: int = 0
+    seconds: float = 0.0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (
+            f"prepared {self.out}: clips written {self.clips_written}, clips failed {self.clips_failed}, "
+            f"errors recorded {self.inputs_failed} (see errors.md); shards {self.shards_total} "
+            f"({self.shards_written} written, {self.shards_resumed} already done); "
+            f"duplicates removed {self.duplicates}, videos of classes outside the task {self.dropped_by_task}; "
+            f"{self.seconds:.1f} s"
+        )
+
+
+# -------------------------------------------------------------------------------------------- planning
+def _digest(spec: ClipSpec, videos: Iterable[tuple[VideoRecord, Sequence[ClipRecord]]], compression: str) -> str:
+    h = hashlib.sha256(spec.model_dump_json().encode())
+    h.update(compression.encode())
+    for video, clips in videos:
+        h.update(video.path.encode())
+        for clip in clips:
+            h.update(clip.model_dump_json().encode())
+    return h.hexdigest()
+
+
+def plan_shards(videos: Sequence[VideoRecord], clips: Sequence[ClipRecord], spec: ClipSpec, shard_clips: int,
+                compression: str = "zstd") -> list[ShardPlan]:
+    """Deterministic shards: per split, videos in path order, whole videos packed up to ``shard_clips`` clips."""
+    by_path = {v.path: v for v in videos}
+    per_video: dict[tuple[str, str], list[ClipRecord]] = {}
+    for clip in clips:
+        per_video.setdefault((clip.split, clip.video), []).append(clip)
+    plans: list[ShardPlan] = []
+    for split in sorted({s for s, _ in per_video}, key=lambda s: (SPLITS.index(s) if s in SPLITS else 99, s)):
+        members: list[tuple[VideoRecord, tuple[ClipRecord, ...]]] = []
+        count = 0
+        number = 0
+
+        def close() -> None:
+            nonlocal members, count, number
+            if members:
+                rel = f"shards/{split}/shard-{number:05d}.parquet"
+                plans.append(ShardPlan(rel, split, tuple(members), _digest(spec, members, compression)))
+                number += 1
+                members, count = [], 0
+
+        for (_, path) in sorted(k for k in per_video if k[0] == split):
+            vclips = tuple(sorted(per_video[(split, path)], key=lambda c: (c.start_s, c.clip_id)))
+            if count and count + len(vclips) > shard_clips:
+                close()
+            members.append((by_path[path], vclips))
+            count += len(vclips)
+        close()
+    return plans
+
+
+# ----------------------------------------------------------------------------------------- the worker
+def shard_schema():
+    """The arrow schema of a shard (``data.prepared.SHARD_COLUMNS``)."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in SHARD_COLUMNS.items()])
+
+
+def _read_shard_meta(path: Path) -> dict[str, Any] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+    except (OSError, ValueError):  # unreadable or partial file: redo it
+        return None
+    raw = meta.get(SHARD_META_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+
+
+def process_shard(row: dict[str, Any], *, out: str, spec: dict[str, Any], compression: str,
+                  decode_threads: int = 1) -> dict[str, Any]:
+    """Ray Data task: decode, preprocess and write one shard; returns its small summary row.
+
+    ``row`` holds ``path``, ``split``, ``digest`` and ``videos`` (JSON: ``[{video, clips}]``).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bigsister_ray.video.files import iter_clip_frames
+
+    clip_spec = ClipSpec.model_validate(spec)
+    final = Path(out) / row["path"]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    schema = shard_schema()
+    errors: list[dict[str, str]] = []
+    counts: dict[str, int] = {}
+    written = failed = 0
+    failed_videos: set[str] = set()
+    buffer: dict[str, list] = {name: [] for name in SHARD_COLUMNS}
+    buffered = 0
+    codec = None if compression == "none" else compression
+    writer = pq.ParquetWriter(tmp, schema, compression=codec)
+    try:
+        def flush() -> None:
+            nonlocal buffer, buffered
+            if buffer["clip_id"]:
+                writer.write_table(pa.table(buffer, schema=schema))
+            buffer = {name: [] for name in SHARD_COLUMNS}
+            buffered = 0
+
+        for item in json.loads(row["videos"]):
+            video = VideoRecord.model_validate(item["video"])
+            clips = [ClipRecord.model_validate(c) for c in item["clips"]]
+            for clip, result in iter_clip_frames(video, clips, clip_spec, num_threads=decode_threads):
+                if isinstance(result, InputError):
+                    errors.append(result.model_dump())
+                    failed += 1
+                    failed_videos.add(video.path)
+                    continue
+                for name in SHARD_COLUMNS:
+                    if name != "frames":
+                        buffer[name].append(getattr(clip, name))
+                buffer["frames"].append(result.tobytes())
+                buffered += result.nbytes
+                written += 1
+                counts[clip.label] = counts.get(clip.label, 0) + 1
+                if buffered >= ROW_GROUP_BYTES:
+                    flush()
+        flush()
+        summary = {"digest": row["digest"], "split": row["split"], "clips": written, "failed": failed,
+                   "failed_videos": sorted(failed_videos), "counts": counts, "errors": errors}
+        writer.add_key_value_metadata({SHARD_META_KEY: json.dumps(summary)})
+        writer.close()
+        writer = None
+        os.replace(tmp, final)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    return {"path": row["path"], "summary": json.dumps(summary), "bytes": final.stat().st_size}
+
+
+# ----------------------------------------------------------------------------------------- reporting
+def write_errors(out: Path, errors: Sequence[InputError]) -> tuple[Path, Path]:
+    """Write ``errors.jsonl`` (one InputError per line) and ``errors.md`` (a table a person reads)."""
+    out = Path(out)
+    jsonl, md = out / "errors.jsonl", out / "errors.md"
+    tmp = jsonl.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for err in errors:
+            fh.write(err.model_dump_json() + "\n")
+    tmp.replace(jsonl)
+    by_stage: dict[str, int] = {}
+    for err in errors:
+        by_stage[err.stage] = by_stage.get(err.stage, 0) + 1
+    lines = ["# Inputs skipped by `bigsister prepare`", ""]
+    if not errors:
+        lines.append("No errors: every input was read and every planned clip was written.")
+    else:
+        lines.append(f"{len(errors)} inputs or clips were skipped ("
+                     + ", ".join(f"{n} at {stage}" for stage, n in sorted(by_stage.items())) + "). Fix them and re-run: "
+                     "finished shards are kept; delete a shard file to redo it.")
+        lines += ["", "| stage | path | reason |", "| --- | --- | --- |"]
+        for err in errors:
+            reason = err.reason.replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {err.stage} | `{err.path}` | {reason} |")
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(md)
+    return jsonl, md
+
+
+def _write_index(out: Path, clips: Sequence[ClipRecord]) -> Path:
+    path = out / "index.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for clip in clips:
+            fh.write(clip.model_dump_json() + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _ensure_ray(settings) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"namespace": settings.ray.namespace}
+    if settings.ray.address:
+        kwargs["address"] = settings.ray.address
+    elif settings.ray.num_cpus is not None:
+        kwargs["num_cpus"] = settings.ray.num_cpus
+    ray.init(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------- prepare
+def prepare(source: str, root: str | Path, out: str | Path, settings=None,
+            progress: Callable[[str], None] | None = _stderr) -> PrepareSummary:
+    """Prepare a dataset: index, split by group, decode + preprocess on Ray Data, write shards (resumable).
+
+    ``source`` is ``aihub``, ``folders`` or ``manifest``. Writes the layout of :mod:`bigsister_ray.data.prepared`
+    under ``out``. Connects to Ray per ``settings.ray`` unless Ray is already initialised.
+    """
+    from bigsister_ray.config import Settings
+
+    settings = settings if settings is not None else Settings()
+    say = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec: ClipSpec = settings.clip
+
+    videos, read_errors = read_source(source, Path(root), settings)  # type: ignore[arg-type]
+    report = build_index_report(videos, settings)
+    clips = report.clips
+    say(f"[prepare] {len(videos)} videos read, {len(read_errors)} inputs skipped, {len(report.duplicates)} duplicates, "
+        f"{len(clips)} clips planned ({', '.join(f'{s}: {sum(c.split == s for c in clips)}' for s in SPLITS)})")
+    _write_index(out, clips)
+    plans = plan_shards(videos, clips, spec, settings.data.shard_clips, settings.data.compression)
+
+    # Resume: a shard is done when its file carries the planned digest.
+    summaries: dict[str, dict[str, Any]] = {}
+    sizes: dict[str, int] = {}
+    pending: list[ShardPlan] = []
+    for plan in plans:
+        meta = _read_shard_meta(out / plan.path)
+        if meta is not None and meta.get("digest") == plan.digest:
+            summaries[plan.path] = meta
+            sizes[plan.path] = (out / plan.path).stat().st_size
+        else:
+            pending.append(plan)
+    planned_paths = {p.path for p in plans}
+    for split_dir in (out / "shards").glob("*") if (out / "shards").is_dir() else []:
+        for stale in split_dir.glob("shard-*.parquet"):
+            if f"shards/{split_dir.name}/{stale.name}" not in planned_paths:
+                stale.unlink()  # left by a run over a different index: not part of this dataset
+    resumed = len(plans) - len(pending)
+    if resumed:
+        say(f"[prepare] resuming: {resumed} of {len(plans)} shards already done")
+
+    done_clips = sum(s["clips"] + s["failed"] for s in summaries.values())
+    if pending:
+        import ray
+
+        _ensure_ray(settings)
+        rows = [{
+            "path": p.path, "split": p.split, "digest": p.digest,
+            "videos": json.dumps([{"video": v.model_dump(mode="json"), "clips": [c.model_dump(mode="json") for c in cs]}
+                                  for v, cs in p.videos]),
+        } for p in pending]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+            process_shard,
+            fn_kwargs={"out": str(out.resolve()), "spec": spec.model_dump(mode="json"),
+                       "compression": settings.data.compression, "decode_threads": settings.data.decode_threads},
+            num_cpus=settings.data.decode_cpus,
+        )
+        total_clips = sum(p.clips for p in plans)
+        for i, result in enumerate(ds.iter_rows(), 1):
+            summary = json.loads(result["summary"])
+            summaries[result["path"]] = summary
+            sizes[result["path"]] = int(result["bytes"])
+            done_clips += summary["clips"] + summary["failed"]
+            say(f"[prepare] shard {i}/{len(pending)} {result['path']}: {summary['clips']} clips written, "
+                f"{summary['failed']} failed ({done_clips}/{total_clips} clips done, {time.perf_counter() - t0:.1f} s)")
+
+    # Report.
+    errors = list(read_errors)
+    counts: dict[str, dict[str, int]] = {}
+    shard_infos: list[ShardInfo] = []
+    written = failed = 0
+    failed_videos: set[str] = set()
+    for plan in plans:
+        s = summaries[plan.path]
+        errors.extend(InputError.model_validate(e) for e in s["errors"])
+        failed_videos.update(s.get("failed_videos", []))
+        written += s["clips"]
+        failed += s["failed"]
+        for label, n in s["counts"].items():
+            counts.setdefault(plan.split, {}).setdefault(label, 0)
+            counts[plan.split][label] += n
+        if s["clips"]:
+            shard_infos.append(ShardInfo(path=plan.path, split=plan.split, clips=s["clips"], bytes=sizes[plan.path]))
+    write_errors(out, errors)
+    read_failed_videos = {e.path for e in read_errors}
+    manifest = PreparedManifest(
+        source=source, root=str(root), clip=spec, labels=list(settings.task.to_task().labels),
+        fingerprint=index_fingerprint(clips, spec), shards=shard_infos, counts=counts,
+        clips_written=written, clips_failed=failed, videos_failed=len(failed_videos | read_failed_videos),
+    )
+    write_manifest(out, manifest)
+    summary = PrepareSummary(
+        out=str(out), clips_planned=len(clips), clips_written=written, clips_failed=failed,
+        inputs_failed=len(errors), videos_failed=manifest.videos_failed, shards_total=len(plans),
+        shards_written=len(pending), shards_resumed=resumed, duplicates=len(report.duplicates),
+        dropped_by_task=len(report.dropped_by_task), seconds=time.perf_counter() - t0, counts=counts,
+    )
+    say(f"[prepare] {summary}")
+    return summary
