@@ -6,7 +6,7 @@ Routes (``fps``, ``size`` set per server):
 - ``/live.mjpeg`` MJPEG as ``multipart/x-mixed-replace`` (JPEGs made with Pillow), paced at real time
 - ``/stall.ts``  sends the 200 headers, then nothing until the server stops
 - ``/stall_after.ts?s=SECONDS`` live MPEG-TS for SECONDS, then keeps the connection open and silent
-- ``/files/NAME`` a file from ``files`` (whole body, no range support)
+- ``/static/NAME`` a file from the ``static`` folder (whole body; e.g. an HLS playlist and its segments)
 
 :meth:`StreamServer.stop` closes every open connection at once (clients see the stream end) and frees the port;
 :meth:`StreamServer.start` binds the same port again. Frame ``i`` is a flat grey of :func:`frame_level` ``(i)``,
@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-__all__ = ["StreamServer", "frame_level", "closed_port"]
+__all__ = ["StreamServer", "frame_level", "closed_port", "make_video", "make_hls"]
 
 
 def frame_level(i: int) -> int:
@@ -100,9 +100,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_headers("video/mp2t")
                 owner._write_ts(self.wfile, seconds=seconds)
                 owner._stopped.wait()
-            elif parts.path.startswith("/files/") and parts.path[7:] in owner.files:
-                data = owner.files[parts.path[7:]].read_bytes()
-                self._send_headers("application/octet-stream", length=len(data))
+            elif parts.path.startswith("/static/") and owner.static is not None:
+                name = parts.path[len("/static/"):]
+                path = owner.static / name
+                if "/" in name or name in ("", ".", "..") or not path.is_file():
+                    self.send_error(404, "no such file")
+                    return
+                data = path.read_bytes()
+                ctype = "application/vnd.apple.mpegurl" if name.endswith(".m3u8") else "video/mp2t"
+                self._send_headers(ctype, length=len(data))
                 self.wfile.write(data)
             else:
                 self.send_error(404, "no such stream")
@@ -122,10 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
 class StreamServer:
     """Serve synthetic live streams on 127.0.0.1; stoppable and restartable on the same port."""
 
-    def __init__(self, fps: float = 10.0, size: tuple[int, int] = (64, 48), files: dict[str, Path] | None = None,
+    def __init__(self, fps: float = 10.0, size: tuple[int, int] = (64, 48), static: Path | None = None,
                  port: int = 0) -> None:
         self.fps, self.size = fps, size
-        self.files = dict(files or {})
+        self.static = Path(static) if static is not None else None
         self.port = port
         self.requests: list[str] = []
         self._server: _Server | None = None
@@ -221,3 +227,45 @@ class StreamServer:
             wfile.write(data + b"\r\n")
             wfile.flush()
             i += 1
+
+
+def _encode(out, frames: int, fps: float, size: tuple[int, int], codec: str) -> None:
+    import av
+
+    w, h = size
+    stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    stream.codec_context.gop_size = max(1, int(round(fps)))
+    stream.codec_context.max_b_frames = 0
+    for i in range(frames):
+        img = np.full((h, w, 3), frame_level(i), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
+def make_video(path: Path, frames: int = 30, fps: float = 10.0, size: tuple[int, int] = (64, 48),
+               codec: str = "mpeg4") -> Path:
+    """Write a small video file (container from the suffix) whose frame ``i`` is grey :func:`frame_level` ``(i)``."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as out:
+        _encode(out, frames, fps, size, codec)
+    return path
+
+
+def make_hls(folder: Path, seconds: float = 3.0, fps: float = 10.0, size: tuple[int, int] = (64, 48)) -> Path:
+    """Write an HLS (VOD) playlist ``index.m3u8`` with 1-second MPEG-TS segments into ``folder``."""
+    import av
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    playlist = folder / "index.m3u8"
+    with av.open(str(playlist), mode="w", format="hls",
+                 options={"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}) as out:
+        _encode(out, int(seconds * fps), fps, size, "mpeg2video")
+    return playlist

@@ -63,6 +63,11 @@ _WHITELIST = {
     "file": "file",
 }
 
+#: Demuxers a local file or an HTTP source may use. Playlists and concat lists (hls, concat, image2 patterns) are
+#: not allowed for files: a playlist under the media root could name files outside it.
+_FILE_FORMATS = "mov,mp4,matroska,webm,avi,mpegts,mpeg,flv,asf,ogg,h264,hevc,m4v,mjpeg,ivf,gif"
+_HTTP_FORMATS = _FILE_FORMATS + ",hls,mpjpeg"
+
 #: Query parameters whose values are secrets (matched case-insensitively, as a whole key or a key suffix).
 _SECRET_KEYS = re.compile(
     r"(^|[_\-.])(token|access[_\-]?token|auth|authorization|key|api[_\-]?key|apikey|secret|password|passwd|pwd|pass"
@@ -213,7 +218,7 @@ def resolve_source(url: str, media_root: str | os.PathLike[str], *, must_exist: 
 
 
 def _file_options() -> dict[str, str]:
-    return {"protocol_whitelist": _WHITELIST["file"]}
+    return {"protocol_whitelist": _WHITELIST["file"], "format_whitelist": _FILE_FORMATS}
 
 
 def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict[str, str]:
@@ -230,6 +235,7 @@ def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict
         opts.update({"rtsp_transport": "tcp", "timeout": us})
     else:
         opts.update({
+            "format_whitelist": _HTTP_FORMATS,
             "rw_timeout": us,
             # Ride out a short blip inside FFmpeg; longer outages are the runner's (backoff, counted reconnects).
             "reconnect": "1",
