@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["frame_level", "make_mp4", "truncate", "aihub_xml"]
+__all__ = ["frame_level", "make_mp4", "truncate", "aihub_xml", "aihub_pair"]
 
 
 def frame_level(i: int) -> int:
@@ -90,3 +90,20 @@ def aihub_xml(
     )
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def aihub_pair(folder: Path, stem: str, *, seconds: float = 4.0, fps: float = 10.0, event: str = "fight",
+               start: float = 1.0, length: float = 2.0, actions: dict[str, list[tuple[int, int]]] | None = None,
+               size: tuple[int, int] = (64, 48), **xml_kwargs) -> tuple[Path, Path]:
+    """An AI Hub mp4 + XML pair ``folder/stem.{mp4,xml}`` whose header matches the video."""
+    frames = int(round(seconds * fps))
+    video = make_mp4(Path(folder) / f"{stem}.mp4", frames=frames, fps=fps, size=size)
+
+    def hms(s: float) -> str:
+        return f"{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{s % 60:04.1f}"
+
+    kwargs = dict(event=event, folder=event, fps=f"{fps:g}", frames=str(frames), duration=hms(seconds),
+                  start=hms(start), length=hms(length), actions=actions)
+    kwargs.update(xml_kwargs)
+    xml = aihub_xml(Path(folder) / f"{stem}.xml", **kwargs)
+    return video, xml
