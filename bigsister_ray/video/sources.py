@@ -237,10 +237,10 @@ def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict
         opts.update({
             "format_whitelist": _HTTP_FORMATS,
             "rw_timeout": us,
-            # Ride out a short blip inside FFmpeg; longer outages are the runner's (backoff, counted reconnects).
+            # Ride out a short blip mid-stream inside FFmpeg; refused connections and longer outages are the
+            # runner's (backoff, counted reconnects), so no reconnect_on_network_error.
             "reconnect": "1",
             "reconnect_streamed": "1",
-            "reconnect_on_network_error": "1",
             "reconnect_delay_max": "1",
             "user_agent": "bigsister-ray",
         })
@@ -264,7 +264,8 @@ def open_source(source: Source, *, open_timeout_s: float, read_timeout_s: float,
     try:
         container = av.open(source.target, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
     except av.error.FFmpegError as err:
-        raise StreamError(f"cannot open {source.redacted}: {describe_av_error(err, source)}") from err
+        hint = "" if source.is_live else f" (expected a video file of a supported container: {_FILE_FORMATS})"
+        raise StreamError(f"cannot open {source.redacted}: {describe_av_error(err, source)}{hint}") from err
     except OSError as err:  # PyAV maps some FFmpeg errors onto OSError subclasses
         raise StreamError(f"cannot open {source.redacted}: {redact_text(str(err), [source.url, source.target])}") from err
     if not container.streams.video:
