@@ -1,0 +1,56 @@
+"""The FastAPI app factory: the HTTP contract of DESIGN.md, built from a :class:`ServeContext`.
+
+Every route except the probes and the OpenAPI description needs an API key (see
+:mod:`bigsister_ray.security.auth`): read scope for GET, write scope for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from bigsister_ray.serve.context import ServeContext, authorize
+
+__all__ = ["create_api"]
+
+log = logging.getLogger("ray.serve")
+
+
+def _incidents_router(ctx: ServeContext) -> Any | None:
+    try:
+        from bigsister_ray.incidents.api import make_incidents_router
+    except ImportError as err:
+        log.warning("Ingress: /incidents routes unavailable (%s)", err)
+        return None
+    return make_incidents_router(lambda: ctx.store)
+
+
+def create_api(ctx: ServeContext) -> FastAPI:
+    """The ingress app: /streams, /detect, /incidents, /healthz, /readyz, /docs."""
+    from bigsister_ray.errors import BigSisterError
+    from bigsister_ray.serve.routers import detect_router, health_router, streams_router
+
+    app = FastAPI(
+        title="bigsister-ray",
+        description="CCTV abnormal-behaviour detection: register camera streams, classify uploads, review incidents.",
+        version="0.1.0",
+        dependencies=[Depends(authorize)],
+    )
+    app.state.ctx = ctx
+    app.include_router(health_router)
+    app.include_router(streams_router)
+    app.include_router(detect_router)
+    incidents = _incidents_router(ctx)
+    if incidents is not None:
+        app.include_router(incidents)
+
+    @app.exception_handler(BigSisterError)
+    async def _bigsister_error(_: Request, err: BigSisterError) -> JSONResponse:
+        # Our errors carry what to do; a bad request, not a crash. Logged for the operator.
+        log.warning("request failed: %s", err)
+        return JSONResponse({"detail": str(err)}, status_code=400)
+
+    return app

@@ -1,0 +1,171 @@
+"""The serving graph: ``build_app(args)`` binds Ingress -> Decoder -> Windower -> Classifier -> AlertManager.
+
+Handle composition (no DAGDriver/InputNode)::
+
+    Ingress (FastAPI) ──handles──▶ Decoder ──push(frames)──▶ Windower ──classify(window)──▶ Classifier (@serve.batch)
+         │                          (StreamRunner per stream)       └──observe(scores)──▶ AlertManager ─▶ sinks
+         └── /detect windows ─────────────────────────────────────────────────▶ Classifier
+
+``deploy/serve_config.yaml`` points ``import_path`` at :func:`build_app` (``serve run`` / ``serve deploy``);
+``bigsister serve`` calls :func:`run_serve`, which starts a local Ray and Serve on the settings' host and port.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bigsister_ray.errors import ConfigError
+
+__all__ = ["AppArgs", "build_app", "run_serve", "deployment_options"]
+
+log = logging.getLogger(__name__)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class AppArgs(BaseModel):
+    """Arguments of :func:`build_app` (the ``args:`` of an application in ``serve_config.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: Path | None = Field(None, description="YAML settings file, as `bigsister --config` takes.")
+    checkpoint: Path | None = Field(None, description="Checkpoint to serve (overrides serve.checkpoint).")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Settings overrides, nested like the YAML file.")
+    resume_streams: bool = Field(True, description="Resume the streams registered in the database when the Decoder starts.")
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> "AppArgs":
+        """Args that rebuild exactly ``settings`` (secrets kept as SecretStr, not masked)."""
+        return cls(settings=settings.model_dump(mode="python"), **kwargs)
+
+    def to_settings(self) -> Any:
+        """The settings tree: the YAML file, then ``settings`` overrides, then ``checkpoint``; validated."""
+        from pydantic import ValidationError
+
+        from bigsister_ray.config import Settings, format_validation_error, load_settings
+
+        data: dict[str, Any] = {}
+        if self.config is not None:
+            data = load_settings(self.config).model_dump(mode="python")
+        data = _deep_merge(data, self.settings)
+        if self.checkpoint is not None:
+            data = _deep_merge(data, {"serve": {"checkpoint": self.checkpoint}})
+        try:
+            return Settings(**data)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, "serve application args")) from err
+
+
+def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
+    """Serve options of each deployment, from ``settings.serve`` (resources, batching, autoscaling, queues)."""
+    sv = settings.serve
+    c = sv.classifier
+    return {
+        "Classifier": {
+            "ray_actor_options": {"num_cpus": c.num_cpus, "num_gpus": c.num_gpus},
+            "autoscaling_config": {
+                "min_replicas": c.min_replicas,
+                "initial_replicas": max(1, c.min_replicas),
+                "max_replicas": c.max_replicas,
+                "target_ongoing_requests": c.target_ongoing_requests,
+            },
+            "user_config": {"max_batch_size": c.max_batch_size, "batch_wait_timeout_s": c.batch_wait_timeout_s},
+            # Enough requests in flight per replica to fill several batches.
+            "max_ongoing_requests": max(sv.max_ongoing_requests, 4 * c.max_batch_size),
+            "max_queued_requests": -1,
+        },
+        "Windower": {"ray_actor_options": {"num_cpus": 0}, "num_replicas": 1, "max_ongoing_requests": 10_000,
+                     "max_queued_requests": -1},
+        "AlertManager": {"ray_actor_options": {"num_cpus": 0}, "num_replicas": 1, "max_ongoing_requests": 1_000,
+                         "max_queued_requests": -1},
+        "Decoder": {"ray_actor_options": {"num_cpus": sv.decoder_cpus}, "num_replicas": 1, "max_ongoing_requests": 1_000,
+                    "max_queued_requests": -1, "graceful_shutdown_timeout_s": 30},
+        "Ingress": {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": sv.max_ongoing_requests,
+                    "max_queued_requests": sv.max_queued_requests},
+    }
+
+
+def build_app(args: AppArgs | dict[str, Any]) -> Any:
+    """The serving application (``ray.serve.Application``): the Ingress bound to the rest by handles.
+
+    Raises :class:`ConfigError` when no checkpoint is configured, :class:`CheckpointError` when it is unreadable.
+    """
+    from bigsister_ray.models.checkpoint import read_checkpoint_meta, resolve_checkpoint_path
+    from bigsister_ray.serve.alert_manager import AlertManager
+    from bigsister_ray.serve.classifier import Classifier
+    from bigsister_ray.serve.decoder import Decoder
+    from bigsister_ray.serve.ingress import Ingress
+    from bigsister_ray.serve.windower import Windower
+
+    if not isinstance(args, AppArgs):
+        args = AppArgs.model_validate(args or {})
+    settings = args.to_settings()
+    if settings.serve.checkpoint is None:
+        raise ConfigError("serve.checkpoint is not set: pass --checkpoint PATH, set serve.checkpoint in the config file, "
+                          "or `checkpoint:` in the application args")
+    ckpt = str(resolve_checkpoint_path(settings.serve.checkpoint).resolve())
+    meta = read_checkpoint_meta(ckpt)  # fail here, not in five replicas
+    log.info("serving %s (%s, labels %s, clip %s)", ckpt, meta.model_name, meta.labels, meta.clip)
+    opts = deployment_options(settings)
+    torch_threads = max(1, int(settings.serve.classifier.num_cpus))
+    classifier = Classifier.options(**opts["Classifier"]).bind(ckpt, torch_threads)
+    alert_manager = AlertManager.options(**opts["AlertManager"]).bind(settings, ckpt)
+    windower = Windower.options(**opts["Windower"]).bind(ckpt, classifier, alert_manager)
+    decoder = Decoder.options(**opts["Decoder"]).bind(settings, ckpt, windower, resume=args.resume_streams)
+    return Ingress.options(**opts["Ingress"]).bind(settings, decoder, windower, classifier, alert_manager)
+
+
+def run_serve(settings: Any, *, block: bool = True, stop_event: threading.Event | None = None) -> None:
+    """``bigsister serve``: local Ray (or ``ray.address``), Serve on ``serve.host:serve.port``; blocks until Ctrl-C.
+
+    On SIGINT/SIGTERM the application is deleted (streams stopped, open incidents flushed), then Serve and Ray
+    shut down.
+    """
+    import ray
+    from ray import serve
+
+    if settings.serve.checkpoint is None:
+        raise ConfigError("serve.checkpoint is not set: pass --checkpoint PATH or set serve.checkpoint in the config file")
+    app = build_app(AppArgs.from_settings(settings))
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=settings.ray.address, num_cpus=settings.ray.num_cpus, namespace=settings.ray.namespace,
+                 include_dashboard=False)
+        started_ray = True
+    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+    stop = stop_event or threading.Event()
+    try:
+        serve.run(app, name=settings.serve.app_name, route_prefix="/")
+        print(f"bigsister: serving on http://{settings.serve.host}:{settings.serve.port} (docs at /docs); Ctrl-C stops",
+              flush=True)
+        if not block:
+            return
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        print("bigsister: shutting down", flush=True)
+        serve.delete(settings.serve.app_name)
+        serve.shutdown()
+    finally:
+        if block and started_ray:
+            ray.shutdown()

@@ -1,0 +1,141 @@
+"""The Classifier deployment: batches windows from every stream (and uploads) into one forward pass.
+
+``classify(window)`` takes one ``T x S x S x 3`` uint8 window (the checkpoint's ClipSpec) and returns its
+softmax probabilities (with the checkpoint's temperature), in the checkpoint's label order. Concurrent calls
+are gathered by ``@serve.batch``; batch size and wait come from ``serve.classifier`` through ``user_config``,
+so they change live with ``serve deploy`` (``reconfigure``). CPUs, GPUs and autoscaling come from the same
+section (see :func:`bigsister_ray.serve.app.build_app`). The forward pass runs on a worker thread so the
+replica keeps accepting (and batching) requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+__all__ = ["Classifier", "ClassifierUserConfig"]
+
+log = logging.getLogger("ray.serve")
+
+
+class ClassifierUserConfig(BaseModel):
+    """The live knobs (``user_config``) of the Classifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.05, ge=0, le=10)
+    stuck_after_s: float = Field(120.0, gt=0, description="check_health fails when requests wait and no batch finished for this long.")
+
+
+@serve.deployment(name="Classifier")
+class Classifier:
+    """Loads a self-describing checkpoint; scores windows in batches. Device: CUDA when a GPU is assigned."""
+
+    def __init__(self, checkpoint: str, torch_threads: int = 1) -> None:
+        import torch
+
+        from bigsister_ray.models.checkpoint import load_checkpoint
+        from bigsister_ray.serve.metrics import ClassifierMetrics
+
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        loaded = load_checkpoint(Path(checkpoint), map_location=str(self._device))
+        self._model = loaded.model.to(self._device).eval()
+        self.meta = loaded.meta
+        self._checkpoint = str(checkpoint)
+        s = self.meta.clip.size
+        self._shape = (self.meta.clip.frames, s, s, 3)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+        self._metrics = ClassifierMetrics()
+        self._cfg = ClassifierUserConfig()
+        self._pending = 0
+        self._batches = 0
+        self._windows = 0
+        self._last_progress = time.monotonic()
+        self._busy_since = self._last_progress
+        self._last_batch_size = 0
+        log.info("Classifier: loaded %s (%s, %d labels, clip %s) on %s", checkpoint, self.meta.model_name,
+                 len(self.meta.labels), self.meta.clip, self._device)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply ``user_config``: batch size and wait of ``@serve.batch``, stuck detection."""
+        cfg = ClassifierUserConfig.model_validate(user_config or {})
+        self._cfg = cfg
+        self._classify_batch.set_max_batch_size(cfg.max_batch_size)
+        self._classify_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    async def classify(self, window: np.ndarray) -> list[float]:
+        """Probabilities of one window ``T x S x S x 3`` uint8, in ``info()['labels']`` order."""
+        arr = np.asarray(window)
+        if arr.shape != self._shape or arr.dtype != np.uint8:
+            raise ValueError(f"expected a window shaped {self._shape} uint8 (checkpoint {self._checkpoint}), got {arr.shape} {arr.dtype}")
+        if self._pending == 0:
+            self._busy_since = time.monotonic()
+        self._pending += 1
+        try:
+            return await self._classify_batch(arr)
+        finally:
+            self._pending -= 1
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
+    async def _classify_batch(self, windows: list[np.ndarray]) -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        probs = await loop.run_in_executor(self._pool, self._forward, windows)
+        return [row.tolist() for row in probs]
+
+    def _forward(self, windows: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        from bigsister_ray.models.checkpoint import predict_proba
+
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            clips = torch.from_numpy(np.stack(windows))
+            if self._device.type != "cpu":
+                clips = clips.to(self._device, non_blocking=True)
+            probs = predict_proba(self._model, clips, self.meta)
+        dt = time.perf_counter() - t0
+        n = len(windows)
+        self._metrics.batch_size.observe(n)
+        self._metrics.inference.observe(dt)
+        self._metrics.windows.inc(n)
+        self._batches += 1
+        self._windows += n
+        self._last_batch_size = n
+        self._last_progress = time.monotonic()
+        return np.asarray(probs, dtype=np.float32)
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded, and progress: labels, clip, thresholds, batches and windows so far."""
+        return {
+            "loaded": True,
+            "checkpoint": self._checkpoint,
+            "model_name": self.meta.model_name,
+            "labels": list(self.meta.labels),
+            "clip": self.meta.clip.model_dump(),
+            "thresholds": dict(self.meta.thresholds),
+            "temperature": float(self.meta.temperature),
+            "device": str(self._device),
+            "batches": self._batches,
+            "windows": self._windows,
+            "last_batch_size": self._last_batch_size,
+            "pending": self._pending,
+            "max_batch_size": self._cfg.max_batch_size,
+            "batch_wait_timeout_s": self._cfg.batch_wait_timeout_s,
+        }
+
+    def check_health(self) -> None:
+        """Unhealthy when windows are waiting and no batch has finished for ``stuck_after_s`` (a hung forward)."""
+        idle = time.monotonic() - max(self._last_progress, self._busy_since)
+        if self._pending > 0 and idle > self._cfg.stuck_after_s:
+            raise RuntimeError(f"Classifier stuck: {self._pending} windows waiting, no batch finished for {idle:.0f} s")

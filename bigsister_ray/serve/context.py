@@ -1,0 +1,58 @@
+"""What the HTTP routes need, in one object the app factory takes (so tests can build the API directly).
+
+:class:`ServeContext` holds the settings, the incidents store, the deployment handles and the request
+authenticator. Routes get it with the :func:`get_ctx` dependency; :func:`authorize` checks the API key with
+the scope the HTTP method needs (read for GET/HEAD, write for everything else).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+__all__ = ["ServeContext", "get_ctx", "authorize", "PUBLIC_PATHS"]
+
+#: Routes that answer without a key: liveness/readiness probes and the OpenAPI description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+
+
+@dataclass
+class ServeContext:
+    """Dependencies of the ingress routes."""
+
+    settings: Any
+    store: Any
+    decoder: Any
+    windower: Any
+    classifier: Any
+    alert_manager: Any
+    authenticator: Any
+    model_info: dict[str, Any] = field(default_factory=dict)
+
+    async def classifier_info(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The Classifier's ``info()`` (labels, clip, thresholds), cached after the first answer."""
+        if not self.model_info:
+            self.model_info = await self.classifier.info.options().remote()
+        return self.model_info
+
+
+def get_ctx(request: Request) -> ServeContext:
+    return request.app.state.ctx
+
+
+def authorize(request: Request) -> Any:
+    """FastAPI dependency: the caller's principal; 401 without a valid key, 403 when its scope is too small."""
+    ctx: ServeContext = request.app.state.ctx
+    auth = ctx.authenticator
+    if auth is None or request.url.path in PUBLIC_PATHS:
+        return None
+    principal = auth.identify(auth.extract(request.headers))
+    if principal is None:
+        raise HTTPException(status_code=401, detail="missing or unknown API key: send it as X-API-Key or Authorization: Bearer",
+                            headers={"WWW-Authenticate": "Bearer"})
+    needed = "read" if request.method in ("GET", "HEAD", "OPTIONS") else "write"
+    if not principal.allows(needed):
+        raise HTTPException(status_code=403, detail=f"key {principal.name!r} has scope {principal.scope!r}; this route needs {needed!r}")
+    return principal

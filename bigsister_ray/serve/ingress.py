@@ -1,0 +1,42 @@
+"""The Ingress deployment: the FastAPI app (``@serve.ingress``) holding handles to the rest of the graph."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import serve
+
+__all__ = ["Ingress"]
+
+log = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    """HTTP entry point. Handles to the Decoder, Windower, Classifier and AlertManager come in the constructor."""
+
+    def __init__(self, settings: Any, decoder, windower, classifier, alert_manager) -> None:
+        from bigsister_ray.config import Settings
+        from bigsister_ray.incidents.store import IncidentStore
+        from bigsister_ray.security.auth import Authenticator
+        from bigsister_ray.serve.context import ServeContext
+
+        settings = Settings.model_validate(settings) if isinstance(settings, dict) else settings
+        store = IncidentStore(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        store.create_tables()
+        self.ctx = ServeContext(
+            settings=settings,
+            store=store,
+            decoder=decoder,
+            windower=windower,
+            classifier=classifier,
+            alert_manager=alert_manager,
+            authenticator=Authenticator.from_config(settings.auth),
+        )
+
+    def __serve_build_asgi_app__(self):
+        from bigsister_ray.serve.api import create_api
+
+        return create_api(self.ctx)

@@ -1,0 +1,103 @@
+"""Request and response models of the serving HTTP API (the contract in DESIGN.md).
+
+Stream URLs are never echoed with credentials: responses carry ``url`` redacted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "StreamState",
+    "StreamRegister",
+    "StreamStatusOut",
+    "StreamOut",
+    "StreamList",
+    "DetectWindow",
+    "DetectEvent",
+    "DetectResponse",
+    "Health",
+    "Readiness",
+]
+
+StreamState = Literal["connecting", "live", "reconnecting", "error", "stopped"]
+
+
+class StreamRegister(BaseModel):
+    """``POST /streams`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(..., min_length=1, max_length=2048,
+                     description="rtsp://, rtsps://, http(s):// (MPEG-TS, MJPEG, HLS) or a file under serve.streams.media_root.")
+    name: str = Field(..., min_length=1, max_length=200, description="Human name shown in alerts.")
+    location: str | None = Field(None, max_length=500, description="Where the camera is (shown in alerts).")
+    realtime: bool = Field(True, description="Files: replay at real-time pace (true) or as fast as possible (false). Ignored for live sources.")
+
+
+class StreamStatusOut(BaseModel):
+    """Live state of a stream's decoder."""
+
+    state: StreamState
+    last_frame_at: datetime | None = None
+    fps: float = 0.0
+    frames_decoded: int = 0
+    windows_classified: int = 0
+    frames_dropped: int = 0
+    reconnects: int = 0
+    watchdog_restarts: int = 0
+    callback_errors: int = 0
+    last_error: str | None = Field(None, description="The last failure, URL redacted.")
+    backoff_s: float | None = Field(None, description="Current reconnect delay (grows while the source keeps failing).")
+    next_retry_s: float | None = Field(None, description="Seconds until the next reconnect attempt.")
+    finished: bool = Field(False, description="A file source reached its end.")
+
+
+class StreamOut(BaseModel):
+    """A registered stream and its status."""
+
+    id: str
+    name: str
+    url: str = Field(..., description="Redacted: credentials removed.")
+    location: str | None = None
+    realtime: bool = True
+    created_at: datetime | None = None
+    status: StreamStatusOut
+
+
+class StreamList(BaseModel):
+    streams: list[StreamOut]
+
+
+class DetectWindow(BaseModel):
+    start_s: float
+    end_s: float
+    scores: dict[str, float]
+
+
+class DetectEvent(BaseModel):
+    label: str
+    start_s: float
+    end_s: float
+    peak_score: float
+
+
+class DetectResponse(BaseModel):
+    """``POST /detect`` answer: per-window probabilities and the incidents the alert rules find."""
+
+    windows: list[DetectWindow]
+    events: list[DetectEvent]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_loaded: bool
+    database: bool
+    detail: dict[str, str] = Field(default_factory=dict, description="Why a check failed.")
