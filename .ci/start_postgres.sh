@@ -10,6 +10,8 @@ if [ ! -f "$dir/PG_VERSION" ]; then
   su postgres -c "$bin/initdb -D $dir -A trust -U postgres" >/dev/null 2>&1 || "$bin/initdb" -D "$dir" -A trust -U postgres >/dev/null
 fi
 if ! su postgres -c "$bin/pg_ctl -D $dir status" >/dev/null 2>&1; then
-  su postgres -c "$bin/pg_ctl -D $dir -o '-p $port -k /tmp -c listen_addresses=127.0.0.1' -l $dir/log -w start" >/dev/null
+  # A throwaway test cluster: durability off (no fsync per commit) keeps the store's tests fast on slow disks.
+  opts="-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  su postgres -c "$bin/pg_ctl -D $dir -o '$opts' -l $dir/log -w start" >/dev/null
 fi
 echo "export BIGSISTER_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
