@@ -128,6 +128,10 @@ class TrainConfig(Strict):
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept by validation macro-F1 (the latest is always kept too, for resuming).")
     data_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each Ray Data read task feeding the workers (keep it below one "
                              "so reads still run when the workers hold every CPU).")
+    worker_resources: dict[str, float] = Field(default_factory=dict, description="Custom resources each worker asks for besides "
+                                               "CPU/GPU, e.g. {accelerator: 1} to keep workers on the GPU node type of cluster.yaml.")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How Ray places the workers: SPREAD (or STRICT_SPREAD) puts them on different nodes.")
 
 
 class ClassifierConfig(Strict):
