@@ -1,0 +1,188 @@
+"""The synthetic AI Hub dataset: layout, XML structure, determinism and a learnable motion signal."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bigsister_ray.config import Settings
+from bigsister_ray.data.synth import SynthSummary, format_hms, render_frames, render_video, synthesize
+from bigsister_ray.labels import aihub_folder_name
+from tests.conftest import AIHUB_FIXTURE, need_shared
+
+STEM_RE = re.compile(r"^(?P<group>\d+-\d+)_cam(?P<cam>\d{2})_(?P<event>[a-z]+)\d{2}_place\d{2}_(day|night)_(spring|summer|autumn|winter)$")
+ZIP_RE = re.compile(r"^(inside_croki|insidedoor|outsidedoor)_\d{2}$")
+
+
+def _hms(text: str) -> float:
+    h, m, s = text.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def _paths(el: ET.Element, prefix: str = "") -> set[str]:
+    here = f"{prefix}/{el.tag}"
+    out = {here}
+    for child in el:
+        out |= _paths(child, here)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> SynthSummary:
+    out = tmp_path_factory.mktemp("synth")
+    return synthesize(out, videos=7, seconds=4.0, seed=3, labels=["fight", "trespass", "drunken"])
+
+
+def test_layout_is_aihub(dataset):
+    root = dataset.out
+    assert len(dataset.videos) == 7
+    assert dataset.counts == {"drunken": 2, "fight": 3, "trespass": 2}
+    class_dirs = sorted(p.name for p in root.iterdir())
+    assert class_dirs == sorted(aihub_folder_name(x) for x in ("fight", "trespass", "drunken"))
+    assert "02.싸움(fight)" in class_dirs
+    mp4s = sorted(root.rglob("*.mp4"))
+    assert len(mp4s) == 7
+    for mp4 in mp4s:
+        rel = mp4.relative_to(root).parts
+        assert len(rel) == 4, rel  # class / zip group / session / file
+        cls, zip_group, session, _ = rel
+        assert ZIP_RE.match(zip_group), zip_group
+        m = STEM_RE.match(mp4.stem)
+        assert m, mp4.stem
+        assert m["group"] == session
+        assert aihub_folder_name(m["event"]) == cls
+        assert mp4.with_suffix(".xml").is_file()
+        assert mp4.stat().st_size > 1000
+    # groups are takes and several cameras film a take
+    groups = [v.group for v in dataset.videos]
+    assert max(groups.count(g) for g in set(groups)) >= 2
+    by_group = {}
+    for v in dataset.videos:
+        by_group.setdefault(v.group, set()).add(v.label)
+    assert all(len(labels) == 1 for labels in by_group.values())
+    text = str(dataset)
+    assert "7 videos" in text and "02.싸움(fight)" in text
+
+
+def test_xml_has_the_real_annotation_structure(dataset):
+    """Every element path of the real AI Hub XML, and no other, in every synthetic XML."""
+    fixture = need_shared(AIHUB_FIXTURE / "101-3_cam01_swoon01_place03_day_summer.xml")
+    real_raw = fixture.read_bytes()
+    real_paths = _paths(ET.fromstring(real_raw))
+    for v in dataset.videos:
+        raw = v.xml.read_bytes()
+        assert raw.splitlines()[0] == real_raw.splitlines()[0]  # the same XML declaration
+        assert _paths(ET.fromstring(raw)) == real_paths, v.xml.name
+
+
+def test_xml_tags_and_values(dataset):
+    for v in dataset.videos:
+        raw = v.xml.read_bytes()
+        assert raw.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n<annotation>")
+        root = ET.fromstring(raw)
+        assert root.findtext("folder") == v.label
+        assert root.findtext("filename") == v.mp4.name
+        assert (int(root.findtext("size/width")), int(root.findtext("size/height"))) == (160, 120)
+        frames = int(root.findtext("header/frames"))
+        fps = float(root.findtext("header/fps"))
+        assert frames == v.frames == 60 and fps == 15
+        assert _hms(root.findtext("header/duration")) == pytest.approx(frames / fps, abs=0.05)
+        assert root.findtext("event/eventname") == v.label
+        ev0 = _hms(root.findtext("event/starttime"))
+        ev1 = ev0 + _hms(root.findtext("event/duration"))
+        ranges = [(int(f.findtext("start")), int(f.findtext("end"))) for f in root.iter("frame")]
+        assert ranges and all(0 <= s < e <= frames for s, e in ranges)
+        lo, hi = min(s for s, _ in ranges), max(e for _, e in ranges)
+        assert (lo / fps, hi / fps) == pytest.approx(v.span_s)
+        # the event is wider than the behaviour (as in AI Hub), the actions mark it exactly
+        assert ev0 <= lo / fps + 1e-6 and ev1 >= hi / fps - 1e-6
+        assert ev1 - ev0 < 4.0
+        names = {o.findtext("objectname") for o in root.iter("object")}
+        assert all(re.match(r"^[Pp]erson(_?\d+)?$", n) for n in names), names
+
+
+def test_span_leaves_room_for_normal_negatives(dataset):
+    for v in dataset.videos:
+        a, b = v.span_s
+        assert 0 <= a < b <= v.frames / v.fps
+        duration = v.frames / v.fps
+        assert max(a, duration - b) >= 0.6 * (duration - (b - a)) - 1e-6  # one long stretch of normal activity
+
+
+def test_same_seed_same_bytes_and_frames(tmp_path):
+    import decord
+
+    a = synthesize(tmp_path / "a", videos=2, seconds=3.0, seed=5, labels=["assault"])
+    b = synthesize(tmp_path / "b", videos=2, seconds=3.0, seed=5, labels=["assault"])
+    c = synthesize(tmp_path / "c", videos=2, seconds=3.0, seed=6, labels=["assault"])
+    for va, vb in zip(a.videos, b.videos):
+        assert va.xml.relative_to(a.out) == vb.xml.relative_to(b.out)
+        assert va.xml.read_bytes() == vb.xml.read_bytes()
+        assert va.mp4.read_bytes() == vb.mp4.read_bytes()
+        fa = decord.VideoReader(str(va.mp4), num_threads=1).get_batch(list(range(45))).asnumpy()
+        fb = decord.VideoReader(str(vb.mp4), num_threads=1).get_batch(list(range(45))).asnumpy()
+        assert np.array_equal(fa, fb)
+    fc = decord.VideoReader(str(c.videos[0].mp4), num_threads=1).get_batch([0]).asnumpy()
+    fa0 = decord.VideoReader(str(a.videos[0].mp4), num_threads=1).get_batch([0]).asnumpy()
+    assert not np.array_equal(fa0, fc)
+
+
+def test_default_labels_come_from_the_task(tmp_path):
+    settings = Settings(task={"labels": ["normal", "swoon", "kidnap"]})
+    summary = synthesize(tmp_path, videos=2, seconds=2.0, seed=0, settings=settings)
+    assert summary.counts == {"kidnap": 1, "swoon": 1}
+    assert (tmp_path / "05.실신(swoon)").is_dir() and (tmp_path / "11.납치(kidnap)").is_dir()
+
+
+def test_bad_arguments_say_what_is_expected(tmp_path):
+    with pytest.raises(ValueError, match="normal"):
+        synthesize(tmp_path, videos=2, labels=["normal", "fight"])
+    with pytest.raises(ValueError, match="unknown class"):
+        synthesize(tmp_path, videos=2, labels=["dancing"])
+    with pytest.raises(ValueError, match="seconds"):
+        synthesize(tmp_path, videos=2, seconds=0.5, labels=["fight"])
+    with pytest.raises(ValueError, match="abnormal_span"):
+        render_video(tmp_path / "x.mp4", "fight", seconds=4, abnormal_span=(3.0, 2.0))
+
+
+def test_format_hms():
+    assert format_hms(311.23) == "00:05:11.2"
+    assert format_hms(3725.26) == "01:02:05.3"
+    assert format_hms(0) == "00:00:00.0"
+
+
+def _motion_ratio(frames: np.ndarray, a: int, b: int) -> float:
+    """Fraction of pixels that change a lot between frames, inside the span over outside it."""
+    g = frames.astype(np.float32).mean(axis=-1)
+    moving = (np.abs(np.diff(g, axis=0)) > 12).mean(axis=(1, 2))
+    inside = moving[a:b - 1].mean()
+    outside = np.concatenate([moving[: a - 1], moving[b:]]).mean()
+    return float(inside / outside)
+
+
+@pytest.mark.parametrize("label", ["fight", "assault", "datefight", "drunken", "trespass"])
+def test_behaviour_shows_only_inside_the_span(label):
+    """The learnable signal, cheaply: the actors move much more inside the annotated span than outside."""
+    frames = np.stack(list(render_frames(label, 8.0, 15.0, (160, 120), seed=11, abnormal_span=(3.0, 6.0))))
+    assert frames.shape == (120, 120, 160, 3)
+    assert _motion_ratio(frames, 45, 90) > 1.4
+
+
+def test_normal_video_has_no_burst_of_motion():
+    frames = np.stack(list(render_frames("normal", 8.0, 15.0, (160, 120), seed=11, abnormal_span=(3.0, 6.0))))
+    assert 0.7 < _motion_ratio(frames, 45, 90) < 1.35
+
+
+def test_render_video_survives_the_codec(tmp_path):
+    import decord
+
+    path = tmp_path / "fight.mp4"
+    render_video(path, "fight", seconds=8.0, fps=15.0, seed=11, abnormal_span=(3.0, 6.0))
+    vr = decord.VideoReader(str(path), num_threads=1)
+    frames = vr.get_batch(list(range(len(vr)))).asnumpy()
+    assert frames.shape == (120, 120, 160, 3)
+    assert _motion_ratio(frames, 45, 90) > 1.4
