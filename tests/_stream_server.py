@@ -6,6 +6,7 @@ Routes (``fps``, ``size`` set per server):
 - ``/live.mjpeg`` MJPEG as ``multipart/x-mixed-replace`` (JPEGs made with Pillow), paced at real time
 - ``/stall.ts``  sends the 200 headers, then nothing until the server stops
 - ``/stall_after.ts?s=SECONDS`` live MPEG-TS for SECONDS, then keeps the connection open and silent
+- ``/short.ts?s=SECONDS`` live MPEG-TS for SECONDS, then closes the connection (a flapping camera)
 - ``/static/NAME`` a file from the ``static`` folder (whole body; e.g. an HLS playlist and its segments)
 
 :meth:`StreamServer.stop` closes every open connection at once (clients see the stream end) and frees the port;
@@ -95,6 +96,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif parts.path == "/stall.ts":
                 self._send_headers("video/mp2t")
                 owner._stopped.wait()
+            elif parts.path == "/short.ts":
+                seconds = float(parse_qs(parts.query).get("s", ["1.0"])[0])
+                self._send_headers("video/mp2t")
+                owner._write_ts(self.wfile, seconds=seconds)  # then the connection closes: a flapping camera
             elif parts.path == "/stall_after.ts":
                 seconds = float(parse_qs(parts.query).get("s", ["1.0"])[0])
                 self._send_headers("video/mp2t")

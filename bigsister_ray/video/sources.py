@@ -237,11 +237,12 @@ def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict
         opts.update({
             "format_whitelist": _HTTP_FORMATS,
             "rw_timeout": us,
-            # Ride out a short blip mid-stream inside FFmpeg; refused connections and longer outages are the
-            # runner's (backoff, counted reconnects), so no reconnect_on_network_error.
-            "reconnect": "1",
-            "reconnect_streamed": "1",
-            "reconnect_delay_max": "1",
+            # FFmpeg's own HTTP reconnection is off on purpose: it would hide a flapping camera (a silent
+            # reconnect per hang-up, no backoff, nothing counted). The runner reconnects instead, with capped
+            # exponential backoff, and shows it in the stream's status.
+            "reconnect": "0",
+            "reconnect_streamed": "0",
+            "reconnect_on_network_error": "0",
             "user_agent": "bigsister-ray",
         })
     return opts

@@ -36,6 +36,7 @@ reconnects. Live MJPEG (whose timestamps are invented by FFmpeg) is timed by fra
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
@@ -461,7 +462,7 @@ class StreamRunner:
                 self._sample_times.popleft()
             span = _FPS_WINDOW_S
             if self._live_mono is not None:
-                span = min(span, max(now - self._live_mono, 1e-3))
+                span = min(span, max(now - self._live_mono, 1.0))
             fps = len(self._sample_times) / span if self._sample_times else 0.0
             next_retry = max(0.0, self._retry_at - now) if self._retry_at is not None else None
             return StreamStatus(
@@ -505,7 +506,7 @@ class StreamRunner:
                         return
                     self._attempt = attempt
                     self._retry_at = None
-                attempt.thread.start()
+                    attempt.thread.start()  # under the lock, so stop() never joins an unstarted thread
                 self._watch(attempt)
                 if self._stop.is_set():
                     return
@@ -554,10 +555,14 @@ class StreamRunner:
             text = f"watchdog: {err}"
         elif err is not None:
             text = describe_av_error(err, self._source)
+            if self._source.is_live and getattr(err, "errno", None) in (errno.EIO, errno.EPIPE, errno.ECONNRESET):
+                text = f"the stream ended: the source closed the connection ({text})"
         else:
             text = "the source ended"
         healthy = attempt.live_at is not None and time.monotonic() - attempt.live_at >= self.cfg.healthy_after_s
         with self._lock:
+            if self._stop.is_set():
+                return  # stop() raced the failure: the stream is stopped, not reconnecting
             self._set_error(text)
             if attempt.watchdog:
                 self._counts["watchdog_restarts"] += 1
@@ -690,6 +695,8 @@ class StreamRunner:
                     attempt.progress = time.monotonic()
         now = time.monotonic()
         with self._lock:
+            if self._stop.is_set():
+                return False
             first = attempt.live_at is None
             if first:
                 attempt.live_at = now

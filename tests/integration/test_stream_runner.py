@@ -165,6 +165,31 @@ def test_server_restart_reconnects_and_returns_to_live(server, media, runners):
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "timestamps must keep increasing across reconnects"
     # frames after the outage carry the time they arrived at (stream time since start), leaving a gap
     assert max(np.diff(stamps)) >= 2.0
+    # live again for longer than healthy_after_s: the backoff is back to its start
+    time.sleep(1.2)
+    assert r.status().backoff_s is None and r.status().state == "live"
+
+
+def test_backoff_resets_only_after_the_source_stayed_healthy(server, media, runners):
+    # The camera gives 1.2 s of video per connection (about 0.5 s of it after probing), then hangs up.
+    url = server.url("/short.ts?s=1.2")
+    flapping = runners(url, _cfg(media, healthy_after_s=30.0, probe_s=0.1), Collector())
+    steady = runners(url, _cfg(media, healthy_after_s=0.2, probe_s=0.1), Collector())
+    seen_flapping: set[float] = set()
+    seen_steady: set[float] = set()
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline and (max(seen_flapping, default=0) < 0.8 or len(seen_steady) < 1
+                                           or flapping.status().reconnects < 3 or steady.status().reconnects < 3):
+        for r, seen in ((flapping, seen_flapping), (steady, seen_steady)):
+            b = r.status().backoff_s
+            if b is not None:
+                seen.add(b)
+        time.sleep(0.02)
+    assert flapping.status().live_since is not None and steady.status().live_since is not None
+    assert flapping.status().reconnects >= 3 and steady.status().reconnects >= 3
+    assert max(seen_flapping) >= 0.8, seen_flapping  # 0.2 -> 0.4 -> 0.8: never healthy long enough to reset
+    assert seen_steady == {0.2}, seen_steady  # live for > 0.3 s each time: back to the initial delay
+    assert "ended" in (flapping.status().last_error or "")
 
 
 def test_unreachable_url_retries_with_growing_backoff(media, runners):
