@@ -1,0 +1,181 @@
+"""``bigsister demo``: the whole loop on synthetic data, on a laptop's CPUs, with no configuration.
+
+synth (AI Hub layout) -> prepare (Ray Data) -> train (Ray Train, tiny3d) -> evaluate (report + plots)
+-> serve (Ray Serve graph) -> a replayed camera in which a fight happens -> an incident in SQLite -> an alert
+(Slack when a token and channel are configured, else the console notifier and a JSONL file).
+
+Everything lives under one work folder; Ctrl-C stops Serve and Ray and leaves what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from bigsister_ray.config import Settings
+from bigsister_ray.errors import BigSisterError
+
+__all__ = ["DemoResult", "demo_settings", "run_demo"]
+
+#: The camera the demo replays: normal walking, then a fight between these seconds, then normal again.
+FIGHT_SPAN_S = (14.0, 34.0)
+STREAM_SECONDS = 44.0
+
+
+class DemoResult(dict):
+    """What the demo produced (paths, the incident, the alert)."""
+
+
+def demo_settings(base: Settings, workdir: Path) -> Settings:
+    """The demo's overrides on top of ``base``: everything under ``workdir``; sizes that fit 2 CPU cores."""
+    workdir = workdir.resolve()
+    data = base.model_dump(mode="python")
+    fields_set = base.model_fields_set
+
+    def put(section: str, key: str, value: Any) -> None:
+        # Keep what the user configured explicitly; fill in the demo's choice otherwise.
+        if section in fields_set and key in getattr(base, section).model_fields_set:
+            return
+        data[section][key] = value
+
+    put("database", "url", f"sqlite:///{workdir / 'bigsister.db'}")
+    put("alerts", "alert_file", workdir / "alerts.jsonl")
+    put("auth", "generated_key_file", workdir / "api-key")
+    put("train", "epochs", 12)
+    put("train", "workers", 2)
+    put("train", "batch_size", 8)
+    put("train", "early_stopping_patience", 4)
+    put("data", "clips_per_event", 6)
+    put("data", "negatives_per_video", 3)
+    put("data", "shard_clips", 32)
+    data["serve"]["streams"]["media_root"] = workdir / "media"
+    return Settings(**data)
+
+
+@contextmanager
+def _step(console, title: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    console.rule(f"[bold]{title}")
+    yield
+    console.print(f"[green]done[/green] {title} in {time.perf_counter() - t0:.0f} s")
+
+
+def _wait_for_incident(client, base_url: str, headers: dict[str, str], timeout_s: float, console) -> dict[str, Any] | None:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout_s
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("watching the camera", total=None)
+        while time.monotonic() < deadline:
+            streams = client.get(f"{base_url}/streams", headers=headers).json()
+            items = streams.get("streams", streams) if isinstance(streams, dict) else streams
+            desc = ", ".join(f"{s['name']}: {s.get('status', {}).get('state', '?')} "
+                             f"({s.get('status', {}).get('windows_classified', 0)} windows)" for s in items)
+            bar.update(task, description=f"watching the camera: {desc}")
+            found = client.get(f"{base_url}/incidents", headers=headers).json()
+            rows = found.get("items", found) if isinstance(found, dict) else found
+            if rows:
+                return rows[0]
+            time.sleep(1.0)
+    return None
+
+
+def run_demo(settings: Settings | None = None, workdir: Path = Path("bigsister-demo"), *,
+             stream_seconds: float = STREAM_SECONDS, videos: int = 30, seed: int = 7,
+             incident_timeout_s: float = 180.0) -> DemoResult:
+    """Run the whole loop; returns where everything is. Raises BigSisterError when a stage fails."""
+    import httpx
+    import ray
+    from rich.console import Console
+
+    from bigsister_ray.data.pipeline import prepare
+    from bigsister_ray.data.synth import render_video, synthesize
+    from bigsister_ray.security.auth import load_keys
+    from bigsister_ray.serve.app import run_serve
+    from bigsister_ray.train.evaluate import evaluate
+    from bigsister_ray.train.trainer import train
+
+    console = Console()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = demo_settings(settings or Settings(), workdir)
+    result = DemoResult(workdir=str(workdir))
+    console.print(f"[bold]bigsister demo[/bold]: everything goes to {workdir}")
+    started_ray = False
+    try:
+        if not ray.is_initialized():
+            ray.init(address=settings.ray.address, num_cpus=settings.ray.num_cpus, namespace=settings.ray.namespace,
+                     include_dashboard=False, log_to_driver=False)
+            started_ray = True
+        with _step(console, "1/6 synthesize an AI-Hub-format dataset"):
+            summary = synthesize(workdir / "aihub", videos=videos, seconds=16.0, seed=seed, settings=settings)
+            console.print(str(summary))
+        with _step(console, "2/6 prepare clips with Ray Data"):
+            prepared = prepare("aihub", workdir / "aihub", workdir / "prepared", settings)
+            console.print(str(prepared))
+        with _step(console, "3/6 train tiny3d with Ray Train on the CPUs"):
+            trained = train(workdir / "prepared", workdir / "run", settings)
+            console.print(str(trained))
+            if trained.best_checkpoint is None:
+                raise BigSisterError("training produced no checkpoint; see the run folder for the log")
+            result["checkpoint"] = str(trained.best_checkpoint)
+        with _step(console, "4/6 evaluate on the held-out test takes"):
+            report = evaluate(trained.best_checkpoint, workdir / "prepared", workdir / "eval", settings, split="test")
+            console.print(str(report))
+            result["report"] = str(report.report_path)
+        with _step(console, "5/6 start the Serve app"):
+            settings.serve.checkpoint = Path(trained.best_checkpoint)
+            run_serve(settings, block=False)
+            base_url = f"http://{settings.serve.host}:{settings.serve.port}"
+            key = load_keys(settings.auth)[0].key.get_secret_value() if settings.auth.enabled else ""
+            headers = {"X-API-Key": key} if key else {}
+        with _step(console, "6/6 a camera in which a fight happens"):
+            media = Path(settings.serve.streams.media_root)
+            media.mkdir(parents=True, exist_ok=True)
+            video = media / "lobby-cam.mp4"
+            render_video(video, "fight", seconds=stream_seconds, seed=seed + 1, abnormal_span=FIGHT_SPAN_S)
+            with httpx.Client(timeout=30.0) as client:
+                resp = client.post(f"{base_url}/streams", headers=headers,
+                                   json={"url": str(video), "name": "lobby-cam", "location": "Building A, lobby",
+                                         "realtime": True})
+                if resp.status_code != 201:
+                    raise BigSisterError(f"registering the demo camera failed: HTTP {resp.status_code}: {resp.text}")
+                console.print(f"registered camera lobby-cam ({video.name}, fight from {FIGHT_SPAN_S[0]:.0f} s "
+                              f"to {FIGHT_SPAN_S[1]:.0f} s)")
+                incident = _wait_for_incident(client, base_url, headers, incident_timeout_s, console)
+            if incident is None:
+                raise BigSisterError(f"no incident within {incident_timeout_s:.0f} s; see `GET {base_url}/streams`")
+            result["incident"] = incident
+            console.print("[bold red]INCIDENT[/bold red] " + json.dumps(
+                {k: incident.get(k) for k in ("id", "stream_name", "label", "severity", "status", "peak_score", "start_s",
+                                              "end_s", "alert_status") if k in incident}))
+            alert_file = settings.alerts.alert_file
+            time.sleep(2.0)  # the notifier runs right after the incident is persisted
+            if alert_file and Path(alert_file).exists():
+                lines = Path(alert_file).read_text().strip().splitlines()
+                if lines:
+                    console.print(f"[bold]ALERT[/bold] (console notifier, also in {alert_file}): {lines[-1]}")
+                    result["alert"] = lines[-1]
+        console.rule("[bold]where to look")
+        console.print(f"API docs:        {base_url}/docs (key in {settings.auth.generated_key_file})")
+        console.print(f"incident:        {base_url}/incidents/{result['incident'].get('id')}")
+        console.print(f"evaluation:      {result['report']}")
+        console.print(f"checkpoint:      {result['checkpoint']}")
+        console.print(f"database:        {settings.database.url}")
+        return result
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping Serve and Ray")
+        raise
+    finally:
+        try:
+            from ray import serve
+
+            if ray.is_initialized():
+                serve.shutdown()
+        finally:
+            if started_ray:
+                ray.shutdown()
