@@ -100,7 +100,7 @@ def eda(
         report = run_eda(source.value, root, out, settings)
     except BigSisterError as err:
         _fail(err)
-    typer.echo(f"report: {report}")
+    typer.echo(str(report))
 
 
 @app.command()
@@ -188,6 +188,26 @@ def demo(
         from bigsister_ray.demo import run_demo
 
         run_demo(settings, workdir)
+    except BigSisterError as err:
+        _fail(err)
+
+
+@app.command("config")
+def show_config(
+    config: ConfigOpt = None,
+    reference: Annotated[bool, typer.Option("--reference", help="Print the reference of every key (Markdown) instead.")] = False,
+) -> None:
+    """Print the effective settings (file + env + defaults; secrets masked), or the reference of every key."""
+    try:
+        if reference:
+            from bigsister_ray.reference import config_reference
+
+            typer.echo(config_reference(), nl=False)
+            return
+        import yaml
+
+        settings = _settings(config)
+        typer.echo(yaml.safe_dump(json.loads(settings.model_dump_json()), sort_keys=False, allow_unicode=True), nl=False)
     except BigSisterError as err:
         _fail(err)
 
