@@ -12,12 +12,17 @@ Routes (``fps``, ``size`` set per server):
 :meth:`StreamServer.stop` closes every open connection at once (clients see the stream end) and frees the port;
 :meth:`StreamServer.start` binds the same port again. Frame ``i`` is a flat grey of :func:`frame_level` ``(i)``,
 so tests can tell which frames arrived.
+
+:class:`RtspServer` is a minimal RTSP server (OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN) that sends the same live
+MPEG-TS as RTP payload type 33 (MP2T), interleaved on the TCP connection (what ``rtsp_transport=tcp`` asks for).
 """
 
 from __future__ import annotations
 
 import io
 import socket
+import socketserver
+import struct
 import threading
 import time
 from fractions import Fraction
@@ -27,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-__all__ = ["StreamServer", "frame_level", "closed_port", "make_video", "make_hls"]
+__all__ = ["StreamServer", "RtspServer", "frame_level", "closed_port", "make_video", "make_hls"]
 
 
 def frame_level(i: int) -> int:
@@ -199,10 +204,10 @@ class StreamServer:
             return not self._stopped.wait(delay)
         return not self._stopped.is_set()
 
-    def _write_ts(self, wfile, seconds: float | None) -> None:
+    def _write_ts(self, wfile, seconds: float | None, sink: io.RawIOBase | None = None) -> None:
         import av
 
-        sink = _SocketWriter(wfile, self._stopped)
+        sink = sink if sink is not None else _SocketWriter(wfile, self._stopped)
         w, h = self.size
         with av.open(sink, mode="w", format="mpegts", buffer_size=1024, container_options={"flush_packets": "1"}) as out:
             stream = out.add_stream("mpeg2video", rate=Fraction(self.fps).limit_denominator(1001))
@@ -276,3 +281,125 @@ def make_hls(folder: Path, seconds: float = 3.0, fps: float = 10.0, size: tuple[
                  options={"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}) as out:
         _encode(out, int(seconds * fps), fps, size, "mpeg2video")
     return playlist
+
+
+# ============================================================================================ RTSP
+class _RtpSink(io.RawIOBase):
+    """Collects MPEG-TS bytes and sends whole 188-byte packets (up to 7) as interleaved RTP on channel 0."""
+
+    def __init__(self, sock: socket.socket, stopped: threading.Event, lock: threading.Lock) -> None:
+        self._sock, self._stopped, self._lock = sock, stopped, lock
+        self._buf = b""
+        self._seq = 0
+        self._t0 = time.monotonic()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if self._stopped.is_set():
+            raise BrokenPipeError("server stopped")
+        self._buf += bytes(b)
+        while len(self._buf) >= 188:
+            n = min(7, len(self._buf) // 188) * 188
+            payload, self._buf = self._buf[:n], self._buf[n:]
+            ts = int((time.monotonic() - self._t0) * 90000) & 0xFFFFFFFF
+            rtp = struct.pack("!BBHII", 0x80, 33, self._seq & 0xFFFF, ts, 0x1234ABCD) + payload
+            self._seq += 1
+            with self._lock:
+                self._sock.sendall(b"$\x00" + struct.pack("!H", len(rtp)) + rtp)
+        return len(b)
+
+
+class _RtspHandler(socketserver.BaseRequestHandler):
+    server: "_RtspTcpServer"
+
+    def handle(self) -> None:
+        owner = self.server.owner
+        sock: socket.socket = self.request
+        owner._track(sock)
+        send_lock = threading.Lock()
+        rfile = sock.makefile("rb")
+        playing: threading.Thread | None = None
+        try:
+            while not owner._stopped.is_set():
+                first = rfile.read(1)
+                if not first:
+                    return
+                if first == b"$":  # interleaved RTCP from the client: skip it
+                    _, length = struct.unpack("!BH", rfile.read(3))
+                    rfile.read(length)
+                    continue
+                line = first + rfile.readline()
+                headers: dict[str, str] = {}
+                while True:
+                    h = rfile.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                if int(headers.get("content-length", "0") or 0):
+                    rfile.read(int(headers["content-length"]))
+                method, url = line.decode("latin-1").split()[:2]
+                owner.requests.append(method)
+                cseq = headers.get("cseq", "0")
+                extra, body = "", b""
+                if method == "OPTIONS":
+                    extra = "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n"
+                elif method == "DESCRIBE":
+                    body = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=bigsister test\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
+                            b"m=video 0 RTP/AVP 33\r\na=rtpmap:33 MP2T/90000\r\na=control:track1\r\n")
+                    extra = f"Content-Base: {url.rstrip('/')}/\r\nContent-Type: application/sdp\r\n"
+                elif method == "SETUP":
+                    extra = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 12345678;timeout=60\r\n"
+                elif method in ("PLAY", "GET_PARAMETER"):
+                    extra = "Session: 12345678\r\n"
+                elif method == "TEARDOWN":
+                    self._reply(sock, send_lock, cseq, "Session: 12345678\r\n", b"")
+                    return
+                self._reply(sock, send_lock, cseq, extra, body)
+                if method == "PLAY" and playing is None:
+                    sink = _RtpSink(sock, owner._stopped, send_lock)
+                    playing = threading.Thread(target=self._play, args=(owner, sink), daemon=True)
+                    playing.start()
+        except (OSError, ValueError, struct.error):
+            return  # client went away or sent something this tiny server does not speak
+
+    @staticmethod
+    def _play(owner: "RtspServer", sink: _RtpSink) -> None:
+        try:
+            owner._write_ts(None, seconds=None, sink=sink)
+        except (OSError, _av_error()):
+            return
+
+    @staticmethod
+    def _reply(sock: socket.socket, lock: threading.Lock, cseq: str, extra: str, body: bytes) -> None:
+        head = f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}"
+        if body:
+            head += f"Content-Length: {len(body)}\r\n"
+        with lock:
+            sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+
+
+class _RtspTcpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: "RtspServer"
+
+
+class RtspServer(StreamServer):
+    """Live MPEG-TS over RTSP (RTP/MP2T interleaved on TCP) on 127.0.0.1: ``rtsp://127.0.0.1:PORT/live``."""
+
+    def start(self) -> "RtspServer":
+        self._stopped = threading.Event()
+        server = _RtspTcpServer(("127.0.0.1", self.port), _RtspHandler)
+        server.owner = self  # type: ignore[assignment]
+        self.port = server.server_address[1]
+        self._server = server  # type: ignore[assignment]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"test-rtsp-server-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def url(self, path: str = "/live") -> str:
+        return f"rtsp://127.0.0.1:{self.port}{path}"

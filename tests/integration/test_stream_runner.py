@@ -18,7 +18,7 @@ from bigsister_ray.clip import ClipSpec
 from bigsister_ray.config import StreamsConfig
 from bigsister_ray.errors import StreamError
 from bigsister_ray.video.stream import StreamRunner, StreamStatus
-from tests._stream_server import StreamServer, closed_port, frame_level, make_hls, make_video
+from tests._stream_server import RtspServer, StreamServer, closed_port, frame_level, make_hls, make_video
 
 SPEC = ClipSpec(frames=8, fps=5.0, size=32, stride=4)
 
@@ -135,6 +135,22 @@ def test_live_mjpeg_is_timed_by_arrival(server, media, runners):
     # FFmpeg stamps MJPEG at 25 fps whatever arrives; by arrival time the 10 fps camera gives spec.fps (5)
     assert 3.0 <= rate <= 7.0, rate
     assert r.status().state == "live" and sink.frames.shape[1:] == (32, 32, 3)
+
+
+def test_rtsp_over_tcp_goes_live_and_survives_a_server_restart(media, runners):
+    with RtspServer(fps=10.0) as srv:
+        sink = Collector()
+        r = runners(srv.url("/live"), _cfg(media), sink)
+        wait_for(lambda: r.status().state == "live" and len(sink.stamps) >= 8, 10, "RTSP live", r)
+        assert srv.requests[:4] == ["OPTIONS", "DESCRIBE", "SETUP", "PLAY"]
+        steps = [(b - a) % 200 for a, b in zip(_levels(sink.frames), _levels(sink.frames)[1:])]
+        assert sum(abs(s - 10) <= 3 for s in steps) >= len(steps) - 1, steps
+        srv.stop()
+        wait_for(lambda: r.status().state == "reconnecting", 6, "reconnecting", r)
+        n = len(sink.stamps)
+        srv.start()
+        wait_for(lambda: r.status().state == "live" and len(sink.stamps) > n + 4, 10, "RTSP live again", r)
+        assert r.status().reconnects >= 1
 
 
 def test_hls_playlist_over_http(tmp_path, media, runners):
