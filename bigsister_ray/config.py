@@ -263,6 +263,7 @@ class AuthConfig(Strict):
     allowed_hosts: list[str] = Field(default_factory=list, description="Camera hosts or networks (CIDR) streams may use; empty: any public host.")
     allow_loopback: bool = Field(False, description="Allow stream URLs on 127.0.0.0/8 and ::1 (tests, local replay servers).")
     allow_private: bool = Field(True, description="Allow private-range camera addresses (10/8, 172.16/12, 192.168/16); cameras usually live there.")
+    public_docs: bool = Field(True, description="Serve /docs and /openapi.json without a key (the published contract; nothing secret).")
 
 
 class DatabaseConfig(Strict):
