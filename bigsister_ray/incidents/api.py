@@ -11,8 +11,7 @@ ingress passes its own and tests pass one on a temporary database::
     POST /incidents/{id}/resolve      open|acknowledged -> resolved      (409 for any other move, 404 unknown id)
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI resolves the route annotations (StoreDep is local).
 from datetime import datetime, timezone
 from typing import Annotated, Callable
 
