@@ -250,6 +250,26 @@ def test_watchdog_restarts_a_stream_that_goes_silent(server, media, runners):
     assert r.status().reconnects >= 1
 
 
+def test_a_reader_stuck_beyond_ffmpeg_timeouts_is_abandoned_and_replaced(media, runners, monkeypatch):
+    # Fault injection: an open that ignores every timeout (FFmpeg's interrupt callback normally prevents this).
+    import bigsister_ray.video.stream as stream_mod
+
+    release = threading.Event()
+
+    def stuck_open(source, **kw):
+        release.wait(10)
+        raise StreamError(f"cannot open {source.redacted}: released")
+
+    monkeypatch.setattr(stream_mod, "open_source", stuck_open)
+    r = runners("http://127.0.0.1:9/never.ts", _cfg(media, watchdog_s=0.3, open_timeout_s=0.3), Collector())
+    wait_for(lambda: r.status().watchdog_restarts >= 2, 8, "two abandoned readers", r)
+    st = r.status()
+    assert st.state == "reconnecting" and "reader abandoned" in st.last_error and st.reconnects >= 1
+    assert len([t for t in r.threads() if "-reader-" in t.name]) >= 2  # the stuck ones are still blocked
+    release.set()  # their blocking call returns; stop() must then join every one of them
+    assert r.stop(timeout=5) and r.threads() == []
+
+
 def test_slow_consumer_on_a_live_source_drops_oldest(server, media, runners):
     sink = Collector(delay_s=2.0)  # 4 frames every 2 s taken, 5 per second produced
     cfg = _cfg(media, max_buffer_windows=1)  # 8 frames of room

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bigsister_ray.clip import ClipSpec, sample_indices
 from bigsister_ray.config import StreamsConfig
@@ -203,6 +205,25 @@ def test_sampler_picks_the_frames_sample_indices_picks(video_fps, fps):
     assert len(got) == int(np.ceil(num / video_fps * fps - 1e-9))
     if num / video_fps >= spec.duration_s:
         assert sample_indices(num, video_fps, spec).tolist() == idx.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(deltas=st.lists(st.floats(0.001, 0.4), min_size=1, max_size=80), fps=st.floats(1.0, 30.0))
+def test_sampler_always_takes_the_frame_showing_at_each_target(deltas, fps):
+    times = np.concatenate([[0.0], np.cumsum(deltas)])
+    sampler: FrameSampler[int] = FrameSampler(fps, max_gap_s=10.0)
+    out = []
+    for i, t in enumerate(times):
+        out += sampler.push(i, float(t))
+    out += sampler.flush()
+    step = 1.0 / fps
+    assert out, "the first frame always yields a sample"
+    for k, (i, ts) in enumerate(out):
+        assert ts == pytest.approx(k * step)  # one regular grid from the first frame
+        assert times[i] <= ts + 1e-6  # the frame was showing at the target...
+        if i + 1 < len(times):
+            assert times[i + 1] > ts - 1e-6  # ...and was the last one that was
+    assert out[-1][1] <= times[-1] + max(deltas[-1], step) + 1e-6
 
 
 def test_sampler_uses_timestamps_not_counts():
