@@ -17,10 +17,13 @@ __all__ = [
     "WRITE_KEY",
     "READ_KEY",
     "make_checkpoint",
-    "test_settings",
+    "serve_settings",
     "free_port",
     "start_app",
     "wait_for",
+    "motion_tiny3d",
+    "head_features",
+    "fit_head",
 ]
 
 #: 8 frames of 32 px at 8 fps, a window every 4 frames (0.5 s): cheap enough for 2 shared CPUs.
@@ -44,7 +47,7 @@ def make_checkpoint(path: Path, spec: ClipSpec = TINY_SPEC, labels=("fight", "no
     return save_checkpoint(path, model, meta)
 
 
-def test_settings(tmp: Path, checkpoint: Path, **serve_overrides: Any):
+def serve_settings(tmp: Path, checkpoint: Path, **serve_overrides: Any):
     """Settings for a test app: SQLite in ``tmp``, media root ``tmp/media``, known keys, loopback allowed."""
     from bigsister_ray.config import Settings
 
@@ -110,3 +113,84 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
+
+
+# ---------------------------------------------------------------------------------------------- test-only model
+def motion_tiny3d(labels=("fight", "normal")):
+    """TEST-ONLY: a real registry ``tiny3d`` whose weights are set by hand to measure motion energy.
+
+    Channels 0/1 carry relu(+/- frame difference) (the stem's temporal depthwise conv), channels 2/3 carry
+    relu(+/- frame) (to cancel the zero-padded first frame's term); every stage averages them 3x3 with
+    stride 2 and the head pools them. Only the linear head is then trained (:func:`fit_head`), so the
+    checkpoint is an ordinary tiny3d checkpoint that any process (Serve replicas included) loads, and that
+    responds to how much the scene moves: the synthetic generator's fights move more than its walking.
+    """
+    import torch
+
+    from bigsister_ray.models import build_model
+    from bigsister_ray.models.tiny3d import Block
+
+    model = build_model("tiny3d", len(labels)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv3d):
+                m.weight.zero_()
+            elif isinstance(m, torch.nn.BatchNorm3d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+        conv1, conv2 = model.stem[0], model.stem[1]
+        for c in range(4):
+            conv1.weight[c, :, 0] = 1.0 / 27.0  # grey, 3x3 average
+        conv2.weight[0, 0, :, 0, 0] = torch.tensor([-1.0, 1.0, 0.0])  # x_t - x_{t-1}
+        conv2.weight[1, 0, :, 0, 0] = torch.tensor([1.0, -1.0, 0.0])
+        conv2.weight[2, 0, :, 0, 0] = torch.tensor([0.0, 1.0, 0.0])   # x_t
+        conv2.weight[3, 0, :, 0, 0] = torch.tensor([0.0, -1.0, 0.0])
+        for stage in model.stages:
+            for i, block in enumerate(stage):
+                assert isinstance(block, Block)
+                if i > 0:
+                    continue  # identity shortcut, zero branch: passes the channels through
+                for c in range(4):
+                    block.expand[0].weight[c, c] = 1.0
+                    block.depthwise[0].weight[c, 0, 1] = 1.0 / 9.0  # centre frame, 3x3 spatial average
+                    block.project[0].weight[c, c] = 1.0
+        for c in range(4):
+            model.head.pre[0].weight[c, c] = 1.0
+    return model
+
+
+def head_features(model, windows) -> "torch.Tensor":
+    """Pooled features of uint8 windows ``N x T x S x S x 3`` (before the linear head)."""
+    import torch
+
+    from bigsister_ray.clip import to_model_input
+    from bigsister_ray.models import get_model_spec
+
+    x = to_model_input(windows, get_model_spec("tiny3d").norm)
+    with torch.no_grad():
+        h = model.head
+        return h.pool(h.pre(model.stages(model.stem(x)))).flatten(1)
+
+
+def fit_head(model, windows, targets, steps: int = 500) -> float:
+    """Train only the linear head (logistic regression on the motion features); returns training accuracy."""
+    import torch
+
+    feats = head_features(model, windows)
+    scale = feats.abs().amax(0).clamp_min(1e-6)
+    y = torch.as_tensor(targets, dtype=torch.long)
+    fc = model.head.fc
+    w = torch.zeros_like(fc.weight, requires_grad=True)
+    b = torch.zeros_like(fc.bias, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.1)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy((feats / scale) @ w.T + b, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        fc.weight.copy_(w / scale)
+        fc.bias.copy_(b)
+        return float(((feats @ fc.weight.T + fc.bias).argmax(1) == y).float().mean())

@@ -140,6 +140,18 @@ class Decoder:
         with self._lock:
             return sorted(self._runners)
 
+    def stream_threads(self) -> dict[str, int]:
+        """Live decoder threads per stream id in this replica (a deleted stream must have none)."""
+        import re
+
+        pattern = re.compile(r"^bigsister-stream-(.+?)-(consumer|supervisor|reader-\d+)$")
+        counts: dict[str, int] = {}
+        for t in threading.enumerate():
+            m = pattern.match(t.name)
+            if m and t.is_alive():
+                counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+        return counts
+
     # ---- operations ----------------------------------------------------------------------------
     def _housekeep(self) -> None:
         """Every 2 s: export reconnects and drops as counters, streams per state as a gauge."""

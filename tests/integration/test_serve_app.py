@@ -1,0 +1,235 @@
+"""The serving app on the shared local Ray: probes, keys, /detect, batching, file streams, bad URLs, DELETE.
+
+One app for the whole module (Serve start-up is slow). Its checkpoint is a tiny3d whose features measure motion
+and whose linear head is trained here on synthetic clips (tests/_serve_support.py: ``motion_tiny3d``), so
+detection has a known answer: the synthetic fight moves more than the walking around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from tests._serve_support import (
+    READ_KEY,
+    TINY_SPEC,
+    WRITE_KEY,
+    fit_head,
+    make_checkpoint,
+    motion_tiny3d,
+    start_app,
+    serve_settings,
+    wait_for,
+)
+
+APP = "serve-app-test"
+TRUE_SPAN = (4.0, 8.0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A motion checkpoint (head fitted on 6 calibration videos) and a held-out video with a known fight."""
+    import torch
+
+    from bigsister_ray.data.synth import render_video
+    from bigsister_ray.serve.detect import iter_file_chunks
+    from bigsister_ray.video.windows import iter_windows
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("serve-app")
+    windows, targets = [], []
+    for i in range(6):
+        path = root / f"cal{i}.mp4"
+        span = (3.0, 7.0)
+        render_video(path, "fight", 10.0, fps=TINY_SPEC.fps, size=(96, 72), seed=100 + i, abnormal_span=span)
+        for w in iter_windows(iter_file_chunks(path, TINY_SPEC), TINY_SPEC):
+            centre = (w.start_s + w.end_s) / 2
+            windows.append(w.frames)
+            targets.append(0 if span[0] <= centre <= span[1] else 1)  # 0: fight, 1: normal
+    model = motion_tiny3d()
+    acc = fit_head(model, np.stack(windows), targets)
+    assert acc > 0.85, f"the motion head did not fit its calibration clips (accuracy {acc:.2f})"
+    ckpt = make_checkpoint(root / "ckpt", model=model, thresholds={"fight": 0.5})
+    clip = root / "media" / "fight.mp4"
+    clip.parent.mkdir()
+    render_video(clip, "fight", 12.0, fps=TINY_SPEC.fps, size=(96, 72), seed=99, abnormal_span=TRUE_SPAN)
+    return {"root": root, "checkpoint": ckpt, "clip": clip}
+
+
+@pytest.fixture(scope="module")
+def app(trained, ray_local):
+    from ray import serve
+
+    settings = serve_settings(trained["root"], trained["checkpoint"])
+    base = start_app(settings, APP)
+    client = httpx.Client(base_url=base, headers={"X-API-Key": WRITE_KEY}, timeout=60)
+    yield {"base": base, "client": client, "settings": settings, **trained}
+    client.close()
+    serve.delete(APP)
+
+
+def _handle(name: str):
+    from ray import serve
+
+    return serve.get_deployment_handle(name, app_name=APP)
+
+
+def test_probes_docs_and_api_keys(app):
+    c = app["client"]
+    assert httpx.get(app["base"] + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(app["base"] + "/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
+    assert "/streams" in httpx.get(app["base"] + "/openapi.json").json()["paths"]
+    assert httpx.get(app["base"] + "/docs").status_code == 200
+    assert httpx.get(app["base"] + "/streams").status_code == 401
+    assert httpx.get(app["base"] + "/streams", headers={"X-API-Key": "wrong-key-0123456789"}).status_code == 401
+    reader = {"Authorization": f"Bearer {READ_KEY}"}
+    assert httpx.get(app["base"] + "/streams", headers=reader).status_code == 200
+    denied = httpx.post(app["base"] + "/streams", headers=reader, json={"url": "fight.mp4", "name": "x"})
+    assert denied.status_code == 403, denied.text
+    assert c.get("/incidents").status_code == 200
+
+
+def test_detect_upload_finds_the_known_segment_and_matches_offline_detect(app):
+    from bigsister_ray.serve.detect import detect_file
+
+    with open(app["clip"], "rb") as fh:
+        r = app["client"].post("/detect", files={"file": ("fight.mp4", fh, "video/mp4")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # 12 s at 8 fps = 96 frames: windows of 8 every 4 -> 23 windows, each with a probability per label.
+    assert len(body["windows"]) == 23
+    for w in body["windows"]:
+        assert set(w["scores"]) == {"fight", "normal"}
+        assert abs(sum(w["scores"].values()) - 1.0) < 1e-4
+    fights = [e for e in body["events"] if e["label"] == "fight"]
+    assert len(fights) == 1, body["events"]
+    window_s = TINY_SPEC.duration_s
+    assert abs(fights[0]["start_s"] - TRUE_SPAN[0]) <= window_s, fights
+    assert abs(fights[0]["end_s"] - TRUE_SPAN[1]) <= window_s, fights
+    # `bigsister detect` shares the decoding, windowing and rules: same windows, same events.
+    offline = detect_file(app["clip"], app["checkpoint"], app["settings"])
+    assert [(w["start_s"], w["end_s"]) for w in offline["windows"]] == [(w["start_s"], w["end_s"]) for w in body["windows"]]
+    np.testing.assert_allclose([w["scores"]["fight"] for w in offline["windows"]],
+                               [w["scores"]["fight"] for w in body["windows"]], atol=1e-5)
+    assert offline["events"] == pytest.approx(body["events"])
+
+
+def test_detect_refuses_oversized_and_undecodable_uploads(app):
+    c = app["client"]
+    big = b"\0" * (app["settings"].serve.upload_max_bytes + 1)
+    r = c.post("/detect", files={"file": ("big.mp4", big, "video/mp4")})
+    assert r.status_code == 413, r.text
+    r = c.post("/detect", files={"file": ("junk.mp4", b"this is not a video" * 100, "video/mp4")})
+    assert r.status_code == 422, r.text
+    assert "junk.mp4" in r.json()["detail"]
+    r = c.post("/detect", files={"file": ("empty.mp4", b"", "video/mp4")})
+    assert r.status_code == 422, r.text
+
+
+def test_classifier_batches_concurrent_windows_into_softmax_probabilities(app):
+    import torch
+
+    from bigsister_ray.models import load_checkpoint, predict_proba
+
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, 256, size=(24, TINY_SPEC.frames, TINY_SPEC.size, TINY_SPEC.size, 3), dtype=np.uint8)
+    classifier = _handle("Classifier")
+    before = classifier.info.remote().result()
+
+    async def many():
+        return await asyncio.gather(*(classifier.classify.remote(w) for w in windows))
+
+    probs = np.asarray(asyncio.run(many()))
+    after = classifier.info.remote().result()
+    assert probs.shape == (24, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    loaded = load_checkpoint(app["checkpoint"])
+    with torch.inference_mode():
+        direct = predict_proba(loaded.model, windows, loaded.meta)
+    np.testing.assert_allclose(probs, direct, atol=1e-5)
+    assert after["windows"] - before["windows"] == 24
+    assert after["batches"] - before["batches"] < 24, "windows sent together were not batched"
+    assert after["max_batch_size"] == 8 and after["batch_wait_timeout_s"] == pytest.approx(0.02)
+    with pytest.raises(Exception, match="expected a window shaped"):
+        classifier.classify.remote(np.zeros((3, 32, 32, 3), np.uint8)).result()
+
+
+def test_refused_stream_urls_say_why(app):
+    c = app["client"]
+    for url, why in (("ftp://camera.example/stream", "scheme"), ("../outside.mp4", ".."),
+                     ("missing.mp4", "no such file"), ("http://169.254.169.254/latest", "metadata")):
+        r = c.post("/streams", json={"url": url, "name": "bad"})
+        assert r.status_code == 400, (url, r.text)
+        assert why in r.json()["detail"], (url, r.json())
+    assert r.json()["detail"] and "streams" not in c.get("/streams").json() or c.get("/streams").json()["streams"] == []
+
+
+def test_ten_file_streams_progress_and_delete_frees_them(app):
+    c = app["client"]
+    media = app["root"] / "media"
+    ids = []
+    for i in range(10):
+        shutil.copy(app["clip"], media / f"cam{i}.mp4")
+        r = c.post("/streams", json={"url": f"cam{i}.mp4", "name": f"cam {i}", "location": "lobby", "realtime": True})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["status"]["state"] in ("connecting", "live"), body
+        ids.append(body["id"])
+
+    def all_progress():
+        streams = {s["id"]: s for s in c.get("/streams").json()["streams"]}
+        return all(streams[i]["status"]["windows_classified"] >= 3 for i in ids) and streams
+
+    streams = wait_for(all_progress, 90, 1.0, "all ten file streams to classify windows")
+    for i in ids:
+        st = streams[i]["status"]
+        assert st["frames_dropped"] == 0, st  # files never drop
+        assert st["state"] in ("live", "stopped"), st
+        assert st["last_frame_at"] is not None and st["callback_errors"] == 0, st
+    one = c.get(f"/streams/{ids[0]}").json()
+    assert one["name"] == "cam 0" and one["location"] == "lobby" and one["url"] == "cam0.mp4"
+
+    decoder = _handle("Decoder")
+    assert set(ids) <= set(decoder.running.remote().result())
+    for i in ids:
+        assert c.delete(f"/streams/{i}").status_code == 204
+        assert c.get(f"/streams/{i}").status_code == 404
+    assert c.delete(f"/streams/{ids[0]}").status_code == 404
+    assert not set(ids) & set(decoder.running.remote().result())
+    threads = decoder.stream_threads.remote().result()
+    assert not set(ids) & set(threads), f"decoder threads left behind: {threads}"
+    assert not set(ids) & set(_handle("Windower").stats.remote().result()["windows_classified"])
+
+
+def test_unreachable_camera_backs_off_and_leaves_other_streams_alone(app):
+    from tests._stream_server import closed_port
+
+    c = app["client"]
+    dead = c.post("/streams", json={"url": f"http://127.0.0.1:{closed_port()}/cam.ts", "name": "dead camera"})
+    assert dead.status_code == 201, dead.text
+    dead_id = dead.json()["id"]
+    shutil.copy(app["clip"], app["root"] / "media" / "ok.mp4")
+    ok_id = c.post("/streams", json={"url": "ok.mp4", "name": "good camera"}).json()["id"]
+    backoffs = []
+
+    def backing_off():
+        st = c.get(f"/streams/{dead_id}").json()["status"]
+        assert st["state"] in ("connecting", "reconnecting", "error"), st
+        if st["backoff_s"] is not None and (not backoffs or st["backoff_s"] != backoffs[-1]):
+            backoffs.append(st["backoff_s"])
+        return len(backoffs) >= 3 and st
+
+    st = wait_for(backing_off, 60, 0.2, "three growing reconnect delays")
+    assert backoffs == sorted(backoffs) and backoffs[-1] > backoffs[0], backoffs
+    assert st["reconnects"] >= 2 and st["last_error"], st
+    good = wait_for(lambda: (s := c.get(f"/streams/{ok_id}").json()["status"])["windows_classified"] >= 2 and s,
+                    60, 0.5, "the healthy stream to progress beside the dead one")
+    assert good["state"] in ("live", "stopped") and good["callback_errors"] == 0, good
+    assert httpx.get(app["base"] + "/readyz").status_code == 200
+    for sid in (dead_id, ok_id):
+        assert c.delete(f"/streams/{sid}").status_code == 204
