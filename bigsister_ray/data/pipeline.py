@@ -81,6 +81,7 @@ class PrepareSummary:
     duplicates: int = 0
     dropped_by_task: int = 0
     seconds: float = 0.0
+    decode_seconds: float = 0.0  # wall time of the Ray Data stage (decode, preprocess, write)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -276,8 +277,11 @@ def _ensure_ray(settings) -> None:
     kwargs: dict[str, Any] = {"namespace": settings.ray.namespace}
     if settings.ray.address:
         kwargs["address"] = settings.ray.address
-    elif settings.ray.num_cpus is not None:
-        kwargs["num_cpus"] = settings.ray.num_cpus
+    else:
+        # ray.address None means a local Ray of our own: "local" never attaches to another cluster on this machine.
+        kwargs["address"] = "local"
+        if settings.ray.num_cpus is not None:
+            kwargs["num_cpus"] = settings.ray.num_cpus
     ray.init(**kwargs)
 
 
@@ -343,6 +347,7 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
             num_cpus=settings.data.decode_cpus,
         )
         total_clips = sum(p.clips for p in plans)
+        t_decode = time.perf_counter()
         for i, result in enumerate(ds.iter_rows(), 1):
             summary = json.loads(result["summary"])
             summaries[result["path"]] = summary
@@ -350,6 +355,9 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
             done_clips += summary["clips"] + summary["failed"]
             say(f"[prepare] shard {i}/{len(pending)} {result['path']}: {summary['clips']} clips written, "
                 f"{summary['failed']} failed ({done_clips}/{total_clips} clips done, {time.perf_counter() - t0:.1f} s)")
+        decode_seconds = time.perf_counter() - t_decode
+    else:
+        decode_seconds = 0.0
 
     # Report.
     errors = list(read_errors)
@@ -381,6 +389,7 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
         inputs_failed=len(errors), videos_failed=manifest.videos_failed, shards_total=len(plans),
         shards_written=len(pending), shards_resumed=resumed, duplicates=len(report.duplicates),
         dropped_by_task=len(report.dropped_by_task), seconds=time.perf_counter() - t0, counts=counts,
+        decode_seconds=decode_seconds,
     )
     say(f"[prepare] {summary}")
     return summary

@@ -1,0 +1,228 @@
+"""Benchmark of ``bigsister prepare`` (not a test): throughput against bare decord, and memory as data grows.
+
+1. Throughput: the same clips' sampled frames, decoded (a) by one process with bare decord (one reader per
+   video, ``get_batch`` of the sampled indices, nothing else) and (b) by the Ray Data pipeline (decode +
+   shared preprocessing + compressed parquet shards) on a local Ray with ``--cpus`` CPUs. Both run pinned to
+   the same CPU set (``sched_setaffinity``). Bare decord runs before and after the pipeline; the ratio is
+   pipeline frames/s over the mean of the two baselines. Reported twice: for the Ray Data stage alone and for
+   the whole ``prepare`` call (reading, probing and indexing included).
+2. Memory: peak PSS (falling back to RSS) summed over every Ray process (the driver's child process tree:
+   GCS, raylet and its workers, object store), sampled every 0.2 s, while preparing the dataset and the same
+   dataset four times larger (every video listed ``--scale`` times through symlinks, same groups), each on a
+   fresh local Ray. The driver process is reported separately.
+
+Run::
+
+    python benchmarks/bench_prepare.py --root ../shared/data/fight-surv --cpus 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _log(message: str) -> None:
+    print(f"[bench_prepare {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _pinned_cpus(n: int) -> set[int]:
+    available = sorted(os.sched_getaffinity(0))
+    return set(available[:n])
+
+
+class PeakMemory:
+    """Samples the summed PSS/RSS of the driver's descendants (all Ray processes) in a thread."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.interval = interval
+        self.peak_ray = 0
+        self.peak_driver = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _mem(self, proc) -> int:
+        try:
+            info = proc.memory_full_info()
+            return int(getattr(info, "pss", 0) or info.rss)
+        except (self._psutil.NoSuchProcess, self._psutil.AccessDenied, self._psutil.ZombieProcess):
+            return 0
+
+    def _run(self) -> None:
+        me = self._psutil.Process()
+        while not self._stop.is_set():
+            total = sum(self._mem(p) for p in me.children(recursive=True))
+            self.peak_ray = max(self.peak_ray, total)
+            self.peak_driver = max(self.peak_driver, self._mem(me))
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _bare_decord(jobs: list[tuple[str, list[list[int]]]], threads: int) -> tuple[int, float]:
+    import decord
+
+    frames = 0
+    t0 = time.perf_counter()
+    for path, clips in jobs:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+        for idx in clips:
+            uniq = sorted(set(idx))
+            batch = vr.get_batch(uniq).asnumpy()
+            frames += len(idx)
+            del batch
+        del vr
+    return frames, time.perf_counter() - t0
+
+
+def _decode_jobs(clips, videos, spec) -> list[tuple[str, list[list[int]]]]:
+    from bigsister_ray.clip import sample_indices
+
+    by_path = {v.path: v for v in videos}
+    per_video: dict[str, list[list[int]]] = {}
+    for c in clips:
+        v = by_path[c.video]
+        end = None if c.kind == "whole" else c.end_s
+        per_video.setdefault(c.video, []).append(sample_indices(v.num_frames, v.fps, spec, c.start_s, end).tolist())
+    return sorted(per_video.items())
+
+
+def _replicate(root: Path, dest: Path, scale: int, groups: dict[str, str]) -> Path:
+    """``dest`` holds every video of ``root`` ``scale`` times (symlinks with distinct stems, same groups)."""
+    from bigsister_ray.data.readers import UNLISTED_GROUP, VIDEO_EXTENSIONS
+
+    lines = []
+    for class_dir in sorted(d for d in root.iterdir() if d.is_dir()):
+        for video in sorted(class_dir.rglob("*")):
+            if video.suffix.lower() not in VIDEO_EXTENSIONS:
+                continue
+            for k in range(scale):
+                link = dest / class_dir.name / f"{video.stem}_r{k}{video.suffix}"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(video.resolve())
+                lines.append(f"{link.stem}\t{groups.get(video.stem, UNLISTED_GROUP)}")
+    (dest.parent / f"{dest.name}.groups.tsv").write_text("\n".join(lines) + "\n")
+    return dest.parent / f"{dest.name}.groups.tsv"
+
+
+def _run_prepare(source: str, root: Path, out: Path, settings, cpus: int) -> dict:
+    import ray
+
+    from bigsister_ray.data.pipeline import prepare
+
+    # address="local": always a fresh local Ray of our own, never another cluster on this machine.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        time.sleep(2.0)  # let the idle workers Ray prestarts come up, for both scales alike
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            summary = prepare(source, root, out, settings, progress=None)
+            wall = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    _log(f"prepare {root}: {summary.clips_written} clips in {wall:.1f} s (Ray Data stage {summary.decode_seconds:.1f} s), "
+         f"peak Ray memory {mem.peak_ray / 2**20:.0f} MiB")
+    return {"summary": summary, "wall": wall, "peak_ray": mem.peak_ray, "peak_driver": mem.peak_driver,
+            "samples": mem.samples}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "fight-surv")
+    parser.add_argument("--source", default="folders", choices=["folders", "aihub", "manifest"])
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--shard-clips", type=int, default=None, help="data.shard_clips (default: the settings' value)")
+    parser.add_argument("--decord-threads", type=int, default=1,
+                        help="decord threads of the bare baseline (0: decord's default); the pipeline uses data.decode_threads")
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a temporary one).")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    from bigsister_ray.config import load_settings
+    from bigsister_ray.data.index import build_index
+    from bigsister_ray.data.readers import read_groups_file, read_source
+
+    overrides = {"data.shard_clips": args.shard_clips} if args.shard_clips else {}
+    settings = load_settings(args.config, **overrides)
+    cpus = _pinned_cpus(args.cpus)
+    os.sched_setaffinity(0, cpus)  # the driver, bare decord and every Ray process it starts share these CPUs
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_prepare_"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+
+    videos, errors = read_source(args.source, args.root, settings)
+    clips = build_index(videos, settings)
+    jobs = _decode_jobs(clips, videos, settings.clip)
+    _bare_decord(jobs[:5], args.decord_threads)  # warm the page cache and decord
+    frames, base1 = _bare_decord(jobs, args.decord_threads)
+    _log(f"bare decord: {frames} frames in {base1:.1f} s")
+
+    run1 = _run_prepare(args.source, args.root, work / "out-1x", settings, args.cpus)
+    frames_b, base2 = _bare_decord(jobs, args.decord_threads)
+    assert frames_b == frames
+    _log(f"bare decord again: {frames} frames in {base2:.1f} s")
+
+    groups_file = args.root / "sources.txt"
+    groups = read_groups_file(groups_file) if groups_file.exists() else {}
+    scaled_root = work / f"data-{args.scale}x"
+    tsv = _replicate(args.root, scaled_root, args.scale, groups)
+    scaled_settings = settings.model_copy(update={"data": settings.data.model_copy(update={"groups_file": tsv})})
+    run4 = _run_prepare(args.source, scaled_root, work / f"out-{args.scale}x", scaled_settings, args.cpus)
+
+    base_s = statistics.mean([base1, base2])
+    s1 = run1["summary"]
+    fps_base = frames / base_s
+    fps_stage = frames / s1.decode_seconds
+    fps_e2e = frames / run1["wall"]
+    s4 = run4["summary"]
+    result = {
+        "cpus": sorted(cpus),
+        "clips": len(clips), "frames": frames, "videos": len(videos), "read_errors": len(errors),
+        "shard_clips": settings.data.shard_clips, "clip": settings.clip.model_dump(),
+        "bare_decord_s": [round(base1, 2), round(base2, 2)], "bare_decord_fps": round(fps_base, 1),
+        "pipeline_stage_s": round(s1.decode_seconds, 2), "pipeline_stage_fps": round(fps_stage, 1),
+        "prepare_wall_s": round(run1["wall"], 2), "prepare_fps": round(fps_e2e, 1),
+        "ratio_stage": round(fps_stage / fps_base, 3), "ratio_prepare": round(fps_e2e / fps_base, 3),
+        "clips_written_1x": s1.clips_written, "clips_failed_1x": s1.clips_failed,
+        "clips_written_4x": s4.clips_written, "clips_failed_4x": s4.clips_failed,
+        "stage_fps_4x": round(args.scale * frames / s4.decode_seconds, 1) if s4.decode_seconds else None,
+        "peak_ray_mib_1x": round(run1["peak_ray"] / 2**20, 1), "peak_ray_mib_4x": round(run4["peak_ray"] / 2**20, 1),
+        "peak_driver_mib_1x": round(run1["peak_driver"] / 2**20, 1), "peak_driver_mib_4x": round(run4["peak_driver"] / 2**20, 1),
+        "memory_ratio_4x_over_1x": round(run4["peak_ray"] / run1["peak_ray"], 3) if run1["peak_ray"] else None,
+        "memory_samples": [run1["samples"], run4["samples"]],
+    }
+    print(json.dumps(result, indent=2))
+    print(f"throughput ratio (Ray Data stage / bare decord): {result['ratio_stage']}  goal >= 0.8")
+    print(f"throughput ratio (whole prepare / bare decord):  {result['ratio_prepare']}")
+    print(f"peak memory of Ray processes, {args.scale}x / 1x: {result['memory_ratio_4x_over_1x']}  goal <= 1.25")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
