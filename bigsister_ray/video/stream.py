@@ -143,7 +143,7 @@ class FrameSampler(Generic[T]):
         self._last_dt = None
 
     def _emit(self, item: T) -> tuple[T, float]:
-        out_t = self._target() + self._offset
+        out_t = round(self._target() + self._offset, 6)  # microseconds: 0.3, not 0.30000000000000004
         self._k += 1
         self._next_out = out_t + self.step
         return item, out_t
@@ -325,6 +325,7 @@ class _Attempt:
         self.eof = False
         self.watchdog = False
         self.pace_origin: tuple[float, float] | None = None  # (monotonic, timestamp) of real-time replay
+        self.last_converted: tuple[object, np.ndarray] | None = None  # (decoded frame, its preprocessed copy)
 
 
 class _Watchdog(Exception):
@@ -678,8 +679,11 @@ class StreamRunner:
 
     def _keep(self, frame, ts: float, attempt: _Attempt) -> bool:
         """Convert, resize once, pace (files in real time), enqueue. False when the attempt must end."""
-        rgb = frame.to_ndarray(format="rgb24")
-        small = preprocess_frames(rgb, self.spec)[0]
+        if attempt.last_converted is not None and attempt.last_converted[0] is frame:
+            small = attempt.last_converted[1]  # spec.fps above the source's: the same frame again, converted once
+        else:
+            small = preprocess_frames(frame.to_ndarray(format="rgb24"), self.spec)[0]
+            attempt.last_converted = (frame, small)
         if not self._source.is_live and self.realtime:
             if attempt.pace_origin is None:
                 attempt.pace_origin = (time.monotonic(), ts)

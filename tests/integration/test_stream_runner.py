@@ -191,20 +191,22 @@ def test_backoff_resets_only_after_the_source_stayed_healthy(server, media, runn
     url = server.url("/short.ts?s=1.2")
     flapping = runners(url, _cfg(media, healthy_after_s=30.0, probe_s=0.1), Collector())
     steady = runners(url, _cfg(media, healthy_after_s=0.2, probe_s=0.1), Collector())
-    seen_flapping: set[float] = set()
-    seen_steady: set[float] = set()
-    deadline = time.monotonic() + 12
-    while time.monotonic() < deadline and (max(seen_flapping, default=0) < 0.8 or len(seen_steady) < 1
-                                           or flapping.status().reconnects < 3 or steady.status().reconnects < 3):
-        for r, seen in ((flapping, seen_flapping), (steady, seen_steady)):
-            b = r.status().backoff_s
-            if b is not None:
-                seen.add(b)
-        time.sleep(0.02)
+    # the delay each runner waited before each reconnect, read when its reconnect count moves
+    waited: dict[str, list[float]] = {flapping.stream_id: [], steady.stream_id: []}
+    counts = {flapping.stream_id: 0, steady.stream_id: 0}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and min(len(v) for v in waited.values()) < 3:
+        for r in (flapping, steady):
+            st = r.status()
+            if st.reconnects != counts[r.stream_id]:
+                counts[r.stream_id] = st.reconnects
+                waited[r.stream_id].append(st.backoff_s)
+        time.sleep(0.01)
+    fl, sd = waited[flapping.stream_id], waited[steady.stream_id]
+    assert len(fl) >= 3 and len(sd) >= 3, waited
     assert flapping.status().live_since is not None and steady.status().live_since is not None
-    assert flapping.status().reconnects >= 3 and steady.status().reconnects >= 3
-    assert max(seen_flapping) >= 0.8, seen_flapping  # 0.2 -> 0.4 -> 0.8: never healthy long enough to reset
-    assert seen_steady == {0.2}, seen_steady  # live for > 0.3 s each time: back to the initial delay
+    assert fl == sorted(fl) and fl[2] >= 0.8, fl  # 0.2 -> 0.4 -> 0.8: never healthy long enough to reset
+    assert 0.2 in sd[1:], sd  # live past healthy_after_s, then failed: waited the initial delay again
     assert "ended" in (flapping.status().last_error or "")
 
 
