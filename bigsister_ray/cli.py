@@ -162,6 +162,37 @@ def detect(
     sys.stdout.write("\n")
 
 
+@app.command("evaluate-alerts")
+def evaluate_alerts(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `bigsister train`.")],
+    out: Annotated[Path, typer.Option(help="Output folder: report.md, metrics.json, tradeoff.png.")],
+    data: Annotated[Optional[Path], typer.Option(help="Long annotated videos in the AI Hub layout (default: synthesize them into OUT/videos).")] = None,
+    videos: Annotated[int, typer.Option(min=1, help="Synthetic videos to write when --data is not given.")] = 4,
+    seconds: Annotated[float, typer.Option(min=10.0, help="Length of each synthetic video in seconds.")] = 180.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic videos.")] = 0,
+    thresholds: Annotated[Optional[str], typer.Option(help="Comma-separated thresholds to sweep (default 0.3,...,0.9 and the calibrated ones).")] = None,
+    kn: Annotated[Optional[str], typer.Option(help="Comma-separated k/n pairs to sweep, e.g. 1/1,2/3,3/5 (default 1/1,2/3,3/5,4/6).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay long annotated videos through a checkpoint and the alert rules: event precision/recall, false alarms per camera-hour, time to alert, and a threshold x k-of-n trade-off plot."""
+    try:
+        settings = _settings(config)
+        from bigsister_ray.alerts.evaluate import DEFAULT_KN, DEFAULT_THRESHOLDS, evaluate_alerts as run_eval
+
+        try:
+            thr = [float(x) for x in thresholds.split(",")] if thresholds else [*DEFAULT_THRESHOLDS, None]
+            pairs = [tuple(int(v) for v in x.split("/")) for x in kn.split(",")] if kn else list(DEFAULT_KN)
+        except ValueError as err:
+            raise typer.BadParameter(f"expected --thresholds like 0.5,0.7 and --kn like 2/3,3/5: {err}") from err
+        if any(len(p) != 2 or not (1 <= p[0] <= p[1]) for p in pairs) or any(t is not None and not 0 < t <= 1 for t in thr):
+            raise typer.BadParameter(f"expected k/n pairs with 1 <= k <= n and thresholds in (0, 1], got --kn {kn!r} --thresholds {thresholds!r}")
+        summary = run_eval(checkpoint, out, settings, data=data, videos=videos, seconds=seconds, seed=seed,
+                           thresholds=thr, kn=pairs)
+    except BigSisterError as err:
+        _fail(err)
+    typer.echo(str(summary))
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,
