@@ -1,0 +1,193 @@
+"""Driver for tests/integration/test_multinode.py, run in its own process (never next to the shared ``ray_session``).
+
+Starts a local multi-node Ray cluster with ``ray.cluster_utils.Cluster`` -- a CPU-only head and two nodes with the
+custom resource ``accelerator`` standing in for GPU nodes -- then runs the real stages against it:
+
+1. ``prepare`` (Ray Data) on a synthetic AI-Hub dataset, one shard per task;
+2. ``train`` (Ray Train) with ``train.worker_resources: {accelerator: 1}`` and ``placement_strategy: SPREAD``;
+3. ``serve deploy`` of the cluster's Serve config (``serveConfigV2`` of ``deploy/k8s/rayservice.yaml``; checkpoint,
+   ports and CPU/GPU sizes adapted to this machine, the Classifier's ``resources`` kept), through the dashboard's
+   REST API, then ``GET /readyz``.
+
+Where things ran is read back from Ray's state API (tasks and actors with their node ids) and written as JSON to
+the file given as the only argument. A stage that raises is recorded with its traceback and stops the run.
+Usage: ``python tests/integration/_multinode_driver.py OUT.json WORKDIR``
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ACCELERATOR_NODES = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _settings(work: Path) -> Any:
+    from bigsister_ray.config import Settings
+
+    return Settings(
+        clip={"frames": 8, "fps": 4.0, "size": 32, "stride": 4},
+        task={"labels": ["normal", "fight", "assault"]},
+        data={"clips_per_event": 2, "negatives_per_video": 1, "negative_margin_s": 0.5, "shard_clips": 3,
+              "split": (0.5, 0.5, 0.0)},
+        model={"name": "tiny3d"},
+        train={"workers": ACCELERATOR_NODES, "epochs": 1, "batch_size": 2, "cpus_per_worker": 1, "data_cpus": 0.1,
+               "max_failures": 0, "augment": False, "worker_resources": {"accelerator": 1},
+               "placement_strategy": "SPREAD"},
+        database={"url": f"sqlite:///{work / 'incidents.db'}"},
+        alerts={"alert_file": str(work / "alerts.jsonl"), "notifier": "console"},
+    )
+
+
+def _serve_config(checkpoint: str, work: Path, port: int) -> dict[str, Any]:
+    """The cluster's Serve config (serveConfigV2 of deploy/k8s/rayservice.yaml), adapted to 1-CPU local nodes
+    without GPUs; each deployment's custom ``resources`` (the Classifier's ``accelerator``) kept as it is."""
+    service = yaml.safe_load((REPO / "deploy" / "k8s" / "rayservice.yaml").read_text())
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    config["proxy_location"] = "HeadOnly"  # every node is this machine: one proxy, one port
+    config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    app = config["applications"][0]
+    app["args"] = {
+        "checkpoint": checkpoint,
+        "resume_streams": False,
+        "settings": {
+            "database": {"url": f"sqlite:///{work / 'serve.db'}"},
+            "alerts": {"alert_file": str(work / "serve-alerts.jsonl"), "notifier": "console"},
+            "auth": {"generated_key_file": str(work / "api-key")},
+            "serve": {"streams": {"media_root": str(work)}},
+        },
+    }
+    for d in app["deployments"]:
+        opts = d.setdefault("ray_actor_options", {})
+        opts["num_cpus"] = 0
+        opts["num_gpus"] = 0
+        if d["name"] == "Classifier":  # one replica per accelerator node, and nowhere else
+            n = ACCELERATOR_NODES
+            d["autoscaling_config"] = {**d.get("autoscaling_config", {}), "min_replicas": n, "initial_replicas": n,
+                                       "max_replicas": n}
+    return config
+
+
+def _dump(out: Path, result: dict[str, Any]) -> None:
+    out.write_text(json.dumps(result, indent=1, default=str))
+
+
+def main(out: Path, work: Path) -> None:
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors, list_tasks
+
+    result: dict[str, Any] = {"stages": {}, "error": None}
+    t0 = time.perf_counter()
+    dash_port = _free_port()
+    api = f"http://127.0.0.1:{dash_port}"  # state API and Serve REST API: the dashboard, on loopback
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dash_port})
+    try:
+        for _ in range(ACCELERATOR_NODES):
+            cluster.add_node(num_cpus=1, resources={"accelerator": 1})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace="bigsister-multinode", log_to_driver=False)
+        result["nodes"] = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+        result["stages"]["cluster_s"] = round(time.perf_counter() - t0, 1)
+        _dump(out, result)
+
+        from bigsister_ray import storage
+        from bigsister_ray.data.pipeline import prepare
+        from bigsister_ray.data.synth import synthesize
+        from bigsister_ray.train.trainer import train
+
+        settings = _settings(work)
+        result["hosts"] = storage.cluster_hosts()
+        storage.check_shared_storage(work, what="test work folder")  # one machine: local paths are shared
+
+        # 1. preprocessing: one Ray Data task per shard, SPREAD over the nodes
+        t = time.perf_counter()
+        synthesize(work / "aihub", videos=8, seconds=4.0, seed=0, settings=settings, size=(96, 72))
+        summary = prepare("aihub", work / "aihub", work / "prepared", settings, progress=None)
+        tasks = [t_ for t_ in list_tasks(address=api, detail=True, limit=10_000, raise_on_missing_output=False)
+                 if "process_shard" in (t_.name or "")]
+        result["prepare"] = {"clips_written": summary.clips_written,
+                             "tasks": [{"name": t_.name, "state": t_.state, "node_id": t_.node_id} for t_ in tasks]}
+        result["stages"]["prepare_s"] = round(time.perf_counter() - t, 1)
+        _dump(out, result)
+
+        # 2. training: workers ask for `accelerator` and are spread
+        t = time.perf_counter()
+        run = train(work / "prepared", work / "runs" / "spread", settings)
+        workers = list_actors(address=api, filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000,
+                              raise_on_missing_output=False)
+        result["train"] = {"best_checkpoint": str(run.best_checkpoint),
+                           "workers": [{"state": a.state, "node_id": a.node_id} for a in workers]}
+        result["stages"]["train_s"] = round(time.perf_counter() - t, 1)
+        _dump(out, result)
+
+        # 3. serving: `serve deploy` of the cluster's Serve config through the dashboard, then /readyz
+        t = time.perf_counter()
+        http_port = _free_port()
+        config_file = work / "serve_config.yaml"
+        config = _serve_config(str(run.best_checkpoint), work, http_port)
+        app_name = config["applications"][0]["name"]
+        config_file.write_text(yaml.safe_dump(config))
+        deploy = subprocess.run(["serve", "deploy", str(config_file), "-a", api],
+                                capture_output=True, text=True, timeout=120)
+        result["serve"] = {"deploy_rc": deploy.returncode, "deploy_output": (deploy.stdout + deploy.stderr)[-3000:]}
+        status, body = None, ""
+        deadline = time.monotonic() + 180
+        while deploy.returncode == 0 and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5) as resp:
+                    status, body = resp.status, resp.read().decode()[:2000]
+                    break
+            except urllib.error.HTTPError as err:  # 503 while a deployment is still starting
+                status, body = err.code, err.read().decode()[:2000]
+            except OSError as err:  # proxy not listening yet
+                status, body = None, str(err)
+            time.sleep(2)
+        app_status = None
+        while status == 200 and time.monotonic() < deadline:  # every replica started, not only the first
+            app_status = serve.status().applications.get(app_name)
+            if app_status is not None and app_status.status in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY"):
+                break
+            time.sleep(2)
+        replicas = [a for a in list_actors(address=api, detail=True, limit=1000, raise_on_missing_output=False)
+                    if (a.class_name or "").startswith("ServeReplica:")]
+        result["serve"].update({
+            "readyz_status": status, "readyz_body": body,
+            "app_status": None if app_status is None else getattr(app_status.status, "value", str(app_status.status)),
+            "replicas": [{"deployment": a.class_name.rsplit(":", 1)[-1], "state": a.state, "node_id": a.node_id}
+                         for a in replicas],
+        })
+        result["stages"]["serve_s"] = round(time.perf_counter() - t, 1)
+    except BaseException:  # recorded for the test to show, then the cluster is torn down
+        result["error"] = traceback.format_exc()
+    finally:
+        _dump(out, result)
+        try:
+            if ray.is_initialized():
+                serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
