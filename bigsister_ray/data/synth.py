@@ -894,14 +894,12 @@ def _choose_labels(settings: "Settings | None", labels: Sequence[str] | None) ->
 
 
 def _split_takes(count: int, rng: np.random.Generator) -> list[int]:
-    """Cameras per take (mostly 2-3, sometimes one), summing to ``count``."""
-    takes: list[int] = []
-    left = count
-    while left > 0:
-        k = min(left, int(rng.choice([1, 2, 2, 3])))
-        takes.append(k)
-        left -= k
-    return takes
+    """Cameras per take, summing to ``count``: as many takes as keep most of them at 2-3 cameras, and at
+    least three takes when there are three videos or more (so a class can reach train, val and test)."""
+    takes = min(count, max(3, round(count / 2.4)))
+    sizes = [count // takes + (1 if i < count % takes else 0) for i in range(takes)]
+    rng.shuffle(sizes)
+    return [int(x) for x in sizes]
 
 
 def _span_for(seconds: float, rng: np.random.Generator) -> tuple[float, float]:
@@ -961,8 +959,9 @@ def synthesize(out: Path, videos: int = 24, seconds: float = 12.0, seed: int = 0
             plan = _choreograph(label, n, fps, span, rng)
             _finish_poses(plan)
             a_s, b_s = span[0] / fps, span[1] / fps
-            ev0 = math.floor(max(0.0, a_s - rng.uniform(0.3, 1.0)) * 10) / 10
-            ev1 = math.ceil(min(n / fps, b_s + rng.uniform(0.3, 1.0)) * 10) / 10
+            pad = min(1.0, 0.08 * seconds)  # wider than the behaviour, as in AI Hub, but not the whole video
+            ev0 = math.floor(max(0.0, a_s - rng.uniform(0.3, 1.0) * pad) * 10) / 10
+            ev1 = math.ceil(min(n / fps, b_s + rng.uniform(0.3, 1.0) * pad) * 10) / 10
             header = {
                 "duration": format_hms(n / fps),
                 "fps": _fmt_fps(fps),

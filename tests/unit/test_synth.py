@@ -34,18 +34,18 @@ def _paths(el: ET.Element, prefix: str = "") -> set[str]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> SynthSummary:
     out = tmp_path_factory.mktemp("synth")
-    return synthesize(out, videos=7, seconds=4.0, seed=3, labels=["fight", "trespass", "drunken"])
+    return synthesize(out, videos=11, seconds=4.0, seed=3, labels=["fight", "trespass", "drunken"])
 
 
 def test_layout_is_aihub(dataset):
     root = dataset.out
-    assert len(dataset.videos) == 7
-    assert dataset.counts == {"drunken": 2, "fight": 3, "trespass": 2}
+    assert len(dataset.videos) == 11
+    assert dataset.counts == {"drunken": 3, "fight": 4, "trespass": 4}
     class_dirs = sorted(p.name for p in root.iterdir())
     assert class_dirs == sorted(aihub_folder_name(x) for x in ("fight", "trespass", "drunken"))
     assert "02.싸움(fight)" in class_dirs
     mp4s = sorted(root.rglob("*.mp4"))
-    assert len(mp4s) == 7
+    assert len(mp4s) == 11
     for mp4 in mp4s:
         rel = mp4.relative_to(root).parts
         assert len(rel) == 4, rel  # class / zip group / session / file
@@ -65,7 +65,9 @@ def test_layout_is_aihub(dataset):
         by_group.setdefault(v.group, set()).add(v.label)
     assert all(len(labels) == 1 for labels in by_group.values())
     text = str(dataset)
-    assert "7 videos" in text and "02.싸움(fight)" in text
+    assert "11 videos" in text and "02.싸움(fight)" in text
+    # every class reaches three takes, so it can be in train, val and test
+    assert all(len(groups) == 3 for groups in dataset.groups.values())
 
 
 def test_xml_has_the_real_annotation_structure(dataset):
