@@ -27,7 +27,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Literal, Mapping, Sequence
 
-from bigsister_ray.config import AlertRule, AlertsConfig
+from pydantic import ValidationError
+
+from bigsister_ray.config import AlertRule, AlertsConfig, format_validation_error
+from bigsister_ray.errors import ConfigError
 from bigsister_ray.labels import NORMAL
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "ResolvedRule",
     "RuleEngine",
     "detect_events",
+    "overrides_from_options",
     "MAX_TIMELINE_POINTS",
 ]
 
@@ -329,3 +333,25 @@ def detect_events(
     closed.extend(engine.flush(stream))
     closed.sort(key=lambda e: (e.start_s, e.label))
     return [DetectedEvent(e.label, e.start_s, e.end_s, e.peak_score) for e in closed]
+
+
+def overrides_from_options(options: Mapping[str, object] | None, where: str = "stream options") -> dict[str, AlertRule]:
+    """Per-stream rule overrides from a stream's ``options``: ``{"alerts": {"fight": {"k": 2, "n": 3}, "*": {...}}}``.
+
+    Each entry is a full :class:`AlertRule` (unset fields take AlertRule's defaults). Raises ConfigError naming
+    the class and key when an entry is invalid.
+    """
+    if not options:
+        return {}
+    raw = options.get("alerts")
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: alerts must map a class (or '*') to a rule, got {type(raw).__name__}")
+    out: dict[str, AlertRule] = {}
+    for label, rule in raw.items():
+        try:
+            out[str(label)] = rule if isinstance(rule, AlertRule) else AlertRule.model_validate(rule)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, f"{where}: alerts.{label}")) from err
+    return out

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bigsister_ray.alerts.rules import RuleEngine, WindowScore, detect_events
+from bigsister_ray.alerts.rules import RuleEngine, WindowScore, detect_events, overrides_from_options
+from bigsister_ray.errors import ConfigError
 from bigsister_ray.config import AlertRule, AlertsConfig
 
 LABELS = ["fight", "assault", "normal"]
@@ -183,3 +184,15 @@ def test_never_opens_on_fewer_than_k_hits_in_the_last_n(k, extra, hits):
             if e.kind == "opened":
                 last_n = hits[max(0, i - n + 1): i + 1]
                 assert sum(last_n) >= k, (k, n, hits[: i + 1])
+
+
+def test_overrides_from_stream_options():
+    rules = overrides_from_options({"alerts": {"fight": {"k": 1, "n": 1, "threshold": 0.4}, "*": {"threshold": 0.95}}, "other": 1})
+    engine = RuleEngine(LABELS, alerts())
+    ev = engine.update("cam", WindowScore(0, 2, {"fight": 0.45, "assault": 0.9}), rules)
+    assert [e.label for e in ev] == ["fight"]  # assault needs 0.95 on this stream
+    assert overrides_from_options(None) == {} and overrides_from_options({"x": 1}) == {}
+    with pytest.raises(ConfigError, match="alerts.fight.*k"):
+        overrides_from_options({"alerts": {"fight": {"k": 0}}})
+    with pytest.raises(ConfigError, match="must map a class"):
+        overrides_from_options({"alerts": [1, 2]})
