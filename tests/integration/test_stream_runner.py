@@ -22,6 +22,9 @@ from tests._stream_server import RtspServer, StreamServer, closed_port, frame_le
 
 SPEC = ClipSpec(frames=8, fps=5.0, size=32, stride=4)
 
+#: a hung stream must fail its test, not the CI run
+pytestmark = pytest.mark.timeout(90)
+
 
 def _cfg(media_root: Path, **kw) -> StreamsConfig:
     base = dict(media_root=media_root, backoff_initial_s=0.2, backoff_max_s=1.6, backoff_jitter=0.2,
