@@ -393,3 +393,37 @@ def test_slack_config_errors_are_clear(slack, tmp_path):
     notifier = make_notifier(settings)
     assert isinstance(notifier, SlackNotifier)
     notifier.check()
+
+
+def test_database_down_nothing_is_sent_and_health_says_so(slack, tmp_path):
+    from bigsister_ray.incidents.store import IncidentStoreError
+
+    settings = make_settings(slack, tmp_path)
+    down = IncidentStore("postgresql+psycopg://nobody@127.0.0.1:1/none", busy_timeout_ms=1000)
+    svc = service_for(down, settings)
+    opened, _, _ = incident_events()
+    with pytest.raises(IncidentStoreError):
+        svc.handle(opened, stream_name="Cam", location=None)
+    assert slack.messages == []  # persist first: no row, no alert
+    health = svc.health()
+    assert health["ok"] is False and health["database"]["ok"] is False and health["database"]["error"]
+    assert health["notifier"]["ok"] is True
+
+
+def test_public_surface():
+    import bigsister_ray.alerts as alerts_pkg
+    from bigsister_ray.alerts import notifiers, rules, snapshot
+    from bigsister_ray.incidents import api, models, schemas, service, store
+
+    assert set(alerts_pkg.__all__) == {"WindowScore", "IncidentEvent", "DetectedEvent", "ResolvedRule", "RuleEngine", "detect_events"}
+    assert {"RuleEngine", "WindowScore", "IncidentEvent", "DetectedEvent", "detect_events", "overrides_from_options"} <= set(rules.__all__)
+    assert {"Notifier", "SlackNotifier", "WebhookNotifier", "ConsoleNotifier", "make_notifier", "IncidentAlert"} <= set(notifiers.__all__)
+    assert snapshot.__all__ == ["render_snapshot", "pick_frame"]
+    assert {"Stream", "StreamCreate", "StreamPublic", "StreamUpdate", "Incident", "IncidentCreate", "IncidentPublic",
+            "IncidentUpdate", "TRANSITIONS"} <= set(models.__all__)
+    assert {"IncidentStore", "IncidentStoreError", "IncidentNotFoundError", "InvalidTransitionError"} <= set(store.__all__)
+    assert service.__all__ == ["IncidentService"] and api.__all__ == ["make_incidents_router"]
+    assert set(schemas.__all__) == {"IncidentPage", "ErrorDetail"}
+    for mod in (rules, notifiers, snapshot, models, store, service, api, schemas):
+        for name in mod.__all__:
+            assert hasattr(mod, name), (mod.__name__, name)
