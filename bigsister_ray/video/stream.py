@@ -70,6 +70,7 @@ __all__ = [
     "FrameBuffer",
     "Backoff",
     "OnFrames",
+    "redact_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -613,6 +614,11 @@ class StreamRunner:
         except Exception as err:  # noqa: BLE001 - any decode failure is this attempt's error, reported in status
             import av
 
+            if isinstance(err, av.error.ExitError) and container is not None:
+                # PyAV's read timeout (= watchdog_s) fired: connected, but not even a packet for watchdog_s
+                attempt.error = _Watchdog(f"no data for {self.cfg.watchdog_s:.1f}s while connected")
+                attempt.watchdog = True
+                return
             attempt.error = err
             if not self._source.is_live and isinstance(err, (av.error.FFmpegError, ValueError)):
                 attempt.permanent = True
