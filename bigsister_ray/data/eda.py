@@ -380,6 +380,11 @@ def find_warnings(videos: Sequence[VideoRecord], errors: Sequence[InputError], i
     if bad_frames:
         warnings.append(f"{len(bad_frames)} video(s) have no usable frame count (missing, zero or negative in the "
                         f"header), e.g. {_examples(bad_frames)}; their length comes from the duration or the file instead.")
+    spec = settings.clip
+    short_videos = [v.path for v in videos if (d := v.known_duration_s) is not None and d < spec.duration_s]
+    if short_videos:
+        warnings.append(f"{len(short_videos)} video(s) are shorter than one clip ({spec.duration_s:g} s), e.g. "
+                        f"{_examples(short_videos)}: their frames are looped to fill the clip.")
     unknown_len = [v.path for v in videos if v.known_duration_s is None]
     if unknown_len:
         warnings.append(f"{len(unknown_len)} video(s) of unknown length, e.g. {_examples(unknown_len)}: "

@@ -89,3 +89,20 @@ def test_cli_synth_then_eda(tmp_path):
     assert (tmp_path / "e" / "report.md").is_file() and "EDA report" in res.output
     res = runner.invoke(app, ["eda", "--source", "aihub", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e2")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_short_videos_and_imbalance_are_flagged():
+    from bigsister_ray.data.eda import find_warnings
+    from bigsister_ray.data.index import build_index_report
+    from bigsister_ray.data.records import VideoRecord
+
+    def rec(i: int, label: str, seconds: float) -> VideoRecord:
+        return VideoRecord(path=f"/data/{label}/{label}{i:03d}.mp4", label=label, group=f"{label}-{i}", source="folders",
+                           width=320, height=240, fps=30.0, num_frames=int(seconds * 30), duration_s=seconds)
+
+    videos = [rec(i, "fight", 1.0) for i in range(12)] + [rec(i, "normal", 4.0) for i in range(2)]
+    settings = Settings(task={"labels": ["fight", "normal"]})
+    warnings = "\n".join(find_warnings(videos, [], build_index_report(videos, settings), settings))
+    assert "12 video(s) are shorter than one clip (2 s)" in warnings and "fight000.mp4" in warnings
+    assert "Class imbalance: **fight** has 12 clips, **normal** only 2 (6x)" in warnings
+    assert "**normal** comes from only 2 group(s)" in warnings
