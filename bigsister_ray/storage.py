@@ -351,7 +351,7 @@ def check_shared_storage(
     raise ConfigError(
         f"{what} {s!r} is a local path ({local}), but the Ray cluster spans {len(nodes)} machines ({shown}): "
         "each node would read and write its own disk, so a dataset prepared on one node is missing on the "
-        "others and checkpoints end up scattered. Use shared storage: an s3:// or gs:// URI "
-        f"(e.g. s3://YOUR-BUCKET/bigsister/{PurePosixPath(local).name or 'data'}) or a folder on a filesystem "
-        "mounted on every node (NFS/EFS). See docs/cluster.md#storage."
+        "others and checkpoints end up scattered. Use shared storage: a folder on a file system mounted on every "
+        f"node (NFS/EFS, e.g. /mnt/bigsister/{PurePosixPath(local).name or 'data'} with cluster.yaml) or, where "
+        "the stage takes one, an s3:// or gs:// URI. See docs/cluster.md#storage."
     )

@@ -173,7 +173,9 @@ def test_ray_cli_needs_ray_auth_mode_token(head):
     assert allowed.returncode == 0, allowed.stdout[-2000:] + allowed.stderr[-2000:]
 
 
-def test_prepare_and_train_jobs_succeed_and_write_a_checkpoint(head, client, settings_file):
+@pytest.fixture(scope="module")
+def trained(head, client, settings_file) -> tuple[Path, str]:
+    """The synthetic prepare job, then a one-epoch training job; (checkpoint, training log)."""
     from ray.job_submission import JobStatus
 
     _need("jobs/prepare.py")
@@ -183,16 +185,55 @@ def test_prepare_and_train_jobs_succeed_and_write_a_checkpoint(head, client, set
         f"bigsister synth --out {data} --videos 6 --seconds 4 --config {settings_file} && "
         f"python jobs/prepare.py --source aihub --root {data} --out {prepared} --config {settings_file}"))
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
-    assert (prepared / "manifest.json").exists()
+    assert (prepared / "manifest.json").exists(), logs[-3000:]
 
     status, logs = _run(client, f"python jobs/train.py --data {prepared} --out {run} --epochs 1 --config {settings_file}")
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
     checkpoints = sorted(run.rglob("model.pt"))
     assert checkpoints, f"no model.pt under {run}; job log:\n{logs[-3000:]}"
+    return checkpoints[0], logs
+
+
+def test_prepare_and_train_jobs_succeed_and_write_a_checkpoint(trained):
     from bigsister_ray.models.checkpoint import read_checkpoint_meta
 
-    meta = read_checkpoint_meta(checkpoints[0])
+    checkpoint, _ = trained
+    meta = read_checkpoint_meta(checkpoint)
     assert meta.model_name == "tiny3d" and meta.labels == ["normal", "fight", "assault"]
+
+
+def test_serve_deploy_of_serve_config_brings_the_app_up(head, trained):
+    """`serve deploy deploy/serve_config.yaml` against this head (checkpoint, port and state paths adapted)."""
+    checkpoint, _ = trained
+    config = yaml.safe_load((REPO / "deploy" / "serve_config.yaml").read_text())
+    port = _free_port()
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"] = {**app.get("args", {}), "checkpoint": str(checkpoint), "resume_streams": False, "settings": {
+        "database": {"url": f"sqlite:///{head.work / 'serve.db'}"},
+        "alerts": {"alert_file": str(head.work / "alerts.jsonl"), "notifier": "console"},
+        "auth": {"generated_key_file": str(head.work / "api-key")},
+        "serve": {"streams": {"media_root": str(head.work)}},
+    }}
+    path = head.work / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**head.env, "RAY_AUTH_MODE": "token"}
+    out = subprocess.run(["serve", "deploy", str(path), "-a", head.address], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=head.work)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    deadline, status, body = time.monotonic() + 180, None, ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+                status, body = resp.status, resp.read().decode()
+                break
+        except urllib.error.HTTPError as err:
+            status, body = err.code, err.read().decode()
+        except OSError as err:
+            status, body = None, str(err)
+        time.sleep(2)
+    assert status == 200, f"/readyz: {status} {body[:1000]}"
+    assert json.loads(body).get("ready") is True
 
 
 def test_a_failing_job_is_failed_with_its_error_in_the_logs(head, client, settings_file):

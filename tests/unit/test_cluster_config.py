@@ -97,3 +97,11 @@ def test_dashboard_on_loopback_and_token_auth_on_every_node():
         assert "RAY_AUTH_MODE=token" in start and "RAY_AUTH_TOKEN_PATH=" in start
     text = CLUSTER_YAML.read_text()
     assert "xoxb-" not in text.replace("xoxb-...", ""), "no Slack token in cluster.yaml"
+
+
+def test_shared_storage_is_mounted_on_every_host_and_in_the_container():
+    config = _validated(_raw())
+    init = "\n".join(config["initialization_commands"])
+    assert re.search(r"mount -t nfs4? .* /mnt/bigsister", init), "no shared file system mounted on the hosts"
+    assert "-v /mnt/bigsister:/mnt/bigsister" in config["docker"]["run_options"], "the mount must reach the container"
+
