@@ -335,6 +335,17 @@ def test_file_replays_at_real_time_pace(media, runners):
     assert len(sink.stamps) == 10 and r.status().frames_dropped == 0
 
 
+def test_ten_file_streams_at_once_all_progress(media, runners):
+    make_video(media / "shared.mp4", frames=20, fps=10.0)
+    sinks = [Collector() for _ in range(10)]
+    rs = [runners("shared.mp4", _cfg(media), sink, realtime=True) for sink in sinks]
+    wait_for(lambda: all(r.status().finished for r in rs), 30, "ten files to finish", rs[0])
+    for r, sink in zip(rs, sinks):
+        st = r.status()
+        assert st.frames_dropped == 0 and st.frames_delivered == 10 and st.state == "stopped"
+        assert np.allclose(sink.stamps, np.arange(10) / SPEC.fps)
+
+
 def test_missing_or_corrupt_file_is_an_error_not_retried(media, runners):
     r = runners("later.mp4", _cfg(media), Collector())  # allowed at registration, missing when opened
     wait_for(lambda: r.status().state == "error", 5, "error", r)
