@@ -49,6 +49,7 @@ def observed(tmp_path_factory) -> dict:
     if not out.exists():
         pytest.fail(f"the multi-node driver wrote nothing (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
     result = json.loads(out.read_text())
+    print(f"multi-node stage times (s): {result.get('stages')}")  # shown with -s or -rA
     if result["error"]:
         pytest.fail(f"the multi-node run failed:\n{result['error']}\n--- driver output ---\n{proc.stderr[-3000:]}")
     return result
