@@ -114,6 +114,7 @@ class SynthSummary:
     fps: float = DEFAULT_FPS
     size: tuple[int, int] = DEFAULT_SIZE
     seed: int = 0
+    duplicates: list[Path] = field(default_factory=list)  # session folders copied byte-identical into another zip group
 
     @property
     def counts(self) -> dict[str, int]:
@@ -140,6 +141,8 @@ class SynthSummary:
         groups = self.groups
         for label, count in self.counts.items():
             lines.append(f"  {label:<10} {count:>6} {len(groups[label]):>6}  {aihub_folder_name(label)}")
+        if self.duplicates:
+            lines.append(f"  + {len(self.duplicates)} session folder(s) duplicated into a second zip group (as in AI Hub)")
         return "\n".join(lines)
 
 
@@ -912,12 +915,15 @@ def _span_for(seconds: float, rng: np.random.Generator) -> tuple[float, float]:
 
 def synthesize(out: Path, videos: int = 24, seconds: float = 12.0, seed: int = 0,
                settings: "Settings | None" = None, labels: Sequence[str] | None = None, *,
-               fps: float = DEFAULT_FPS, size: tuple[int, int] = DEFAULT_SIZE) -> SynthSummary:
+               fps: float = DEFAULT_FPS, size: tuple[int, int] = DEFAULT_SIZE,
+               duplicate_sessions: int = 0) -> SynthSummary:
     """Write ``videos`` mp4 + XML pairs in the AI Hub layout under ``out`` and return what was written.
 
     Videos are spread evenly over ``labels`` (default: the abnormal classes of ``settings.task``), grouped
     into takes of two or three cameras. Each video is ``seconds`` long at ``fps`` and ``size``; its
-    behaviour fills 25-40 % of it (the action ranges), the event interval is a little wider. Existing files
+    behaviour fills 25-40 % of it (the action ranges), the event interval is a little wider.
+    ``duplicate_sessions`` copies that many session folders, byte-identical, into a second zip group of the
+    same class, as the AI Hub download does (readers must count each video once). Existing files
     with the same names are overwritten; the same arguments always write the same bytes of XML and the
     same frames.
     """
@@ -987,4 +993,14 @@ def synthesize(out: Path, videos: int = 24, seconds: float = 12.0, seed: int = 0
                 xml.write_bytes(_annotation_xml(plan, canvas, stem, header, (ev0, ev1), name_style))
                 summary.videos.append(SynthVideo(mp4=mp4, xml=xml, label=label, group=group, camera=cam_no,
                                                  span_s=(a_s, b_s), event_s=(ev0, ev1), frames=n, fps=float(fps)))
+    if duplicate_sessions:
+        import shutil
+
+        sessions = sorted({v.mp4.parent for v in summary.videos})
+        for session in sessions[: max(0, int(duplicate_sessions))]:
+            zip_dir = session.parent
+            kind, number = zip_dir.name.rsplit("_", 1)
+            twin = zip_dir.parent / f"{kind}_{int(number) + 10:02d}" / session.name
+            shutil.copytree(session, twin, dirs_exist_ok=True)
+            summary.duplicates.append(twin)
     return summary

@@ -208,3 +208,22 @@ def test_every_class_reads_back_through_the_aihub_reader(tmp_path):
         assert actions, r.path
         assert min(s.start_s for s in actions) == pytest.approx(v.span_s[0], abs=1e-6)
         assert max(s.end_s for s in actions) == pytest.approx(v.span_s[1], abs=1e-6)
+
+
+def test_duplicated_sessions_are_byte_identical_and_deduplicated_by_the_index(tmp_path):
+    from bigsister_ray.data.index import build_index_report
+    from bigsister_ray.data.readers import read_source
+
+    summary = synthesize(tmp_path, videos=3, seconds=2.0, seed=1, labels=["fight"], size=(64, 48), duplicate_sessions=1)
+    assert len(summary.duplicates) == 1
+    twin = summary.duplicates[0]
+    original = next(v.mp4.parent for v in summary.videos if v.mp4.parent.name == twin.name)
+    assert twin != original and ZIP_RE.match(twin.parent.name)
+    for f in original.iterdir():
+        assert (twin / f.name).read_bytes() == f.read_bytes()
+    assert "duplicated" in str(summary)
+    records, errors = read_source("aihub", tmp_path, Settings())
+    assert errors == [] and len(records) == 3 + len(list(twin.glob("*.mp4")))
+    report = build_index_report(records, Settings())
+    assert len(report.duplicates) == len(list(twin.glob("*.mp4")))
+    assert report.videos == 3
