@@ -1,0 +1,218 @@
+"""Benchmark the serving graph on this machine.
+
+1. **Graph vs direct**: windows per second pushed through Windower -> Classifier (@serve.batch) -> AlertManager
+   by many concurrent pseudo-streams (frames already preprocessed, so decoding is excluded), against calling
+   the same model directly (``predict_proba``) at the same batch size and torch threads, in the same process
+   run, side by side. Ratio = graph / direct (goal >= 0.9).
+2. **Streams sustained**: live MPEG-TS cameras at 25 fps from a local HTTP server (tests/_stream_server.py,
+   encoding on the fly on the same machine), registered through ``POST /streams`` in growing numbers; a count
+   is sustained when, over ``--hold`` seconds, every stream stays ``live``, drops no frame and decodes at least
+   95% of the camera's 25 fps (then samples clip.fps of them). Reports the largest sustained count.
+3. **Frame-to-score latency** p50/p95 (newest frame of a window decoded -> its scores back), from the
+   Windower, over the largest sustained run.
+
+Default ClipSpec (``laptop``: 16 frames, 8 fps, 112 px, stride 8) and the default model (tiny3d, random
+weights: speed does not depend on the weights). CPU only unless a GPU is present (then the Classifier takes it).
+
+    python benchmarks/bench_serve.py [--seconds 20] [--hold 20] [--max-streams 32] [--camera-size 320x240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20.0, help="Duration of each throughput measurement.")
+    p.add_argument("--hold", type=float, default=20.0, help="Seconds each stream count must be sustained.")
+    p.add_argument("--max-streams", type=int, default=32, help="Stop growing the number of cameras here.")
+    p.add_argument("--camera-size", default="320x240", help="Camera resolution WxH.")
+    p.add_argument("--camera-fps", type=float, default=25.0)
+    p.add_argument("--batch", type=int, default=16, help="Classifier max_batch_size (and the direct batch size).")
+    p.add_argument("--classifier-cpus", type=float, default=1.0, help="CPUs (and torch threads) of the Classifier.")
+    p.add_argument("--skip-streams", action="store_true", help="Only the graph-vs-direct ratio.")
+    return p.parse_args(argv)
+
+
+def _settings(root: Path, ckpt: Path, args):
+    from bigsister_ray.config import Settings
+
+    return Settings(
+        serve={"checkpoint": str(ckpt),
+               "classifier": {"max_batch_size": args.batch, "batch_wait_timeout_s": 0.05, "num_cpus": args.classifier_cpus},
+               "streams": {"media_root": str(root), "open_timeout_s": 10.0, "watchdog_s": 10.0}},
+        database={"url": f"sqlite:///{root / 'bench.db'}"},
+        alerts={"alert_file": str(root / "alerts.jsonl"), "notifier": "console"},
+        auth={"enabled": False, "allow_loopback": True},
+    )
+
+
+def direct_rate(ckpt: Path, batch: int, seconds: float, threads: int) -> float:
+    """Windows/s of predict_proba on batches of ``batch`` in this process."""
+    import torch
+
+    from bigsister_ray.models import load_checkpoint, predict_proba
+
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(ckpt)
+    spec = loaded.meta.clip
+    x = np.random.default_rng(0).integers(0, 256, (batch, spec.frames, spec.size, spec.size, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        predict_proba(loaded.model, x, loaded.meta)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            predict_proba(loaded.model, x, loaded.meta)
+            n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def graph_rate(app_name: str, spec, streams: int, seconds: float) -> dict:
+    """Windows/s through Windower -> Classifier -> AlertManager from ``streams`` concurrent pushers."""
+    from ray import serve
+
+    windower = serve.get_deployment_handle("Windower", app_name=app_name)
+    classifier = serve.get_deployment_handle("Classifier", app_name=app_name)
+    rng = np.random.default_rng(1)
+    chunk = rng.integers(0, 256, (spec.stride, spec.size, spec.size, 3), dtype=np.uint8)
+    first = rng.integers(0, 256, (spec.frames, spec.size, spec.size, 3), dtype=np.uint8)
+
+    async def pusher(i: int, deadline: float, counts: list[int]) -> None:
+        sid = f"bench-{i}"
+        t = 0.0
+        await windower.push.remote(sid, first, [t + k / spec.fps for k in range(spec.frames)], time.time())
+        t += spec.frames / spec.fps
+        while time.perf_counter() < deadline:
+            ts = [t + k / spec.fps for k in range(spec.stride)]
+            t += spec.stride / spec.fps
+            await windower.push.remote(sid, chunk, ts, time.time())
+            counts[i] += 1
+
+    async def run() -> tuple[int, float]:
+        counts = [0] * streams
+        t0 = time.perf_counter()
+        await asyncio.gather(*(pusher(i, t0 + seconds, counts) for i in range(streams)))
+        return sum(counts), time.perf_counter() - t0
+
+    asyncio.run(run())  # warm-up: replicas, batching, caches
+    before = classifier.info.remote().result()
+    windows, elapsed = asyncio.run(run())
+    after = classifier.info.remote().result()
+    batches = max(1, after["batches"] - before["batches"])
+    for i in range(streams):
+        windower.forget.remote(f"bench-{i}").result()
+    return {"windows_per_s": windows / elapsed, "mean_batch": (after["windows"] - before["windows"]) / batches}
+
+
+def streams_sustained(base: str, spec, args, windower) -> tuple[int, dict, list[dict]]:
+    """Grow the number of 25 fps cameras until one drops frames or falls below the sampled rate."""
+    import httpx
+
+    sys.path.insert(0, str(REPO))
+    from tests._stream_server import StreamServer
+
+    w, h = (int(v) for v in args.camera_size.lower().split("x"))
+    server = StreamServer(fps=args.camera_fps, size=(w, h)).start()
+    client = httpx.Client(base_url=base, timeout=60)
+    best, best_latency, log = 0, {}, []
+    n = 1
+    try:
+        while n <= args.max_streams:
+            ids = [client.post("/streams", json={"url": server.url("/live.ts"), "name": f"cam{i}"}).json()["id"]
+                   for i in range(n)]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # all live first (connect + probe)
+                sts = [client.get(f"/streams/{i}").json()["status"] for i in ids]
+                if all(s["state"] == "live" for s in sts):
+                    break
+                time.sleep(1)
+            windower.reset_latency.remote().result()
+            start = {i: client.get(f"/streams/{i}").json()["status"] for i in ids}
+            time.sleep(args.hold)
+            end = {i: client.get(f"/streams/{i}").json()["status"] for i in ids}
+            stats = windower.stats.remote().result()
+            dropped = sum(end[i]["frames_dropped"] - start[i]["frames_dropped"] for i in ids)
+            rates = [(end[i]["frames_decoded"] - start[i]["frames_decoded"]) / args.hold for i in ids]
+            live = all(end[i]["state"] == "live" for i in ids)
+            ok = live and dropped == 0 and min(rates) >= 0.95 * args.camera_fps
+            row = {"streams": n, "ok": ok, "dropped": dropped, "min_decoded_fps": round(min(rates), 2),
+                   "all_live": live, "frame_to_score_s": stats["frame_to_score_s"]}
+            log.append(row)
+            print(json.dumps(row), flush=True)
+            for i in ids:
+                client.delete(f"/streams/{i}")
+            if not ok:
+                break
+            best, best_latency = n, stats["frame_to_score_s"]
+            n = n * 2 if n < 8 else n + 4
+            time.sleep(2)
+    finally:
+        client.close()
+        server.stop()
+    return best, best_latency, log
+
+
+def main(argv=None) -> None:
+    args = _args(argv)
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import ray
+    import torch
+    from ray import serve
+
+    sys.path.insert(0, str(REPO))
+    from bigsister_ray.clip import CLIP_PRESETS
+    from bigsister_ray.serve.app import AppArgs, build_app
+    from tests._serve_support import free_port, make_checkpoint
+
+    spec = CLIP_PRESETS["laptop"]
+    root = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    ckpt = make_checkpoint(root / "ckpt", spec=spec, labels=("assault", "fight", "datefight", "drunken", "trespass", "normal"))
+    settings = _settings(root, ckpt, args)
+    threads = max(1, int(args.classifier_cpus))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; clip {spec}; "
+          f"batch {args.batch}; classifier threads {threads}", flush=True)
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(AppArgs.from_settings(settings, resume_streams=False)), name="bench", route_prefix="/")
+    base = f"http://127.0.0.1:{port}"
+    result: dict = {}
+    try:
+        direct = direct_rate(ckpt, args.batch, args.seconds, threads)
+        graph = graph_rate("bench", spec, streams=2 * args.batch, seconds=args.seconds)
+        direct2 = direct_rate(ckpt, args.batch, args.seconds, threads)  # again, after: the machine may drift
+        d = (direct + direct2) / 2
+        result["direct_windows_per_s"] = round(d, 1)
+        result["direct_runs"] = [round(direct, 1), round(direct2, 1)]
+        result["graph_windows_per_s"] = round(graph["windows_per_s"], 1)
+        result["graph_mean_batch"] = round(graph["mean_batch"], 2)
+        result["ratio"] = round(graph["windows_per_s"] / d, 3)
+        print(json.dumps(result), flush=True)
+        if not args.skip_streams:
+            windower = serve.get_deployment_handle("Windower", app_name="bench")
+            best, latency, log = streams_sustained(base, spec, args, windower)
+            result["streams_sustained"] = best
+            result["frame_to_score_s"] = latency
+            result["stream_runs"] = log
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
