@@ -7,7 +7,7 @@
    pipeline frames/s over the mean of the two baselines. Reported twice: for the Ray Data stage alone and for
    the whole ``prepare`` call (reading, probing and indexing included).
 2. Memory: peak PSS (falling back to RSS) summed over every Ray process (the driver's child process tree:
-   GCS, raylet and its workers, object store), sampled every 0.2 s, while preparing the dataset and the same
+   GCS, raylet and its workers, object store), sampled every second, while preparing the dataset and the same
    dataset four times larger (every video listed ``--scale`` times through symlinks, same groups), each on a
    fresh local Ray. The driver process is reported separately.
 
@@ -44,7 +44,7 @@ def _pinned_cpus(n: int) -> set[int]:
 class PeakMemory:
     """Samples the summed PSS/RSS of the driver's descendants (all Ray processes) in a thread."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 1.0) -> None:
         import psutil
 
         self._psutil = psutil
@@ -52,6 +52,9 @@ class PeakMemory:
         self.peak_ray = 0
         self.peak_driver = 0
         self.samples = 0
+        self.peak_breakdown: dict[str, float] = {}
+        self.peak_processes = 0
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid -> (name, user+system seconds at the last sample)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -65,26 +68,58 @@ class PeakMemory:
     def _run(self) -> None:
         me = self._psutil.Process()
         while not self._stop.is_set():
-            total = sum(self._mem(p) for p in me.children(recursive=True))
+            children = me.children(recursive=True)
+            mems = [(p, self._mem(p)) for p in children]
+            total = sum(m for _, m in mems)
+            if total > self.peak_ray:
+                breakdown: dict[str, int] = {}
+                for p, m in mems:
+                    try:
+                        name = "ray workers" if p.name().startswith("ray::") else p.name()
+                    except self._psutil.Error:
+                        continue
+                    breakdown[name] = breakdown.get(name, 0) + m
+                self.peak_breakdown = {k: round(v / 2**20, 1) for k, v in sorted(breakdown.items(), key=lambda kv: -kv[1])}
+                self.peak_processes = len(mems)
+            for p in children + [me]:
+                try:
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = (p.name(), t.user + t.system)
+                except (self._psutil.NoSuchProcess, self._psutil.AccessDenied, self._psutil.ZombieProcess):
+                    pass
             self.peak_ray = max(self.peak_ray, total)
             self.peak_driver = max(self.peak_driver, self._mem(me))
             self.samples += 1
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakMemory":
+        import psutil
+
+        me = psutil.Process()
+        self.cpu_start = {p.pid: sum(p.cpu_times()[:2]) for p in me.children(recursive=True) + [me]}
         self._thread.start()
         return self
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used while sampling, per process name (processes that ended keep their last sample)."""
+        out: dict[str, float] = {}
+        for pid, (name, seconds) in self.cpu.items():
+            used = seconds - self.cpu_start.get(pid, 0.0)
+            key = "ray workers" if name.startswith("ray::") else name
+            out[key] = round(out.get(key, 0.0) + used, 2)
+        return out
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
 
 
-def _bare_decord(jobs: list[tuple[str, list[list[int]]]], threads: int) -> tuple[int, float]:
+def _bare_decord(jobs: list[tuple[str, list[list[int]]]], threads: int) -> tuple[int, float, float]:
+    """Frames decoded, wall seconds, CPU seconds of this process."""
     import decord
 
     frames = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for path, clips in jobs:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
         for idx in clips:
@@ -93,7 +128,7 @@ def _bare_decord(jobs: list[tuple[str, list[list[int]]]], threads: int) -> tuple
             frames += len(idx)
             del batch
         del vr
-    return frames, time.perf_counter() - t0
+    return frames, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _decode_jobs(clips, videos, spec) -> list[tuple[str, list[list[int]]]]:
@@ -144,7 +179,8 @@ def _run_prepare(source: str, root: Path, out: Path, settings, cpus: int) -> dic
     _log(f"prepare {root}: {summary.clips_written} clips in {wall:.1f} s (Ray Data stage {summary.decode_seconds:.1f} s), "
          f"peak Ray memory {mem.peak_ray / 2**20:.0f} MiB")
     return {"summary": summary, "wall": wall, "peak_ray": mem.peak_ray, "peak_driver": mem.peak_driver,
-            "samples": mem.samples}
+            "samples": mem.samples, "cpu": mem.cpu_seconds(), "breakdown": mem.peak_breakdown,
+            "processes": mem.peak_processes}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -178,13 +214,13 @@ def main(argv: list[str] | None = None) -> dict:
     clips = build_index(videos, settings)
     jobs = _decode_jobs(clips, videos, settings.clip)
     _bare_decord(jobs[:5], args.decord_threads)  # warm the page cache and decord
-    frames, base1 = _bare_decord(jobs, args.decord_threads)
-    _log(f"bare decord: {frames} frames in {base1:.1f} s")
+    frames, base1, cpu1 = _bare_decord(jobs, args.decord_threads)
+    _log(f"bare decord: {frames} frames in {base1:.1f} s ({cpu1:.1f} CPU s)")
 
     run1 = _run_prepare(args.source, args.root, work / "out-1x", settings, args.cpus)
-    frames_b, base2 = _bare_decord(jobs, args.decord_threads)
+    frames_b, base2, cpu2 = _bare_decord(jobs, args.decord_threads)
     assert frames_b == frames
-    _log(f"bare decord again: {frames} frames in {base2:.1f} s")
+    _log(f"bare decord again: {frames} frames in {base2:.1f} s ({cpu2:.1f} CPU s)")
 
     groups_file = args.root / "sources.txt"
     groups = read_groups_file(groups_file) if groups_file.exists() else {}
@@ -214,7 +250,15 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_driver_mib_1x": round(run1["peak_driver"] / 2**20, 1), "peak_driver_mib_4x": round(run4["peak_driver"] / 2**20, 1),
         "memory_ratio_4x_over_1x": round(run4["peak_ray"] / run1["peak_ray"], 3) if run1["peak_ray"] else None,
         "memory_samples": [run1["samples"], run4["samples"]],
+        "bare_decord_cpu_s": [round(cpu1, 2), round(cpu2, 2)],
+        "prepare_cpu_s_1x": run1["cpu"],
+        "peak_breakdown_mib_1x": run1["breakdown"], "peak_breakdown_mib_4x": run4["breakdown"],
+        "peak_processes": [run1["processes"], run4["processes"]],
+        "load_average": os.getloadavg(),
     }
+    pipeline_cpu = sum(run1["cpu"].values())
+    result["frames_per_cpu_s_bare"] = round(frames / statistics.mean([cpu1, cpu2]), 1)
+    result["frames_per_cpu_s_pipeline"] = round(frames / pipeline_cpu, 1) if pipeline_cpu else None
     print(json.dumps(result, indent=2))
     print(f"throughput ratio (Ray Data stage / bare decord): {result['ratio_stage']}  goal >= 0.8")
     print(f"throughput ratio (whole prepare / bare decord):  {result['ratio_prepare']}")

@@ -82,10 +82,13 @@ def _short(err: BaseException) -> str:
     return type(err).__name__
 
 
-def _info(reader: Any, path: str | Path) -> VideoInfo:
+def _info(reader: Any, path: str | Path, decode_first: bool = True) -> VideoInfo:
+    """Container facts; ``decode_first`` also decodes frame 0 (size, and proof the stream decodes at all)."""
     fps = float(reader.get_avg_fps())
     if not math.isfinite(fps) or fps <= 0:
         raise VideoDecodeError(f"{path}: video reports an unusable frame rate {fps!r}")
+    if not decode_first:
+        return VideoInfo(num_frames=len(reader), fps=fps, width=0, height=0)
     try:
         h, w = reader[0].shape[:2]
     except _decord_errors() as err:
@@ -151,7 +154,7 @@ def iter_clip_frames(
         return
     try:
         reader = open_reader(video.path, num_threads=num_threads)
-        info = _info(reader, video.path)
+        info = _info(reader, video.path, decode_first=False)  # the clips' own frames prove the stream decodes
     except VideoDecodeError as err:
         for clip in clips:
             yield clip, InputError(path=video.path, stage="decode", reason=str(err))
