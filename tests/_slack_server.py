@@ -1,9 +1,11 @@
 """A small, real HTTP server on 127.0.0.1 that speaks the Slack Web API methods the notifiers call.
 
-Methods: ``auth.test``, ``chat.postMessage``, ``files.getUploadURLExternal``, the upload URL it hands out,
+Methods: ``auth.test``, ``chat.postMessage`` (with message metadata), ``conversations.list``, ``conversations.history``,
+``conversations.replies``, ``files.getUploadURLExternal``, the upload URL it hands out,
 ``files.completeUploadExternal``; plus ``/webhook`` (an incoming webhook). Scriptable failures, consumed one
 request at a time: ``fail_next(n, status=429, retry_after=1)``, ``fail_next(n, status=500)``,
-``fail_next(n, drop=True)`` (close the connection without an answer), ``fail_next(n, error="invalid_auth")``;
+``fail_next(n, drop=True)`` (close the connection without an answer), ``fail_next(n, drop_after=True)`` (do the
+work, then close the connection: the response is lost), ``fail_next(n, error="invalid_auth")``;
 ``stop()`` / ``start()`` take the whole server away and bring it back on the same port.
 """
 
@@ -27,6 +29,7 @@ class Failure:
     error: str | None = None
     retry_after: float | None = None
     drop: bool = False
+    drop_after: bool = False  # do the work, then close the connection without an answer (a lost response)
     methods: tuple[str, ...] | None = None  # None: any method
 
 
@@ -43,11 +46,12 @@ class FakeSlack:
         self.completed: list[dict[str, Any]] = []
         self.webhook_posts: list[dict[str, Any]] = []
         self.requests: list[tuple[str, int]] = []  # (path, status answered; 0 for a drop)
+        self.history_calls = 0
         self._failures: list[Failure] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._ts = 1_700_000_000.0
+        self._ts = time.time()  # real epoch seconds, like Slack
 
     # ---- control -------------------------------------------------------------------------------
     @property
@@ -78,9 +82,9 @@ class FakeSlack:
             self._thread = None
 
     def fail_next(self, n: int = 1, *, status: int = 200, error: str | None = None, retry_after: float | None = None,
-                  drop: bool = False, methods: tuple[str, ...] | None = None) -> None:
+                  drop: bool = False, drop_after: bool = False, methods: tuple[str, ...] | None = None) -> None:
         with self._lock:
-            self._failures.extend(Failure(status, error, retry_after, drop, methods) for _ in range(n))
+            self._failures.extend(Failure(status, error, retry_after, drop, drop_after, methods) for _ in range(n))
 
     def pending_failures(self) -> int:
         with self._lock:
@@ -125,7 +129,14 @@ class FakeSlack:
             def log_message(self, fmt, *args):  # keep test output quiet
                 return
 
+            drop_response = False
+
             def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                if self.drop_response:
+                    fake.requests.append((self.path, 0))
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 raw = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -148,6 +159,9 @@ class FakeSlack:
                 path = self.path.split("?", 1)[0]
                 method = path.rsplit("/", 1)[-1] if path.startswith("/api/") else path.split("/")[1]
                 failure = fake._take_failure(method)
+                if failure is not None and failure.drop_after:
+                    self.drop_response = True
+                    failure = None
                 if failure is not None:
                     if failure.drop:
                         fake.requests.append((self.path, 0))
@@ -216,10 +230,33 @@ class FakeSlack:
                     blocks = params.get("blocks")
                     if isinstance(blocks, str):
                         blocks = json.loads(blocks)
+                    metadata = params.get("metadata")
+                    if isinstance(metadata, str):
+                        metadata = json.loads(metadata)
                     msg = {"channel": channel, "ts": ts, "text": params.get("text"), "blocks": blocks,
-                           "thread_ts": params.get("thread_ts"), "received_at": time.time()}
+                           "thread_ts": params.get("thread_ts"), "metadata": metadata, "received_at": time.time()}
                     fake.messages.append(msg)
                     self._json(200, {"ok": True, "channel": channel, "ts": ts, "message": {"text": msg["text"]}})
+                elif method == "conversations.list":
+                    self._json(200, {"ok": True, "channels": [{"id": cid, "name": name} for cid, name in fake.channels.items()],
+                                     "response_metadata": {"next_cursor": ""}})
+                elif method in ("conversations.history", "conversations.replies"):
+                    channel = fake._resolve_channel(params.get("channel"))
+                    if channel is None or channel != params.get("channel"):
+                        self._json(200, {"ok": False, "error": "channel_not_found"})  # the real API wants the id
+                        return
+                    with_meta = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+                    if method == "conversations.history":
+                        oldest = float(params.get("oldest") or 0)
+                        found = [m for m in fake.messages if m["channel"] == channel and not m["thread_ts"] and float(m["ts"]) >= oldest]
+                        found.reverse()  # newest first
+                    else:
+                        ts = params.get("ts")
+                        found = [m for m in fake.messages if m["channel"] == channel and (m["ts"] == ts or m["thread_ts"] == ts)]
+                    out = [{"type": "message", "ts": m["ts"], "text": m["text"], "thread_ts": m["thread_ts"],
+                            **({"metadata": m["metadata"]} if with_meta and m["metadata"] else {})} for m in found]
+                    fake.history_calls += 1
+                    self._json(200, {"ok": True, "messages": out, "has_more": False})
                 elif method == "files.getUploadURLExternal":
                     file_id = "F" + uuid.uuid4().hex[:10].upper()
                     fake.uploads[file_id] = {"filename": params.get("filename"), "length": int(params.get("length", 0)), "data": None}

@@ -36,6 +36,8 @@ __all__ = [
     "make_notifier",
     "NON_RETRYABLE_SLACK_ERRORS",
     "incident_link",
+    "METADATA_EVENT",
+    "AmbiguousDeliveryError",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,22 +162,44 @@ def _masked_logger(name: str, secrets: list[str]) -> logging.Logger:
     return logger
 
 
-def _retry_handlers(max_retries: int) -> list[Any]:
+class AmbiguousDeliveryError(AlertDeliveryError):
+    """The request may have reached Slack (the connection broke after it was sent): before sending again,
+    check whether the message is out (``SlackNotifier.find_sent``)."""
+
+
+def _not_sent(error: BaseException | None) -> bool:
+    """True when a connection error proves the request never left (refused, unresolvable host)."""
+    reason = getattr(error, "reason", None)
+    return isinstance(error, urllib.error.URLError) and isinstance(reason, (ConnectionRefusedError, socket.gaierror))
+
+
+def _retry_handlers(max_retries: int, *, posting: bool = False) -> list[Any]:
+    """slack-sdk's retry handlers: rate limits (honouring Retry-After), connection errors, server errors.
+
+    ``posting``: for chat.postMessage, connection errors are retried only when the request never left
+    (refused, DNS); a connection that broke after the request was sent may have posted the message, and
+    retrying blindly would post it twice, so the incident service checks the channel first instead.
+    """
     from slack_sdk.http_retry.builtin_handlers import (
         ConnectionErrorRetryHandler,
         RateLimitErrorRetryHandler,
         ServerErrorRetryHandler,
     )
 
+    class _NotSentConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
+        def _can_retry(self, *, state, request, response=None, error=None) -> bool:  # noqa: ANN001
+            return response is None and _not_sent(error) and super()._can_retry(state=state, request=request, response=response, error=error)
+
+    connection = (_NotSentConnectionErrorRetryHandler if posting else ConnectionErrorRetryHandler)(max_retry_count=max_retries)
     return [
         RateLimitErrorRetryHandler(max_retry_count=max_retries),  # honours Retry-After
-        ConnectionErrorRetryHandler(max_retry_count=max_retries),
+        connection,
         ServerErrorRetryHandler(max_retry_count=max_retries),
     ]
 
 
-def _slack_error(err: BaseException, what: str, secrets: list[str]) -> AlertDeliveryError:
-    """Classify a slack-sdk or network error."""
+def _slack_error(err: BaseException, what: str, secrets: list[str], *, ambiguous: bool = False) -> AlertDeliveryError:
+    """Classify a slack-sdk or network error (``ambiguous``: it happened while posting a message)."""
     from slack_sdk.errors import SlackApiError, SlackRequestError
 
     def clean(text: str) -> str:
@@ -214,10 +238,25 @@ def _slack_error(err: BaseException, what: str, secrets: list[str]) -> AlertDeli
         return AlertDeliveryError(f"{what}: Slack error {reason!r}", retryable=True, reason=reason)
     if isinstance(err, SlackRequestError):
         return AlertDeliveryError(f"{what}: {clean(str(err))}", retryable=True, reason="request_error")
+    if isinstance(err, _CONNECTION_ERRORS) and ambiguous and not _not_sent(err):
+        return AmbiguousDeliveryError(f"{what}: the connection to Slack broke after the request was sent: "
+                                      f"{clean(type(err).__name__ + ': ' + str(err))}", retryable=True, reason="connection_lost")
     if isinstance(err, _CONNECTION_ERRORS):
         return AlertDeliveryError(f"{what}: cannot reach Slack: {clean(type(err).__name__ + ': ' + str(err))}",
                                   retryable=True, reason="connection_error")
     return AlertDeliveryError(f"{what}: {type(err).__name__}: {clean(str(err))}", retryable=True, reason=type(err).__name__)
+
+
+#: Slack message metadata event type marking our messages (lets a restarted sender find what it already sent).
+METADATA_EVENT = "bigsister_incident"
+
+
+def _metadata(alert: IncidentAlert, kind: str) -> dict[str, Any]:
+    return {"event_type": METADATA_EVENT, "event_payload": {"incident_id": alert.incident_id, "kind": kind}}
+
+
+def _looks_like_channel_id(channel: str) -> bool:
+    return len(channel) >= 9 and channel[0] in "CGD" and channel.isalnum() and channel.isupper()
 
 
 class SlackNotifier:
@@ -242,15 +281,13 @@ class SlackNotifier:
         if not channel:
             raise ConfigError("alerts.slack.channel: the Slack notifier needs a channel id or name")
         self.channel = channel
+        self.channel_id: str | None = channel if _looks_like_channel_id(channel) else None
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._secrets = [secret]
-        self._client = WebClient(
-            token=secret,
-            base_url=self.base_url,
-            timeout=int(max(1, round(timeout_s))),
-            retry_handlers=_retry_handlers(max_retries),
-            logger=_masked_logger("bigsister_ray.alerts.slack_sdk", self._secrets),
-        )
+        common = dict(token=secret, base_url=self.base_url, timeout=int(max(1, round(timeout_s))),
+                      logger=_masked_logger("bigsister_ray.alerts.slack_sdk", self._secrets))
+        self._post_client = WebClient(retry_handlers=_retry_handlers(max_retries, posting=True), **common)  # chat.postMessage
+        self._client = WebClient(retry_handlers=_retry_handlers(max_retries), **common)  # everything else
         self._lock = threading.Lock()
 
     @classmethod
@@ -294,32 +331,101 @@ class SlackNotifier:
     def send_incident(self, alert: IncidentAlert) -> Delivery:
         with self._lock:
             try:
-                resp = self._client.chat_postMessage(channel=self.channel, text=alert.fallback_text(), blocks=self.blocks(alert),
-                                                     unfurl_links=False, unfurl_media=False)
+                resp = self._post_client.chat_postMessage(channel=self.channel, text=alert.fallback_text(), blocks=self.blocks(alert),
+                                                          unfurl_links=False, unfurl_media=False, metadata=_metadata(alert, "alert"))
             except Exception as err:  # classified: slack-sdk, urllib and socket errors all land here
-                raise _slack_error(err, f"Slack chat.postMessage for incident {alert.incident_id}", self._secrets) from None
+                raise _slack_error(err, f"Slack chat.postMessage for incident {alert.incident_id}", self._secrets, ambiguous=True) from None
             channel, ts = resp.get("channel") or self.channel, resp.get("ts")
-            note = None
-            if alert.snapshot_jpeg:
-                try:
-                    self._client.files_upload_v2(
-                        channel=channel, thread_ts=ts, file=alert.snapshot_jpeg,
-                        filename=f"incident-{alert.incident_id}.jpg",
-                        title=f"{alert.label} {alert.peak_score:.2f} - {alert.stream_name}",
-                    )
-                except Exception as err:  # the message is out: never resend it for a failed picture
-                    e = _slack_error(err, f"Slack snapshot upload for incident {alert.incident_id}", self._secrets)
-                    log.warning("%s (the alert itself was delivered)", e)
-                    note = f"snapshot upload failed: {e.reason}"
-            return Delivery(self.name, channel=channel, ts=ts, note=note)
+            self.channel_id = channel
+            return self._attach(alert, Delivery(self.name, channel=channel, ts=ts))
+
+    def attach_snapshot(self, alert: IncidentAlert, delivery: Delivery) -> Delivery:
+        """Upload the snapshot into the thread of an alert already posted (e.g. found after an interrupted send)."""
+        with self._lock:
+            return self._attach(alert, delivery)
+
+    def _attach(self, alert: IncidentAlert, delivery: Delivery) -> Delivery:
+        if not alert.snapshot_jpeg or not delivery.ts:
+            return delivery
+        try:
+            self._client.files_upload_v2(
+                channel=delivery.channel, thread_ts=delivery.ts, file=alert.snapshot_jpeg,
+                filename=f"incident-{alert.incident_id}.jpg",
+                title=f"{alert.label} {alert.peak_score:.2f} - {alert.stream_name}",
+            )
+        except Exception as err:  # the message is out: never resend it for a failed picture
+            e = _slack_error(err, f"Slack snapshot upload for incident {alert.incident_id}", self._secrets)
+            log.warning("%s (the alert itself was delivered)", e)
+            note = f"snapshot upload failed: {e.reason}"
+            return Delivery(delivery.notifier, delivery.channel, delivery.ts, note=f"{delivery.note}; {note}" if delivery.note else note)
+        return delivery
 
     def send_close(self, alert: IncidentAlert, ref: Delivery) -> Delivery:
         with self._lock:
             try:
-                resp = self._client.chat_postMessage(channel=ref.channel or self.channel, thread_ts=ref.ts, text=alert.close_text())
+                resp = self._post_client.chat_postMessage(channel=ref.channel or self.channel, thread_ts=ref.ts, text=alert.close_text(),
+                                                          metadata=_metadata(alert, "close"))
             except Exception as err:  # classified like send_incident
-                raise _slack_error(err, f"Slack close reply for incident {alert.incident_id}", self._secrets) from None
+                raise _slack_error(err, f"Slack close reply for incident {alert.incident_id}", self._secrets, ambiguous=True) from None
             return Delivery(self.name, channel=resp.get("channel") or ref.channel, ts=resp.get("ts"))
+
+    def find_sent(self, alert: IncidentAlert, kind: str, ref: Delivery | None) -> Delivery | None:
+        """Look for a message this notifier already posted for ``alert`` (``kind`` alert or close).
+
+        Used after a sender died between Slack accepting a message and the ``ts`` being recorded: the
+        message carries metadata ``bigsister_incident`` with the incident id, so it is found instead of
+        sent again. Returns None when there is none (or the channel id is unknown); raises
+        AlertDeliveryError when Slack cannot be asked (``missing_scope``: the bot lacks channels:history).
+        """
+        try:
+            with self._lock:
+                channel = (ref.channel if ref is not None and ref.channel else None) or self._channel_id_locked()
+                if channel is None:
+                    raise AlertDeliveryError(f"Slack history lookup for incident {alert.incident_id}: channel {self.channel!r} "
+                                             "not found by name (set alerts.slack.channel to the channel id, C...)",
+                                             retryable=False, reason="channel_id_unknown")
+                if kind == "close":
+                    if ref is None or not ref.ts:
+                        return None
+                    pages = [self._client.conversations_replies(channel=channel, ts=ref.ts, include_all_metadata=True, limit=200)]
+                else:
+                    oldest = f"{alert.started_at.timestamp() - 600:.6f}"
+                    pages, cursor = [], None
+                    for _ in range(5):
+                        resp = self._client.conversations_history(channel=channel, oldest=oldest, include_all_metadata=True,
+                                                                  limit=200, cursor=cursor)
+                        pages.append(resp)
+                        cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                        if not cursor:
+                            break
+        except AlertDeliveryError:
+            raise
+        except Exception as err:  # classified like a send
+            raise _slack_error(err, f"Slack history lookup for incident {alert.incident_id}", self._secrets) from None
+        for page in pages:
+            for msg in page.get("messages") or []:
+                meta = msg.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if (meta.get("event_type") == METADATA_EVENT and str(payload.get("incident_id")) == str(alert.incident_id)
+                        and payload.get("kind") == kind):
+                    return Delivery(self.name, channel=channel, ts=msg.get("ts"), note="found in channel history after an interrupted send")
+        return None
+
+    def _channel_id_locked(self) -> str | None:
+        """The configured channel's id: known, or looked up by name with conversations.list (channels:read)."""
+        if self.channel_id is None:
+            name, cursor = self.channel.lstrip("#"), None
+            for _ in range(20):
+                resp = self._client.conversations_list(types="public_channel,private_channel", exclude_archived=True,
+                                                       limit=1000, cursor=cursor)
+                for ch in resp.get("channels") or []:
+                    if ch.get("name") == name:
+                        self.channel_id = ch.get("id")
+                        return self.channel_id
+                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        return self.channel_id
 
     def check(self) -> None:
         """Call auth.test; raise AlertDeliveryError (non-retryable for a bad token) when Slack refuses."""

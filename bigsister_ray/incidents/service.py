@@ -12,8 +12,11 @@ Each delivery (the alert, and later the close reply in its thread) moves ``pendi
 * at most ``alerts.max_messages_per_minute`` messages per notifier channel per minute (counted in the
   database, so across replicas): more are deferred, not dropped.
 
-Known limit: if the process dies after Slack accepted a message but before its ``ts`` is recorded, the lease
-expires and the alert is sent again (Slack's Web API has no idempotency key).
+A sender that dies after Slack accepted a message but before its ``ts`` was recorded leaves its lease
+unreleased. Whoever takes the delivery over after the lease expires first asks the notifier
+(``find_sent``: Slack messages carry metadata with the incident id, found in the channel history or the
+thread) and records the message it finds instead of sending again. Only when that lookup is impossible
+(no ``channels:history`` scope) is the message sent again: a possible duplicate rather than a loss.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from bigsister_ray.alerts.notifiers import Delivery, IncidentAlert, Notifier
+from bigsister_ray.alerts.notifiers import AmbiguousDeliveryError, Delivery, IncidentAlert, Notifier
 from bigsister_ray.alerts.rules import IncidentEvent
 from bigsister_ray.errors import AlertDeliveryError
 from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, utcnow
@@ -35,6 +38,9 @@ from bigsister_ray.incidents.store import DeliveryKind, IncidentStore, IncidentS
 __all__ = ["IncidentService"]
 
 log = logging.getLogger(__name__)
+
+#: Lease owner left on a delivery whose earlier send was interrupted and not yet checked.
+INTERRUPTED = "interrupted-send"
 
 
 class IncidentService:
@@ -153,16 +159,36 @@ class IncidentService:
     def _attempt(self, kind: DeliveryKind, incident_id: int) -> bool:
         with self._lock:
             now = self._clock()
+            # a lease nobody released means a sender died mid-send: the message may be out already
+            interrupted = self.store.lease_holder(kind, incident_id) is not None
             if not self.store.claim(kind, incident_id, self.owner, self.alerts.lease_s, now=now):
                 return False
             try:
-                return self._send_claimed(kind, incident_id, now)
+                return self._send_claimed(kind, incident_id, now, interrupted=interrupted)
             except IncidentStoreError as err:  # the lease expires and another attempt follows
                 self._set_db_error(str(err))
                 log.warning("incident %s: cannot record the %s delivery: %s", incident_id, kind, err)
                 return True
 
-    def _send_claimed(self, kind: DeliveryKind, incident_id: int, now: datetime) -> bool:
+    def _already_sent(self, kind: DeliveryKind, alert: IncidentAlert, row: Any) -> Delivery | None:
+        """After an interrupted send, ask the notifier whether the message is out (Slack: channel history)."""
+        find = getattr(self.notifier, "find_sent", None)
+        if find is None:
+            return None
+        if kind == "close":
+            ref = Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts)
+        else:
+            ref = Delivery(self.notifier.name, channel=self.store.known_channel(self.notifier_key))
+        try:
+            return find(alert, kind, ref)
+        except AlertDeliveryError as err:
+            if err.retryable:
+                raise
+            log.warning("incident %s: cannot check whether the interrupted %s went out (%s); sending it (a duplicate is "
+                        "possible, a loss is not)", alert.incident_id, kind, err)
+            return None
+
+    def _send_claimed(self, kind: DeliveryKind, incident_id: int, now: datetime, *, interrupted: bool = False) -> bool:
         row = self.store.get_incident_row(incident_id)
         if row is None:  # deleted under us
             return False
@@ -176,7 +202,19 @@ class IncidentService:
         alert = IncidentAlert.from_row(row, self.public_url)
         attempts = (row.alert_attempts if kind == "alert" else row.close_attempts) + 1
         try:
-            if kind == "alert":
+            found = self._already_sent(kind, alert, row) if interrupted else None
+        except AlertDeliveryError as err:  # retryable: we still do not know, so the next attempt must ask again
+            self._record_failure(err, incident_id)
+            wait = self._backoff(attempts, err.retry_after_s)
+            self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, reason=f"{err.reason}: {err}",
+                              next_attempt_at=self._clock() + timedelta(seconds=wait), hold_as=INTERRUPTED)
+            return True
+        try:
+            if found is not None:
+                log.warning("incident %s: the interrupted %s had gone out (ts %s): recorded, not sent again", incident_id, kind, found.ts)
+                attach = getattr(self.notifier, "attach_snapshot", None)
+                delivery = attach(alert, found) if kind == "alert" and attach is not None else found
+            elif kind == "alert":
                 delivery = self.notifier.send_incident(alert)
             else:
                 delivery = self.notifier.send_close(alert, Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts))
@@ -184,8 +222,10 @@ class IncidentService:
             self._record_failure(err, incident_id)
             if err.retryable:
                 wait = self._backoff(attempts, err.retry_after_s)
+                # the message may be out: the next attempt checks before it sends
+                hold = INTERRUPTED if isinstance(err, AmbiguousDeliveryError) else None
                 self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, reason=f"{err.reason}: {err}",
-                                  next_attempt_at=self._clock() + timedelta(seconds=wait))
+                                  next_attempt_at=self._clock() + timedelta(seconds=wait), hold_as=hold)
                 log.warning("incident %s: %s not delivered (attempt %d), retrying in %.1f s: %s", incident_id, kind, attempts, wait, err)
             else:
                 self.store.finish(kind, incident_id, self.owner, status=AlertStatus.failed, reason=f"{err.reason}: {err}")

@@ -407,6 +407,18 @@ class IncidentStore:
                 {f"{p}_lease_owner": owner, f"{p}_lease_until": now + timedelta(seconds=lease_s)}))
             return res.rowcount == 1
 
+    def lease_holder(self, kind: DeliveryKind, incident_id: int) -> str | None:
+        """Who holds (or held, if it died without finishing) the lease on this delivery; None when released."""
+        _status, _next, lease_owner, _until, _ = self._cols(kind)
+        with self.session() as s:
+            return s.execute(select(lease_owner).where(Incident.id == incident_id)).scalar_one_or_none()
+
+    def known_channel(self, notifier: str) -> str | None:
+        """A channel id a message of ``notifier`` (``name:channel``) was delivered to, if any."""
+        with self.session() as s:
+            return s.execute(select(Incident.slack_channel).where(Incident.notifier == notifier, Incident.slack_channel.is_not(None))
+                             .order_by(Incident.id.desc()).limit(1)).scalar_one_or_none()
+
     def finish(
         self,
         kind: DeliveryKind,
@@ -420,16 +432,21 @@ class IncidentStore:
         ts: str | None = None,
         notifier: str | None = None,
         count_attempt: bool = True,
+        hold_as: str | None = None,
         now: datetime | None = None,
     ) -> bool:
-        """Record the outcome of a claimed delivery and release the lease (only if ``owner`` still holds it)."""
+        """Record the outcome of a claimed delivery and release the lease (only if ``owner`` still holds it).
+
+        ``hold_as`` leaves that name as the lease owner (expiring at ``next_attempt_at``): a marker that the
+        next sender must first check whether an interrupted send went out.
+        """
         now = now or utcnow()
         _status, _next, lease_owner, _until, p = self._cols(kind)
         values: dict[str, Any] = {
             f"{p}_status": status.value,
             f"{p}_reason": reason,
-            f"{p}_lease_owner": None,
-            f"{p}_lease_until": None,
+            f"{p}_lease_owner": hold_as,
+            f"{p}_lease_until": next_attempt_at if hold_as is not None else None,
             f"{p}_next_attempt_at": next_attempt_at,
             "updated_at": now,
         }

@@ -214,7 +214,7 @@ def test_restart_delivers_pending_alerts_once(slack, store, tmp_path):
 
     slack.port = port
     slack.start()
-    later = [datetime.now(timezone.utc)]
+    later = [datetime.now(timezone.utc) + timedelta(seconds=1)]  # past the first service's backoff
     second = service_for(store, settings, clock=lambda: later[0])
     second.sweep_once()
     # the three with free leases go now, then their close replies in the threads
@@ -427,3 +427,62 @@ def test_public_surface():
     for mod in (rules, notifiers, snapshot, models, store, service, api, schemas):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
+
+
+# ---- interrupted sends: never twice ---------------------------------------------------------------
+def test_lost_response_is_found_in_the_channel_not_posted_again(slack, store, tmp_path):
+    settings = make_settings(slack, tmp_path)
+    svc = service_for(store, settings)
+    slack.fail_next(1, drop_after=True, methods=("chat.postMessage",))  # Slack posts it, the answer never arrives
+    opened, _, closed = incident_events()
+    jpeg = snapshot()
+    iid = svc.handle(opened, stream_name="Cam", location=None, snapshot_jpeg=jpeg)
+    [posted] = slack.top_level_messages()
+    assert posted["metadata"] == {"event_type": "bigsister_incident", "event_payload": {"incident_id": iid, "kind": "alert"}}
+    inc = store.get_incident(iid)
+    assert inc.alert_status == "pending" and inc.alert_reason.startswith("connection_lost")
+    time.sleep(0.15)
+    svc.sweep_once()
+    inc = store.get_incident(iid)
+    assert inc.alert_status == "sent" and inc.slack_ts == posted["ts"] and "history" in inc.alert_reason
+    assert len(slack.top_level_messages()) == 1 and slack.history_calls == 1
+    [done] = slack.completed  # the snapshot the interrupted send never uploaded went into the thread
+    assert done["thread_ts"] == posted["ts"] and slack.uploads[done["files"][0]["id"]]["data"] == jpeg
+    # the close reply's answer is lost too: found in the thread, not posted twice
+    slack.fail_next(1, drop_after=True, methods=("chat.postMessage",))
+    svc.handle(closed, stream_name="Cam", location=None)
+    time.sleep(0.15)
+    svc.sweep_once()
+    assert store.get_incident(iid).close_status == "sent" and len(slack.replies(posted["ts"])) == 1
+
+
+def test_sender_that_died_after_posting_is_not_repeated_by_the_next(slack, store, tmp_path):
+    settings = make_settings(slack, tmp_path, channel="C0INCIDENT")  # an id: no lookup by name needed
+    dead = service_for(store, settings)
+    opened, _, _ = incident_events()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dead, "deliver", lambda incident_id: 0)
+        iid = dead.handle(opened, stream_name="Cam", location=None)
+    assert store.claim("alert", iid, dead.owner, lease_s=300)
+    # it posted, then died before recording the ts
+    dead.notifier.send_incident(IncidentAlert.from_row(store.get_incident_row(iid), settings.serve.public_url))
+    assert len(slack.top_level_messages()) == 1
+    later = datetime.now(timezone.utc) + timedelta(minutes=10)
+    heir = service_for(store, settings, clock=lambda: later)
+    heir.sweep_once()
+    assert store.get_incident(iid).alert_status == "sent"
+    assert len(slack.top_level_messages()) == 1 and store.get_incident(iid).slack_ts == slack.messages[0]["ts"]
+
+
+def test_without_history_access_it_sends_again_rather_than_lose(slack, store, tmp_path, caplog):
+    settings = make_settings(slack, tmp_path)
+    svc = service_for(store, settings)
+    slack.fail_next(1, drop_after=True, methods=("chat.postMessage",))
+    slack.fail_next(1, error="missing_scope", methods=("conversations.history",))
+    opened, _, _ = incident_events()
+    iid = svc.handle(opened, stream_name="Cam", location=None)
+    time.sleep(0.15)
+    svc.sweep_once()
+    assert store.get_incident(iid).alert_status == "sent"
+    assert len(slack.top_level_messages()) == 2  # a duplicate, knowingly, instead of a lost alert
+    assert "a duplicate is possible" in caplog.text
