@@ -119,7 +119,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5
 def motion_tiny3d(labels=("fight", "normal")):
     """TEST-ONLY: a real registry ``tiny3d`` whose weights are set by hand to measure motion energy.
 
-    Channels 0/1 carry relu(+/- frame difference) (the stem's temporal depthwise conv), channels 2/3 carry
+    Channels 0/1 carry relu(+/- frame difference) (the stem's temporal kernel), channels 2/3 carry
     relu(+/- frame) (to cancel the zero-padded first frame's term); every stage averages them 3x3 with
     stride 2 and the head pools them. Only the linear head is then trained (:func:`fit_head`), so the
     checkpoint is an ordinary tiny3d checkpoint that any process (Serve replicas included) loads, and that
@@ -140,13 +140,16 @@ def motion_tiny3d(labels=("fight", "normal")):
                 m.bias.zero_()
                 m.running_mean.zero_()
                 m.running_var.fill_(1.0)
-        conv1, conv2 = model.stem[0], model.stem[1]
-        for c in range(4):
-            conv1.weight[c, :, 0] = 1.0 / 27.0  # grey, 3x3 average
-        conv2.weight[0, 0, :, 0, 0] = torch.tensor([-1.0, 1.0, 0.0])  # x_t - x_{t-1}
-        conv2.weight[1, 0, :, 0, 0] = torch.tensor([1.0, -1.0, 0.0])
-        conv2.weight[2, 0, :, 0, 0] = torch.tensor([0.0, 1.0, 0.0])   # x_t
-        conv2.weight[3, 0, :, 0, 0] = torch.tensor([0.0, -1.0, 0.0])
+        coefs = ([-1.0, 1.0, 0.0], [1.0, -1.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 0.0])  # over t-1, t, t+1
+        convs = [m for m in model.stem.modules() if isinstance(m, torch.nn.Conv3d)]
+        if convs[0].kernel_size[0] == 3:  # one dense 3x3x3 stem conv: time, grey and 3x3 average in one kernel
+            for c, k in enumerate(coefs):
+                for t in range(3):
+                    convs[0].weight[c, :, t] = k[t] / 27.0
+        else:  # (2+1)D stem: spatial 1x3x3 average, then a depthwise temporal conv
+            for c, k in enumerate(coefs):
+                convs[0].weight[c, :, 0] = 1.0 / 27.0
+                convs[1].weight[c, 0, :, 0, 0] = torch.tensor(k)
         for stage in model.stages:
             for i, block in enumerate(stage):
                 assert isinstance(block, Block)

@@ -143,8 +143,10 @@ def run_serve(settings: Any, *, block: bool = True, stop_event: threading.Event 
     app = build_app(AppArgs.from_settings(settings))
     started_ray = False
     if not ray.is_initialized():
-        ray.init(address=settings.ray.address, num_cpus=settings.ray.num_cpus, namespace=settings.ray.namespace,
-                 include_dashboard=False)
+        # ray.address None means a new local Ray ("local"), never whichever cluster happens to run on this host.
+        local = settings.ray.address is None
+        ray.init(address="local" if local else settings.ray.address, num_cpus=settings.ray.num_cpus if local else None,
+                 namespace=settings.ray.namespace, include_dashboard=False)
         started_ray = True
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
     stop = stop_event or threading.Event()
