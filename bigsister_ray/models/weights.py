@@ -13,6 +13,7 @@ prefix (DataParallel / DDP). Files are read with ``torch.load(weights_only=True)
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import urllib.error
@@ -93,8 +94,18 @@ def _read_bytes(source: str | Path, timeout_s: float) -> tuple[Any, str]:
     scheme = urllib.parse.urlsplit(text).scheme if isinstance(source, str) else ""
     if scheme in ("http", "https"):
         shown = redact_source(text)
+        parts = urllib.parse.urlsplit(text)
+        headers = {}
+        if parts.username is not None:  # user:password@host -> HTTP basic auth (urllib cannot parse it in the host)
+            token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            netloc += f":{parts.port}" if parts.port else ""
+            text = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
         try:
-            with urllib.request.urlopen(text, timeout=timeout_s) as resp:  # noqa: S310 (scheme checked)
+            request = urllib.request.Request(text, headers=headers)
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 (scheme checked)
                 return io.BytesIO(resp.read()), shown
         except urllib.error.HTTPError as err:
             raise CheckpointError(f"could not download weights from {shown}: HTTP {err.code} {err.reason}") from err
