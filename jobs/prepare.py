@@ -3,7 +3,7 @@
 Example (from the repository root)::
 
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
-        python jobs/prepare.py --source aihub --root /mnt/aihub --out /mnt/prepared --config cluster.yaml
+        python jobs/prepare.py --source aihub --root /mnt/aihub --out /mnt/prepared --config settings.yaml
 
 Inside a submitted job, ``ray.init(address=...)`` connects to the cluster the job runs on: the address comes
 from ``ray.address`` in the settings (``auto`` by default here). ``--root`` and ``--out`` must be paths every
@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         address = settings.ray.address or args.address
         if not ray.is_initialized():
             ray.init(address=address, namespace=settings.ray.namespace)
+        from bigsister_ray.storage import check_shared_storage
+
+        check_shared_storage(args.root, what="--root")  # every node decodes: refuse node-local paths up front
+        check_shared_storage(args.out, what="--out")
         summary = prepare(args.source, args.root, args.out, settings)
     except BigSisterError as err:
         print(f"error: {err}", file=sys.stderr)
