@@ -3,7 +3,10 @@
 Every key is accounted for, in the manner of mmaction2's ``_inflate_weights``: a :class:`LoadReport` lists the
 keys loaded, the keys the model has but the file lacks (missing), the keys the file has but the model lacks
 (unexpected) and the keys whose shapes differ. The classifier ("head", a key prefix) may differ in shape:
-it is then left freshly initialised and reported, and the rest of the network is kept. Checkpoints saved by
+it is then left freshly initialised and reported, and the rest of the network is kept. With ``inflate`` a 2D
+conv kernel ``out x in x kh x kw`` loads into a 3D kernel ``out x in x kt x kh x kw`` of the same name by
+repeating it ``kt`` times and dividing by ``kt`` (I3D's ImageNet inflation; each inflated key is reported).
+Checkpoints saved by
 old PyTorch lack the BatchNorm ``num_batches_tracked`` counters; those are filled with zeros, never an error.
 
 Accepted files: a plain state dict, a dict wrapping one under ``state_dict`` / ``model`` / ``model_state``
@@ -48,6 +51,7 @@ class LoadReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     head_reinitialised: list[str] = field(default_factory=list)
     filled_counters: list[str] = field(default_factory=list)
+    inflated: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -64,6 +68,8 @@ class LoadReport:
         lines = [f"weights from {self.source}: {len(self.loaded)} tensors loaded"]
         if self.head_reinitialised:
             lines.append(f"  head replaced (shape differs, freshly initialised): {_fmt(self.head_reinitialised)}")
+        if self.inflated:
+            lines.append(f"  2D kernels inflated to 3D ({len(self.inflated)}): {_fmt(self.inflated)}")
         if self.filled_counters:
             lines.append(f"  {len(self.filled_counters)} BatchNorm num_batches_tracked counters absent (old file), set to 0")
         if self.missing:
@@ -171,6 +177,7 @@ def load_weights(
     *,
     head: str | None = None,
     strict: bool = True,
+    inflate: bool = True,
     timeout_s: float = 60.0,
 ) -> LoadReport:
     """Load ``source`` into ``model`` in place and report every key.
@@ -193,6 +200,10 @@ def load_weights(
                 report.missing.append(name)
             continue
         value = tensors[name]
+        if inflate and value.ndim == 4 and target.ndim == 5 and tuple(value.shape) == tuple(target.shape[:2] + target.shape[3:]):
+            kt = target.shape[2]
+            value = value.unsqueeze(2).expand(-1, -1, kt, -1, -1) / kt
+            report.inflated.append(name)
         if tuple(value.shape) != tuple(target.shape):
             if head and name.startswith(head):
                 report.head_reinitialised.append(name)

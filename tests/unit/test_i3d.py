@@ -204,3 +204,16 @@ def test_weights_from_a_url_and_clear_errors(http_dir):
         i3d(num_classes=3, weights=f"{base}/junk.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         i3d(num_classes=3, weights=str(root / "absent.pt"))
+
+
+def test_2d_kernels_are_inflated_and_reported():
+    sd = InceptionI3d(num_classes=400).state_dict()
+    w3 = sd["Conv3d_1a_7x7.conv3d.weight"]
+    w2 = torch.randn(w3.shape[0], w3.shape[1], 7, 7)
+    sd["Conv3d_1a_7x7.conv3d.weight"] = w2  # an ImageNet 2D kernel under the 3D name
+    model = InceptionI3d(num_classes=400)
+    report = load_weights(model, sd, head="logits.", strict=True)
+    assert report.inflated == ["Conv3d_1a_7x7.conv3d.weight"] and "inflated" in report.summary()
+    torch.testing.assert_close(model.Conv3d_1a_7x7.conv3d.weight, w2.unsqueeze(2).repeat(1, 1, 7, 1, 1) / 7)
+    with pytest.raises(CheckpointError, match=r"Conv3d_1a_7x7.conv3d.weight file\(64, 3, 7, 7\)"):
+        load_weights(InceptionI3d(num_classes=400), sd, head="logits.", strict=True, inflate=False)
