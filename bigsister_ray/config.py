@@ -126,8 +126,9 @@ class TrainConfig(Strict):
     seed: int = 0
     augment: bool = Field(True, description="Random crop, horizontal flip and temporal jitter of training clips on the workers.")
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept by validation macro-F1 (the latest is always kept too, for resuming).")
-    data_cpus: float = Field(0.25, gt=0, description="CPUs reserved by each Ray Data read task feeding the workers (keep it below one "
-                             "so reads still run when the workers hold every CPU).")
+    data_cpus: float = Field(0.0, ge=0, description="CPUs reserved by each Ray Data shard-read task feeding the workers. 0 (default): "
+                             "reads run beside the workers even when they hold every CPU (Ray Data leaves the workers' CPUs out of its budget).")
+    data_read_tasks: int = Field(2, ge=1, description="Most shard-read tasks running at once per dataset (bounds memory and CPU use).")
     worker_resources: dict[str, float] = Field(default_factory=dict, description="Custom resources each worker asks for besides "
                                                "CPU/GPU, e.g. {accelerator: 1} to keep workers on the GPU node type of cluster.yaml.")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(

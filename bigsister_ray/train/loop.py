@@ -1,0 +1,405 @@
+"""The per-worker training loop that Ray Train runs, and the pieces it is made of.
+
+:func:`train_loop_per_worker` is what :class:`ray.train.torch.TorchTrainer` calls on every worker with a plain
+dict (:class:`LoopConfig`, validated on the first line). Each epoch it
+
+1. streams its own shard of the training clips (``ray.train.get_dataset_shard("train")``), decodes the raw
+   bytes with :func:`bigsister_ray.data.prepared.frames_from_bytes`, augments the uint8 clips on the worker
+   (:func:`augment_clips`: random crop resized back, horizontal flip, temporal jitter), normalises them with
+   the model's :class:`~bigsister_ray.clip.Normalization` (:func:`bigsister_ray.clip.to_model_input`) and
+   takes a step of a class-weighted cross-entropy (bf16 autocast on GPU);
+2. scores its shard of the validation clips; confusion matrices and losses are summed over workers, so
+   every worker computes the same accuracy and macro-F1 and takes the same early-stopping decision;
+3. reports the metrics with a checkpoint (rank 0 writes it): ``model.pt`` (the self-describing checkpoint of
+   :mod:`bigsister_ray.models.checkpoint`) plus ``train_state.pt`` (optimizer, scheduler, epoch, best score,
+   patience) so a restarted worker group, or a rerun with the same name, continues at the next epoch.
+
+:func:`run_epoch` is the same step used by the plain single-process loop in ``benchmarks/bench_train.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from bigsister_ray.clip import ClipSpec, Normalization
+
+__all__ = [
+    "FaultInjection",
+    "LoopConfig",
+    "EpochStats",
+    "decode_batch",
+    "augment_clips",
+    "class_weights",
+    "run_epoch",
+    "epoch_metrics",
+    "format_epoch",
+    "train_loop_per_worker",
+    "TRAIN_STATE_FILE",
+    "HISTORY_FILE",
+]
+
+TRAIN_STATE_FILE = "train_state.pt"
+HISTORY_FILE = "history.jsonl"
+
+
+class FaultInjection(BaseModel):
+    """Test hook: on the first attempt only, worker ``rank`` dies (``os._exit``) after ``after_batches``
+    training batches of ``epoch``. ``marker`` (a file path) records that the fault already fired."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epoch: int = Field(ge=1)
+    marker: str
+    rank: int = 0
+    after_batches: int = Field(1, ge=0)
+
+
+class LoopConfig(BaseModel):
+    """What the driver hands every worker (as a plain dict)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: dict[str, Any]
+    labels: list[str]
+    clip: ClipSpec
+    data_fingerprint: str | None = None
+    class_weights: list[float] | None = None
+    has_val: bool = True
+    run_dir: str = Field(description="Where rank 0 appends history.jsonl (the run folder).")
+    fault: FaultInjection | None = None
+
+
+@dataclass
+class EpochStats:
+    """Sums over one pass: loss, clips, confusion ``C[true, pred]``, seconds, and optionally the logits."""
+
+    num_classes: int
+    loss_sum: float = 0.0
+    clips: int = 0
+    seconds: float = 0.0
+    confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
+    logits: list[np.ndarray] | None = None
+    targets: list[np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.confusion is None:
+            self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+
+def decode_batch(frames: Iterable[bytes], spec: ClipSpec) -> np.ndarray:
+    """Shard bytes -> uint8 ``B x T x S x S x 3`` (one contiguous copy)."""
+    from bigsister_ray.data.prepared import frames_from_bytes
+
+    clips = [frames_from_bytes(bytes(b) if not isinstance(b, bytes) else b, spec) for b in frames]
+    if not clips:
+        return np.zeros((0, spec.frames, spec.size, spec.size, 3), dtype=np.uint8)
+    return np.stack(clips)
+
+
+def augment_clips(clips: np.ndarray, rng: np.random.Generator, crop_scale: float = 0.8, jitter: int | None = None):
+    """Random augmentation of uint8 clips ``B x T x S x S x 3`` on the worker, before normalisation.
+
+    Per clip: a random square crop of side ``U(crop_scale, 1) * S`` resized back to ``S`` (bilinear,
+    antialiased, uint8 like :func:`bigsister_ray.clip.preprocess_frames`), a horizontal flip with p = 0.5,
+    and a temporal shift of up to ``jitter`` frames (default ``T // 8``, at least 1) that repeats the edge
+    frame. Returns a uint8 torch tensor of the same shape.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(clips))
+    if x.ndim != 5 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 clips B x T x S x S x 3, got {tuple(x.shape)} {x.dtype}")
+    b, t, h, w, _ = x.shape
+    jitter = max(1, t // 8) if jitter is None else jitter
+    out = torch.empty_like(x)
+    for i in range(b):
+        clip = x[i]
+        if jitter > 0:
+            shift = int(rng.integers(-jitter, jitter + 1))
+            if shift:
+                idx = torch.clamp(torch.arange(t) + shift, 0, t - 1)
+                clip = clip[idx]
+        if crop_scale < 1.0:
+            side = float(rng.uniform(crop_scale, 1.0))
+            ch, cw = max(1, int(round(h * side))), max(1, int(round(w * side)))
+            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            if (ch, cw) != (h, w):
+                c = clip[:, top : top + ch, left : left + cw, :].permute(0, 3, 1, 2).contiguous()
+                c = F.interpolate(c, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+                clip = c.permute(0, 2, 3, 1)
+        if rng.random() < 0.5:
+            clip = clip.flip(2)
+        out[i] = clip
+    return out
+
+
+def class_weights(counts: dict[str, int], labels: list[str]) -> list[float]:
+    """Inverse-frequency weights ``N / (C * n_c)`` for the weighted loss; a class without clips gets 1."""
+    n = [int(counts.get(label, 0)) for label in labels]
+    total, c = sum(n), len(labels)
+    if total == 0:
+        return [1.0] * c
+    return [total / (c * k) if k > 0 else 1.0 for k in n]
+
+
+def run_epoch(
+    model: Any,
+    batches: Iterable[dict[str, Any]],
+    spec: ClipSpec,
+    norm: Normalization,
+    num_classes: int,
+    *,
+    device: Any = "cpu",
+    optimizer: Any = None,
+    loss_fn: Callable | None = None,
+    augment: bool = False,
+    rng: np.random.Generator | None = None,
+    autocast_dtype: Any = None,
+    keep_logits: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> EpochStats:
+    """One pass over ``batches`` (dicts with ``frames`` bytes and ``label_idx``): trains when an
+    ``optimizer`` is given (model in train mode), otherwise scores under ``torch.no_grad`` in eval mode.
+    ``on_batch(i)`` is called before batch ``i`` (the fault-injection hook)."""
+    import torch
+
+    from bigsister_ray.clip import to_model_input
+
+    training = optimizer is not None
+    rng = rng or np.random.default_rng()
+    loss_fn = loss_fn or torch.nn.CrossEntropyLoss()
+    stats = EpochStats(num_classes, logits=[] if keep_logits else None, targets=[] if keep_logits else None)
+    model.train(training)
+    start = time.perf_counter()
+    device_type = torch.device(device).type
+    with torch.set_grad_enabled(training):
+        for i, batch in enumerate(batches):
+            if on_batch is not None:
+                on_batch(i)
+            y_np = np.asarray(batch["label_idx"], dtype=np.int64)
+            if y_np.size == 0:
+                continue
+            clips = decode_batch(batch["frames"], spec)
+            x_u8 = augment_clips(clips, rng) if augment else torch.from_numpy(clips)
+            x = to_model_input(x_u8, norm).to(device, non_blocking=True)
+            y = torch.from_numpy(y_np).to(device)
+            if autocast_dtype is not None:
+                with torch.autocast(device_type=device_type, dtype=autocast_dtype):
+                    logits = model(x)
+            else:
+                logits = model(x)
+            logits = logits.float()
+            loss = loss_fn(logits, y)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            pred = logits.detach().argmax(dim=1).cpu().numpy()
+            stats.loss_sum += float(loss.detach()) * y_np.size
+            stats.clips += int(y_np.size)
+            np.add.at(stats.confusion, (y_np, pred), 1)
+            if keep_logits:
+                stats.logits.append(logits.detach().cpu().numpy())
+                stats.targets.append(y_np)
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def epoch_metrics(prefix: str, confusion: np.ndarray, loss_sum: float, clips: int, labels: list[str]) -> dict[str, float]:
+    """``{prefix}_loss``, ``_accuracy``, ``_macro_f1`` and ``_clips`` from summed epoch statistics."""
+    from bigsister_ray.train.metrics import classification_report
+
+    rep = classification_report(confusion, labels)
+    return {
+        f"{prefix}_loss": loss_sum / clips if clips else float("nan"),
+        f"{prefix}_accuracy": rep["accuracy"],
+        f"{prefix}_macro_f1": rep["macro_f1"],
+        f"{prefix}_clips": float(clips),
+    }
+
+
+def format_epoch(m: dict[str, Any], epochs: int) -> str:
+    """One log line per epoch: loss, accuracy, macro-F1 per split and clips/s."""
+    parts = [f"epoch {int(m['epoch'])}/{epochs}"]
+    for split in ("train", "val"):
+        if f"{split}_loss" in m:
+            parts.append(
+                f"{split}: loss {m[f'{split}_loss']:.4f} acc {m[f'{split}_accuracy']:.3f} "
+                f"macro-F1 {m[f'{split}_macro_f1']:.3f}"
+            )
+    parts.append(f"{m['clips_per_s']:.1f} clips/s")
+    if m.get("is_best"):
+        parts.append("(best)")
+    return " | ".join(parts)
+
+
+def _allreduce(values: np.ndarray, op: str = "sum") -> np.ndarray:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.numpy()
+
+
+def _append_history(run_dir: str, record: dict[str, Any]) -> None:
+    path = Path(run_dir) / HISTORY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _iter_shard(name: str, batch_size: int, shuffle: bool, seed: int) -> Iterator[dict[str, Any]]:
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+    if shard is None:
+        return iter(())
+    return iter(
+        shard.iter_batches(
+            batch_size=batch_size,
+            batch_format="numpy",
+            prefetch_batches=1,
+            local_shuffle_buffer_size=batch_size * 4 if shuffle else None,
+            local_shuffle_seed=seed if shuffle else None,
+        )
+    )
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point (runs on every worker). See the module docstring."""
+    cfg = LoopConfig.model_validate(config)
+
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from bigsister_ray.config import Settings
+    from bigsister_ray.models import build_model, get_model_spec
+    from bigsister_ray.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+
+    settings = Settings.model_validate(cfg.settings)
+    tc = settings.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = tc.torch_threads or max(1, int(math.floor(tc.cpus_per_worker)))
+    torch.set_num_threads(threads)
+    torch.manual_seed(tc.seed + rank)
+    num_classes = len(cfg.labels)
+    model_name = settings.model.name
+    norm = get_model_spec(model_name).norm
+    device = ray.train.torch.get_device()
+    use_bf16 = tc.bf16 and device.type == "cuda"
+    autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+    # --- model, optimizer, and the state to resume from -------------------------------------------------
+    resume = ray.train.get_checkpoint()
+    model = build_model(model_name, num_classes, dropout=settings.model.dropout,
+                        weights=None if resume else settings.model.weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, tc.epochs), eta_min=tc.lr * 0.02)
+    state: dict[str, Any] = {"epoch": 0, "best_score": -1.0, "best_epoch": None, "bad_epochs": 0, "stopped": False}
+    if resume is not None:
+        with resume.as_directory() as d:
+            loaded = load_checkpoint(Path(d) / "model.pt")
+            model.load_state_dict(loaded.model.state_dict())
+            saved = torch.load(Path(d) / TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state.update(saved["state"])
+        if rank == 0:
+            print(f"resuming from the checkpoint of epoch {state['epoch']} (best val macro-F1 so far "
+                  f"{state['best_score']:.3f} at epoch {state['best_epoch']})", flush=True)
+            _append_history(cfg.run_dir, {"event": "resumed", "from_epoch": state["epoch"], "time": time.time()})
+    model = ray.train.torch.prepare_model(model)
+    net = model.module if hasattr(model, "module") else model
+    weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device) if cfg.class_weights else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    eval_loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng([tc.seed, rank, state["epoch"]])
+
+    if state["stopped"]:
+        if rank == 0:
+            print(f"run already stopped early at epoch {state['epoch']}; nothing to do", flush=True)
+        return
+
+    for epoch in range(state["epoch"] + 1, tc.epochs + 1):
+        def on_batch(i: int, _epoch: int = epoch) -> None:
+            f = cfg.fault
+            if f is not None and f.epoch == _epoch and f.rank == rank and i == f.after_batches:
+                marker = Path(f.marker)
+                if not marker.exists():
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(json.dumps({"epoch": _epoch, "rank": rank, "pid": os.getpid()}))
+                    print(f"fault injection: worker {rank} exits during epoch {_epoch}", flush=True)
+                    os._exit(1)
+
+        train_stats = run_epoch(
+            model, _iter_shard("train", tc.batch_size, True, tc.seed * 1000 + epoch), cfg.clip, norm, num_classes,
+            device=device, optimizer=optimizer, loss_fn=loss_fn, augment=tc.augment, rng=rng,
+            autocast_dtype=autocast_dtype, on_batch=on_batch,
+        )
+        scheduler.step()
+        val_stats = run_epoch(
+            net, _iter_shard("val", tc.batch_size, False, 0) if cfg.has_val else iter(()), cfg.clip, norm,
+            num_classes, device=device, loss_fn=eval_loss_fn, autocast_dtype=autocast_dtype,
+        )
+        c = num_classes * num_classes
+        summed = _allreduce(np.concatenate([
+            train_stats.confusion.ravel(), val_stats.confusion.ravel(),
+            [train_stats.loss_sum, train_stats.clips, val_stats.loss_sum, val_stats.clips],
+        ]).astype(np.float64))
+        seconds = float(_allreduce(np.array([train_stats.seconds]), op="max")[0])
+        train_cm = summed[:c].reshape(num_classes, num_classes).round().astype(np.int64)
+        val_cm = summed[c : 2 * c].reshape(num_classes, num_classes).round().astype(np.int64)
+        t_loss, t_n, v_loss, v_n = summed[2 * c :]
+        metrics: dict[str, Any] = {"epoch": epoch, **epoch_metrics("train", train_cm, t_loss, int(t_n), cfg.labels)}
+        if cfg.has_val and v_n > 0:
+            metrics.update(epoch_metrics("val", val_cm, v_loss, int(v_n), cfg.labels))
+        metrics["clips_per_s"] = t_n / seconds if seconds > 0 else 0.0
+        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+        score = metrics.get("val_macro_f1", metrics["train_macro_f1"])
+        metrics["score"] = score
+        improved = score > state["best_score"] + 1e-9
+        if improved:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        metrics["is_best"] = improved
+        stop = state["bad_epochs"] >= tc.early_stopping_patience
+        state.update(epoch=epoch, stopped=stop)
+
+        if rank == 0:
+            print(format_epoch(metrics, tc.epochs), flush=True)
+            _append_history(cfg.run_dir, {"event": "epoch", **metrics, "time": time.time()})
+            with tempfile.TemporaryDirectory() as tmp:
+                meta = CheckpointMeta(
+                    model_name=model_name, labels=list(cfg.labels), clip=cfg.clip, norm=norm,
+                    data_fingerprint=cfg.data_fingerprint,
+                    metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))},
+                    epoch=epoch, extra={"run": Path(cfg.run_dir).name, "world_size": world},
+                )
+                save_checkpoint(Path(tmp) / "model.pt", net.state_dict(), meta)
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": dict(state)},
+                           Path(tmp) / TRAIN_STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+        if stop:
+            if rank == 0:
+                print(f"early stopping: no better validation macro-F1 for {tc.early_stopping_patience} epochs "
+                      f"(best {state['best_score']:.3f} at epoch {state['best_epoch']})", flush=True)
+            break

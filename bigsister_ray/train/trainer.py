@@ -1,0 +1,267 @@
+"""``bigsister train``: Ray Train (TorchTrainer) over the shards of a prepared dataset.
+
+:func:`train` reads the prepared dataset's manifest (labels, ClipSpec, class counts, fingerprint), streams
+the train and validation shards with ``ray.data.read_parquet`` (each worker gets its own split through
+``ray.train.get_dataset_shard``: no worker, and not the driver, holds the dataset), and runs
+:func:`bigsister_ray.train.loop.train_loop_per_worker` on ``train.workers`` workers.
+
+The run lives in ``OUT`` (Ray's storage ``OUT.parent``, run name ``OUT.name``; with ``train.name`` set the
+run is ``OUT/<name>``). Starting a run whose folder already holds checkpoints resumes it at the next epoch;
+a worker that dies restarts from the last checkpoint (``train.max_failures`` times). After the run the best
+epoch by validation macro-F1 is copied to ``OUT/best/model.pt`` and calibrated on validation (temperature
+and per-class alert thresholds, :func:`bigsister_ray.train.evaluate.calibrate_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from bigsister_ray.config import Settings
+from bigsister_ray.errors import BigSisterError, DataError
+from bigsister_ray.train.loop import HISTORY_FILE, FaultInjection, LoopConfig, class_weights, train_loop_per_worker
+
+__all__ = ["TrainingError", "TrainResult", "train", "ensure_ray", "read_history", "shard_dataset", "BEST_DIR"]
+
+BEST_DIR = "best"
+SHARD_READ_COLUMNS = ("frames", "label_idx")
+SHARD_READ_ROWS = 32
+
+
+class TrainingError(BigSisterError):
+    """The Ray Train run failed (after using up ``train.max_failures`` restarts)."""
+
+
+class TrainResult(BaseModel):
+    """What a training run produced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    run_dir: Path
+    best_checkpoint: Path | None
+    best_epoch: int | None
+    best_metrics: dict[str, Any]
+    last_epoch: int
+    epochs_this_call: int
+    resumed_from_epoch: int | None
+    stopped_early: bool
+    calibration: dict[str, Any] | None
+    wall_s: float
+
+    def __str__(self) -> str:
+        m = self.best_metrics
+        score = ", ".join(f"{k} {m[k]:.3f}" for k in ("val_accuracy", "val_macro_f1", "train_accuracy") if k in m)
+        lines = [
+            f"run {self.name}: {self.epochs_this_call} epochs in {self.wall_s:.1f} s (last epoch {self.last_epoch}"
+            + (f", resumed from epoch {self.resumed_from_epoch}" if self.resumed_from_epoch is not None else "")
+            + (", stopped early" if self.stopped_early else "") + ")",
+            f"best: epoch {self.best_epoch} ({score}) -> {self.best_checkpoint}",
+        ]
+        if self.calibration:
+            lines.append(f"calibration on validation: temperature {self.calibration.get('temperature', 1.0):.3f}, "
+                         f"thresholds {self.calibration.get('thresholds', {})}")
+        return "\n".join(lines)
+
+
+def ensure_ray(settings: Settings) -> None:
+    """Connect to ``ray.address`` or start a local Ray, unless this process is already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"namespace": settings.ray.namespace, "include_dashboard": False}
+    if settings.ray.address:
+        ray.init(address=settings.ray.address, **kwargs)
+    else:
+        # "local": always a fresh local Ray, never a stray `ray start` cluster found on this machine.
+        ray.init(address="local", num_cpus=settings.ray.num_cpus, **kwargs)
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's ``history.jsonl`` (epochs and resume events, in order); [] when absent."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{n}: not JSON ({err.msg}); the file was cut short, delete that line") from err
+    return out
+
+
+def _read_shards(batch: Any) -> Iterator[Any]:
+    """Ray Data UDF: a batch of shard paths -> pyarrow tables of (frames, label_idx), one row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in batch.column("path").to_pylist():
+        try:
+            pf = pq.ParquetFile(path)
+        except OSError as err:
+            raise DataError(f"{path}: cannot read shard ({err}); run `bigsister prepare` again") from err
+        for rb in pf.iter_batches(batch_size=SHARD_READ_ROWS, columns=list(SHARD_READ_COLUMNS)):
+            yield pa.Table.from_batches([rb])
+
+
+def shard_dataset(paths: list[str], data_cpus: float, shuffle: bool, max_tasks: int = 2) -> Any:
+    """A Ray Data dataset of ``frames`` and ``label_idx`` streamed from prepared shards.
+
+    Built from the list of shard paths (one block per shard) and a reading map task that reserves only
+    ``data_cpus`` (default 0), at most ``max_tasks`` at once: Ray Data leaves the training workers' CPUs out of
+    its budget, so with two workers on a two-core machine any read that asks for CPU is never scheduled
+    (``read_parquet`` also first runs a file-listing task that asks for a whole CPU).
+    ``shuffle`` randomises the shard order of every epoch; the workers add a local shuffle buffer.
+    """
+    import ray.data
+
+    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
+    if shuffle:
+        ds = ds.randomize_block_order()
+    ds = ds.map_batches(_read_shards, batch_size=1, batch_format="pyarrow", num_cpus=data_cpus, concurrency=max_tasks)
+    ds.context.enable_progress_bars = False  # one log line per epoch from the loop instead
+    return ds
+
+
+def _run_location(out: Path, settings: Settings) -> tuple[Path, str]:
+    out = out.expanduser().resolve()
+    if settings.train.name:
+        return out, settings.train.name
+    return out.parent, out.name
+
+
+def train(data: Path, out: Path, settings: Settings, *, fault: FaultInjection | None = None) -> TrainResult:
+    """Train ``settings.model.name`` on the prepared dataset ``data``; the run folder is ``out``.
+
+    ``fault`` is a test hook that kills one worker once (see :class:`~bigsister_ray.train.loop.FaultInjection`).
+    Raises :class:`ConfigError` when the model cannot take the dataset's clips, :class:`DataError` when the
+    dataset has no training shards, :class:`TrainingError` when the run fails for good.
+    """
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from bigsister_ray.data.prepared import read_manifest
+    from bigsister_ray.models import get_model_spec
+
+    t0 = time.perf_counter()
+    data = Path(data).expanduser().resolve()
+    manifest = read_manifest(data)
+    tc = settings.train
+    spec = get_model_spec(settings.model.name)
+    spec.check_clip(manifest.clip)
+    train_paths = manifest.shard_paths(data, "train")
+    val_paths = manifest.shard_paths(data, "val")
+    if not train_paths:
+        raise DataError(f"{data}: the manifest lists no train shards (counts: {manifest.counts}); "
+                        "prepare a dataset whose split fractions give the train split some groups")
+    missing = [p for p in train_paths + val_paths if not Path(p).exists()]
+    if missing:
+        raise DataError(f"{data}: {len(missing)} shard(s) in the manifest are missing, e.g. {missing[0]}; run `bigsister prepare` again")
+    if tc.workers * tc.batch_size > sum(manifest.counts.get("train", {}).values() or [0]) and manifest.counts.get("train"):
+        print(f"warning: {tc.workers} workers x batch {tc.batch_size} exceeds the {sum(manifest.counts['train'].values())} "
+              "training clips: each worker gets less than one batch per epoch", flush=True)
+    if not val_paths:
+        print("warning: no validation shards: the best checkpoint is chosen by training macro-F1 and is not calibrated", flush=True)
+
+    storage, name = _run_location(Path(out), settings)
+    run_dir = storage / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history_before = read_history(run_dir)
+    last_before = max((h["epoch"] for h in history_before if h.get("event") == "epoch"), default=0)
+
+    ensure_ray(settings)
+    datasets = {"train": shard_dataset(train_paths, tc.data_cpus, shuffle=True, max_tasks=tc.data_read_tasks)}
+    if val_paths:
+        datasets["val"] = shard_dataset(val_paths, tc.data_cpus, shuffle=False, max_tasks=tc.data_read_tasks)
+
+    weights = None
+    if tc.balance == "weighted_loss":
+        weights = class_weights(manifest.counts.get("train", {}), manifest.labels)
+    loop_cfg = LoopConfig(
+        settings=settings.model_dump(mode="json"),
+        labels=list(manifest.labels),
+        clip=manifest.clip,
+        data_fingerprint=manifest.fingerprint,
+        class_weights=weights,
+        has_val=bool(val_paths),
+        run_dir=str(run_dir),
+        fault=fault,
+    )
+    resources = {"CPU": tc.cpus_per_worker, **tc.worker_resources}
+    if tc.use_gpu:
+        resources["GPU"] = 1.0
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_cfg.model_dump(mode="json"),
+        scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu, resources_per_worker=resources,
+                                              placement_strategy=tc.placement_strategy),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=tc.checkpoints_to_keep,
+                checkpoint_score_attribute="score",
+                checkpoint_score_order="max",
+            ),
+        ),
+        datasets=datasets,
+    )
+    print(f"training {settings.model.name} on {data} ({', '.join(f'{k}: {sum(v.values())}' for k, v in manifest.counts.items())} clips, "
+          f"labels {manifest.labels}) with {tc.workers} worker(s) -> {run_dir}", flush=True)
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise TrainingError(f"training run {name} in {run_dir} failed: {err}") from err
+    if result.error is not None:
+        raise TrainingError(f"training run {name} in {run_dir} failed: {result.error}") from result.error
+
+    history = read_history(run_dir)
+    new = history[len(history_before):]
+    epochs_new = [h for h in new if h.get("event") == "epoch"]
+    resumed = [h for h in new if h.get("event") == "resumed"]
+    all_epochs = [h for h in history if h.get("event") == "epoch"]
+    last_epoch = max((h["epoch"] for h in all_epochs), default=last_before)
+
+    best_ckpt, best_metrics = None, {}
+    candidates = [(c, m) for c, m in (result.best_checkpoints or []) if c is not None and "score" in m]
+    if candidates:
+        best_ckpt, best_metrics = max(candidates, key=lambda cm: (cm[1]["score"], -cm[1]["epoch"]))
+    best_path: Path | None = None
+    calibration = None
+    if best_ckpt is not None:
+        best_dir = Path(out).expanduser().resolve() / BEST_DIR
+        best_dir.mkdir(parents=True, exist_ok=True)
+        best_path = best_dir / "model.pt"
+        with best_ckpt.as_directory() as d:
+            shutil.copyfile(Path(d) / "model.pt", best_path.with_suffix(".pt.tmp"))
+        best_path.with_suffix(".pt.tmp").replace(best_path)
+        if val_paths:
+            from bigsister_ray.train.evaluate import calibrate_checkpoint
+
+            calibration = calibrate_checkpoint(best_path, data, settings)
+    stopped = bool(all_epochs) and last_epoch < tc.epochs and not any(h.get("event") == "fault" for h in new)
+    res = TrainResult(
+        name=name,
+        run_dir=run_dir,
+        best_checkpoint=best_path,
+        best_epoch=int(best_metrics["epoch"]) if best_metrics else None,
+        best_metrics={k: v for k, v in best_metrics.items() if isinstance(v, (int, float))},
+        last_epoch=int(last_epoch),
+        epochs_this_call=len(epochs_new),
+        resumed_from_epoch=int(resumed[0]["from_epoch"]) if resumed else None,
+        stopped_early=stopped,
+        calibration=calibration,
+        wall_s=time.perf_counter() - t0,
+    )
+    (run_dir / "result.json").write_text(res.model_dump_json(indent=2))
+    return res
