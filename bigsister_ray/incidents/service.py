@@ -197,7 +197,8 @@ class IncidentService:
             wait = max(1.0, 60.0 / self.alerts.max_messages_per_minute)
             self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, count_attempt=False,
                               reason=f"deferred: {self.alerts.max_messages_per_minute} messages per minute reached on {self.notifier_key}",
-                              next_attempt_at=now + timedelta(seconds=wait), now=now)
+                              next_attempt_at=now + timedelta(seconds=wait), now=now,
+                              hold_as=INTERRUPTED if interrupted else None)
             return False
         alert = IncidentAlert.from_row(row, self.public_url)
         attempts = (row.alert_attempts if kind == "alert" else row.close_attempts) + 1
@@ -231,11 +232,11 @@ class IncidentService:
                 self.store.finish(kind, incident_id, self.owner, status=AlertStatus.failed, reason=f"{err.reason}: {err}")
                 log.error("incident %s: %s failed for good: %s", incident_id, kind, err)
             return True
-        except Exception as err:  # a bug in a notifier: keep the alert pending and say so loudly
+        except Exception as err:  # a bug in a notifier: keep the alert pending (checked before resending), say so loudly
             log.exception("incident %s: notifier %s raised unexpectedly", incident_id, self.notifier.name)
             self._record_failure(AlertDeliveryError(str(err), retryable=True, reason=type(err).__name__), incident_id)
             self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, reason=f"{type(err).__name__}: {err}",
-                              next_attempt_at=self._clock() + timedelta(seconds=self._backoff(attempts, None)))
+                              next_attempt_at=self._clock() + timedelta(seconds=self._backoff(attempts, None)), hold_as=INTERRUPTED)
             return True
         ok = self.store.finish(kind, incident_id, self.owner, status=AlertStatus.sent, reason=delivery.note,
                                channel=delivery.channel, ts=delivery.ts, notifier=self.notifier_key, now=self._clock())
