@@ -166,7 +166,7 @@ def test_refused_stream_urls_say_why(app):
         r = c.post("/streams", json={"url": url, "name": "bad"})
         assert r.status_code == 400, (url, r.text)
         assert why in r.json()["detail"], (url, r.json())
-    assert r.json()["detail"] and "streams" not in c.get("/streams").json() or c.get("/streams").json()["streams"] == []
+    assert not [st for st in c.get("/streams").json()["streams"] if st["name"] == "bad"], "a refused URL was registered"
 
 
 def test_ten_file_streams_progress_and_delete_frees_them(app):
@@ -233,3 +233,22 @@ def test_unreachable_camera_backs_off_and_leaves_other_streams_alone(app):
     assert httpx.get(app["base"] + "/readyz").status_code == 200
     for sid in (dead_id, ok_id):
         assert c.delete(f"/streams/{sid}").status_code == 204
+
+
+def test_prometheus_metrics_are_exported(app):
+    """After the tests above, the graph's metrics are on the node's Prometheus endpoint (Ray exports them)."""
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    wanted = {"ray_bigsister_frames_decoded_total", "ray_bigsister_windows_classified_total",
+              "ray_bigsister_classifier_batch_size_bucket", "ray_bigsister_inference_seconds_bucket",
+              "ray_bigsister_frame_to_score_seconds_bucket", "ray_bigsister_streams"}
+
+    def exported():
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        names = {line.split("{")[0] for line in text.splitlines() if line.startswith("ray_bigsister_")}
+        return wanted <= names and names
+
+    names = wait_for(exported, 60, 2.0, f"metrics {sorted(wanted)} on the Ray metrics endpoint")
+    assert any(f'application="{APP}"' in line for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
+               if line.startswith("ray_bigsister_windows_classified_total")), sorted(names)

@@ -38,5 +38,11 @@ async def readyz(ctx: ServeContext = Depends(get_ctx)):
     db_ok = await asyncio.to_thread(ctx.store.ping)
     if not db_ok:
         detail["database"] = f"database {ctx.store.safe_url} does not answer"
+    try:  # alert delivery problems are reported here; they do not make the service unready
+        alerts = await asyncio.wait_for(ctx.alert_manager.health.remote(), timeout=5.0)
+        if not alerts.get("ok", True):
+            detail["alerts"] = str({k: v for k, v in alerts.items() if k != "ok"})[:500]
+    except Exception as err:  # reported in the detail, not hidden; readiness is the model and the database
+        detail["alerts"] = f"the AlertManager is unavailable: {type(err).__name__}: {str(err)[:300]}"
     body = Readiness(ready=model_ok and db_ok, model_loaded=model_ok, database=db_ok, detail=detail)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
