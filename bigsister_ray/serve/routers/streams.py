@@ -59,7 +59,13 @@ async def register_stream(body: StreamRegister, ctx: ServeContext = Depends(get_
         ctx.store.add_stream,
         StreamCreate(name=body.name, url=body.url, location=body.location, options={"realtime": body.realtime}),
     )
-    status = await ctx.decoder.start_stream.remote(rec.id, body.url, body.realtime)
+    try:
+        status = await ctx.decoder.start_stream.remote(rec.id, body.url, body.realtime)
+    except Exception as err:  # the registration is undone so that a restart does not resume a stream that never ran
+        await asyncio.to_thread(ctx.store.delete_stream, rec.id)
+        log.error("stream %s (%s) stored but not started; registration removed: %s", rec.id, rec.url, err)
+        raise HTTPException(status_code=502, detail=f"the Decoder could not start stream {rec.url}: "
+                                                    f"{type(err).__name__}: {str(err)[-300:]}") from err
     return stream_out(rec, status)
 
 
