@@ -21,7 +21,7 @@ def planted(tmp_path_factory):
     """6 good videos (fight x3 in 2-3 takes, drunken x3) plus: an event covering the whole video, a header
     frame count of 0, an XML without its video, an unreadable XML."""
     root = tmp_path_factory.mktemp("aihub")
-    summary = synthesize(root, videos=6, seconds=3.0, seed=2, labels=["fight", "drunken"])
+    summary = synthesize(root, videos=6, seconds=3.0, seed=2, labels=["fight", "drunken"], size=(64, 48))
     wide = summary.videos[0].xml
     tree = ET.parse(wide)
     tree.find("event/starttime").text = "00:00:00.0"
@@ -66,7 +66,7 @@ def test_report_has_every_plot_and_the_planted_warnings(planted, tmp_path):
 
 def test_a_clean_dataset_says_so(tmp_path):
     root = tmp_path / "clean"
-    synthesize(root, videos=18, seconds=3.0, seed=4, labels=["fight", "drunken"])
+    synthesize(root, videos=6, seconds=3.0, seed=4, labels=["fight", "drunken"], size=(64, 48))
     settings = Settings(task={"labels": ["fight", "drunken", "normal"]}, data={"split": (0.34, 0.33, 0.33)})
     result = run_eda("aihub", root, tmp_path / "eda", settings)
     text = "\n".join(result.warnings)
@@ -81,9 +81,9 @@ def test_plots_of_nothing_are_still_readable(tmp_path):
 
 def test_cli_synth_then_eda(tmp_path):
     runner = CliRunner()
-    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "s"), "--videos", "5", "--seconds", "2", "--seed", "1"])
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "s"), "--videos", "2", "--seconds", "2", "--seed", "1"])
     assert res.exit_code == 0, res.output
-    assert "5 videos" in res.output and "01.폭행(assult)" in res.output
+    assert "2 videos" in res.output and "01.폭행(assult)" in res.output
     res = runner.invoke(app, ["eda", "--source", "aihub", "--root", str(tmp_path / "s"), "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e" / "report.md").is_file() and "EDA report" in res.output

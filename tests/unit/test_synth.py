@@ -34,7 +34,7 @@ def _paths(el: ET.Element, prefix: str = "") -> set[str]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> SynthSummary:
     out = tmp_path_factory.mktemp("synth")
-    return synthesize(out, videos=11, seconds=4.0, seed=3, labels=["fight", "trespass", "drunken"])
+    return synthesize(out, videos=11, seconds=4.0, seed=3, labels=["fight", "trespass", "drunken"], size=(96, 72))
 
 
 def test_layout_is_aihub(dataset):
@@ -88,7 +88,7 @@ def test_xml_tags_and_values(dataset):
         root = ET.fromstring(raw)
         assert root.findtext("folder") == v.label
         assert root.findtext("filename") == v.mp4.name
-        assert (int(root.findtext("size/width")), int(root.findtext("size/height"))) == (160, 120)
+        assert (int(root.findtext("size/width")), int(root.findtext("size/height"))) == (96, 72)
         frames = int(root.findtext("header/frames"))
         fps = float(root.findtext("header/fps"))
         assert frames == v.frames == 60 and fps == 15
@@ -118,9 +118,9 @@ def test_span_leaves_room_for_normal_negatives(dataset):
 def test_same_seed_same_bytes_and_frames(tmp_path):
     import decord
 
-    a = synthesize(tmp_path / "a", videos=2, seconds=3.0, seed=5, labels=["assault"])
-    b = synthesize(tmp_path / "b", videos=2, seconds=3.0, seed=5, labels=["assault"])
-    c = synthesize(tmp_path / "c", videos=2, seconds=3.0, seed=6, labels=["assault"])
+    a = synthesize(tmp_path / "a", videos=2, seconds=3.0, seed=5, labels=["assault"], size=(96, 72))
+    b = synthesize(tmp_path / "b", videos=2, seconds=3.0, seed=5, labels=["assault"], size=(96, 72))
+    c = synthesize(tmp_path / "c", videos=2, seconds=3.0, seed=6, labels=["assault"], size=(96, 72))
     for va, vb in zip(a.videos, b.videos):
         assert va.xml.relative_to(a.out) == vb.xml.relative_to(b.out)
         assert va.xml.read_bytes() == vb.xml.read_bytes()
@@ -135,7 +135,7 @@ def test_same_seed_same_bytes_and_frames(tmp_path):
 
 def test_default_labels_come_from_the_task(tmp_path):
     settings = Settings(task={"labels": ["normal", "swoon", "kidnap"]})
-    summary = synthesize(tmp_path, videos=2, seconds=2.0, seed=0, settings=settings)
+    summary = synthesize(tmp_path, videos=2, seconds=2.0, seed=0, settings=settings, size=(64, 48))
     assert summary.counts == {"kidnap": 1, "swoon": 1}
     assert (tmp_path / "05.실신(swoon)").is_dir() and (tmp_path / "11.납치(kidnap)").is_dir()
 
