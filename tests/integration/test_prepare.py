@@ -134,3 +134,26 @@ def test_prepare_fight_surv_writes_all_200_clips(ray_session, tmp_path):
     assert sum(s.clips for s in manifest.shards) == 200
     assert sum(n for split in manifest.counts.values() for n in split.values()) == 200
     assert (tmp_path / "F" / "errors.jsonl").read_text() == ""
+
+
+def test_cli_prepare_folders_and_clear_error_for_a_missing_root(ray_session, tmp_path):
+    from typer.testing import CliRunner
+
+    from bigsister_ray.cli import app
+
+    make_mp4(tmp_path / "data" / "fight" / "a.mp4", frames=15, fps=10)
+    make_mp4(tmp_path / "data" / "noFight" / "b.mp4", frames=25, fps=12)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("clip: {frames: 8, fps: 4.0, size: 32, stride: 4}\ndata: {split: [1.0, 0.0, 0.0]}\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["prepare", "--source", "folders", "--root", str(tmp_path / "data"),
+                                 "--out", str(tmp_path / "out"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "clips written 2, clips failed 0" in result.output
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest.counts == {"train": {"fight": 1, "normal": 1}}
+
+    missing = runner.invoke(app, ["prepare", "--source", "folders", "--root", str(tmp_path / "nope"),
+                                  "--out", str(tmp_path / "out2")])
+    assert missing.exit_code == 2
+    assert "nope does not exist" in missing.output
