@@ -174,37 +174,52 @@ def test_ray_cli_needs_ray_auth_mode_token(head):
 
 
 @pytest.fixture(scope="module")
-def trained(head, client, settings_file) -> tuple[Path, str]:
-    """The synthetic prepare job, then a one-epoch training job; (checkpoint, training log)."""
+def prepared(head, client, settings_file) -> Path:
+    """`bigsister synth` and jobs/prepare.py in one job, as a user would submit them."""
     from ray.job_submission import JobStatus
 
     _need("jobs/prepare.py")
-    _need("jobs/train.py")
-    data, prepared, run = head.work / "aihub", head.work / "prepared", head.work / "runs" / "job"
+    data, out = head.work / "aihub", head.work / "prepared"
     status, logs = _run(client, (
         f"bigsister synth --out {data} --videos 6 --seconds 4 --config {settings_file} && "
-        f"python jobs/prepare.py --source aihub --root {data} --out {prepared} --config {settings_file}"))
+        f"python jobs/prepare.py --source aihub --root {data} --out {out} --config {settings_file}"))
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
-    assert (prepared / "manifest.json").exists(), logs[-3000:]
+    return out
 
+
+@pytest.fixture(scope="module")
+def trained(head, client, settings_file, prepared) -> Path:
+    """A one-epoch training job on the prepared dataset; the checkpoint it wrote."""
+    from ray.job_submission import JobStatus
+
+    _need("jobs/train.py")
+    run = head.work / "runs" / "job"
     status, logs = _run(client, f"python jobs/train.py --data {prepared} --out {run} --epochs 1 --config {settings_file}")
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
     checkpoints = sorted(run.rglob("model.pt"))
     assert checkpoints, f"no model.pt under {run}; job log:\n{logs[-3000:]}"
-    return checkpoints[0], logs
+    return checkpoints[0]
 
 
-def test_prepare_and_train_jobs_succeed_and_write_a_checkpoint(trained):
+def test_prepare_job_succeeds(prepared):
+    from bigsister_ray.data.prepared import read_manifest
+
+    manifest = read_manifest(prepared)
+    assert manifest.clips_written > 0 and manifest.shards
+    assert manifest.labels == ["normal", "fight", "assault"]
+    assert all((prepared / s.path).exists() for s in manifest.shards)
+
+
+def test_train_job_succeeds_and_writes_a_checkpoint(trained):
     from bigsister_ray.models.checkpoint import read_checkpoint_meta
 
-    checkpoint, _ = trained
-    meta = read_checkpoint_meta(checkpoint)
+    meta = read_checkpoint_meta(trained)
     assert meta.model_name == "tiny3d" and meta.labels == ["normal", "fight", "assault"]
 
 
 def test_serve_deploy_of_serve_config_brings_the_app_up(head, trained):
     """`serve deploy deploy/serve_config.yaml` against this head (checkpoint, port and state paths adapted)."""
-    checkpoint, _ = trained
+    checkpoint = trained
     config = yaml.safe_load((REPO / "deploy" / "serve_config.yaml").read_text())
     port = _free_port()
     config["http_options"]["port"] = port
