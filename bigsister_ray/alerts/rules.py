@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from bigsister_ray.config import AlertRule, AlertsConfig, format_validation_error
 from bigsister_ray.errors import ConfigError
-from bigsister_ray.labels import NORMAL
+from bigsister_ray.labels import ALL_LABELS, NORMAL
 
 __all__ = [
     "WindowScore",
@@ -143,6 +143,13 @@ def _score(scores: Mapping[str, float], label: str) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+def _check_classes(keys, where: str) -> None:
+    """A rule for a class that does not exist is a typo: say so instead of silently never applying it."""
+    for key in keys:
+        if key != "*" and key not in ALL_LABELS:
+            raise ConfigError(f"{where}.{key}: unknown class {key!r}, expected one of {', '.join(ALL_LABELS)} (or '*')")
+
+
 def _thin(timeline: list[tuple[float, float]]) -> list[tuple[float, float]]:
     if len(timeline) <= MAX_TIMELINE_POINTS:
         return timeline
@@ -169,6 +176,8 @@ class RuleEngine:
         if not self.labels:
             raise ValueError(f"alert rules need at least one abnormal class, got labels {list(labels)}")
         self.alerts = alerts
+        _check_classes(alerts.per_class, "alerts.per_class")
+        _check_classes(alerts.severity, "alerts.severity")
         self.thresholds = dict(thresholds or {})
         for label, value in self.thresholds.items():
             if not (0.0 < float(value) <= 1.0):
@@ -348,6 +357,7 @@ def overrides_from_options(options: Mapping[str, object] | None, where: str = "s
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: alerts must map a class (or '*') to a rule, got {type(raw).__name__}")
+    _check_classes(raw, f"{where}: alerts")
     out: dict[str, AlertRule] = {}
     for label, rule in raw.items():
         try:

@@ -196,3 +196,12 @@ def test_overrides_from_stream_options():
         overrides_from_options({"alerts": {"fight": {"k": 0}}})
     with pytest.raises(ConfigError, match="must map a class"):
         overrides_from_options({"alerts": [1, 2]})
+    with pytest.raises(ConfigError, match="unknown class 'figth'"):
+        overrides_from_options({"alerts": {"figth": {"k": 1, "n": 1}}})
+
+
+def test_rules_for_unknown_classes_are_config_errors():
+    with pytest.raises(ConfigError, match="alerts.per_class.figth: unknown class"):
+        RuleEngine(LABELS, AlertsConfig(per_class={"figth": AlertRule()}))
+    # a real class the model does not have is fine (the config may serve several checkpoints)
+    RuleEngine(LABELS, AlertsConfig(per_class={"kidnap": AlertRule()}))
