@@ -227,3 +227,44 @@ def test_duplicated_sessions_are_byte_identical_and_deduplicated_by_the_index(tm
     report = build_index_report(records, Settings())
     assert len(report.duplicates) == len(list(twin.glob("*.mp4")))
     assert report.videos == 3
+
+
+def _motion_features(frames: np.ndarray) -> np.ndarray:
+    """Eight hand-made motion statistics of a clip: how much moves, how jerkily, how spread out, where."""
+    g = frames.astype(np.float32).mean(axis=-1)
+    d = np.abs(np.diff(g, axis=0)) > 12
+    energy = d.mean(axis=(1, 2))
+    h, w = g.shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w]
+    tot = d.sum(axis=(1, 2)) + 1e-6
+    cy = (d * ys).sum(axis=(1, 2)) / tot / h
+    cx = (d * xs).sum(axis=(1, 2)) / tot / w
+    sx = np.sqrt(np.maximum((d * xs ** 2).sum(axis=(1, 2)) / tot / w ** 2 - cx ** 2, 0))
+    sy = np.sqrt(np.maximum((d * ys ** 2).sum(axis=(1, 2)) / tot / h ** 2 - cy ** 2, 0))
+    jerk = np.abs(np.diff(energy)).mean() / (energy.mean() + 1e-6)
+    return np.array([energy.mean(), energy.std(), sx.mean(), sy.mean(), np.ptp(cy), np.ptp(cx), jerk, cy.mean()])
+
+
+def test_classes_are_separable_by_simple_motion_statistics():
+    """Learnability, cheaply: 2 s clips at 8 fps (the default ClipSpec's timing) of the five default classes
+    and normal, nearest-centroid on eight motion statistics, leave-one-seed-out. Chance is 1/6; measured 0.94 when written."""
+    labels = ["fight", "assault", "datefight", "drunken", "trespass", "normal"]
+    feats, ys, seeds = [], [], []
+    for seed in range(4):
+        for label in labels:
+            frames = np.stack(list(render_frames(label, 8.0, 8.0, (96, 72), seed=seed, abnormal_span=(3.0, 6.0))))
+            windows = [(8, 24), (40, 56)] if label == "normal" else [(24, 40), (28, 44)]
+            for a, b in windows:
+                feats.append(_motion_features(frames[a:b]))
+                ys.append(label)
+                seeds.append(seed)
+    x, y, s = np.array(feats), np.array(ys), np.array(seeds)
+    z = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    correct = 0
+    for held in range(4):
+        train, test = s != held, s == held
+        centroids = {lab: z[train & (y == lab)].mean(0) for lab in labels}
+        for zi, yi in zip(z[test], y[test]):
+            correct += min(labels, key=lambda lab: float(np.sum((zi - centroids[lab]) ** 2))) == yi
+    accuracy = correct / len(y)
+    assert accuracy >= 0.75, f"nearest-centroid accuracy {accuracy:.2f} over {len(y)} clips (chance 0.17)"
