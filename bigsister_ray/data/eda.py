@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from bigsister_ray.data.prepared import SPLITS
 from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ __all__ = [
     "plot_clips_per_group",
 ]
 
-SPLITS = ("train", "val", "test")
 SPLIT_COLORS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 _KIND_COLORS = {"event": "#C44E52", "action": "#4C72B0"}
 

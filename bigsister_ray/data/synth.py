@@ -266,10 +266,6 @@ def _walk_outside(actor: _Actor, plan_n: int, fps: float, a: int, b: int, start:
     _walk(actor, np.arange(b, plan_n), fps, b, end, vel_out, box_out)
 
 
-def _in_box(p: np.ndarray, box=_WALK_BOX, margin: float = 0.0) -> np.ndarray:
-    return np.array([min(max(p[0], box[0] + margin), box[1] - margin), min(max(p[1], box[2] + margin), box[3] - margin)])
-
-
 def _set_span(actor: _Actor, idx: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
     actor.x[idx] = np.clip(x, _WALK_BOX[0], _WALK_BOX[1])
     actor.y[idx] = y
@@ -960,8 +956,7 @@ def synthesize(out: Path, videos: int = 24, seconds: float = 12.0, seed: int = 0
             season = _SEASONS[int(rng.integers(0, 4))]
             weather = "SUNNY" if zip_kind != "outsidedoor" else str(rng.choice(["SUNNY", "CLOUDY", "RAINY"]))
             start_s, end_s = _span_for(float(seconds), rng)
-            span = _span_frames((start_s, end_s), n, fps)
-            assert span is not None
+            span = _span_frames((start_s, end_s), n, fps) or (0, n)  # never None for a given span
             plan = _choreograph(label, n, fps, span, rng)
             _finish_poses(plan)
             a_s, b_s = span[0] / fps, span[1] / fps
