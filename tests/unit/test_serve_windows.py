@@ -116,3 +116,18 @@ def test_build_app_without_a_checkpoint_says_how_to_set_one():
 
     with pytest.raises(ConfigError, match="--checkpoint"):
         build_app({})
+
+
+def test_public_surface_of_the_serve_package():
+    import importlib
+    import sys
+
+    import bigsister_ray.serve as serve_pkg
+
+    assert sorted(serve_pkg.__all__) == ["AppArgs", "build_app", "deployment_options", "detect_file", "run_serve"]
+    for name in serve_pkg.__all__:
+        assert callable(getattr(serve_pkg, name)), name
+    for mod in ("alert_manager", "api", "app", "classifier", "context", "decoder", "detect", "ingress", "metrics",
+                "schemas", "sinks", "windower", "routers"):
+        module = importlib.import_module(f"bigsister_ray.serve.{mod}")
+        assert module.__all__ and all(hasattr(module, n) for n in module.__all__), mod
