@@ -120,7 +120,6 @@ def test_build_app_without_a_checkpoint_says_how_to_set_one():
 
 def test_public_surface_of_the_serve_package():
     import importlib
-    import sys
 
     import bigsister_ray.serve as serve_pkg
 
