@@ -179,8 +179,11 @@ class Decoder:
         with self._lock:
             runners = list(self._runners.values())
             self._runners.clear()
+        for r in runners:  # signal every runner first, then wait: shutdown takes one timeout, not one per stream
+            r.stop(0.0)
+        deadline = time.monotonic() + 10.0
         for r in runners:
-            r.stop(5.0)
+            r.stop(max(0.0, deadline - time.monotonic()))
 
     def __del__(self) -> None:
         self.shutdown()
