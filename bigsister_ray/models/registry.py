@@ -21,6 +21,7 @@ tiny3d          KINETICS_NORM      1           32        small X3D-style CNN for
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,13 +123,27 @@ def _tiny3d(num_classes: int, dropout: float) -> nn.Module:
 
 
 _REGISTRY: dict[str, tuple[ModelSpec, Builder]] = {}
+_LOCK = threading.RLock()  # Serve replicas and Ray Train workers may look models up from several threads
 
 
 def register_model(spec: ModelSpec, builder: Builder, *, replace: bool = False) -> None:
     """Add a model to the registry (``replace`` to overwrite an existing name)."""
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"model {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = (spec, builder)
+    with _LOCK:
+        _ensure_builtins()
+        if spec.name in _REGISTRY and not replace:
+            raise ValueError(f"model {spec.name!r} is already registered")
+        _REGISTRY[spec.name] = (spec, builder)
+
+
+_BUILTINS_DONE = False
+
+
+def _ensure_builtins() -> None:
+    global _BUILTINS_DONE
+    with _LOCK:
+        if not _BUILTINS_DONE:
+            _BUILTINS_DONE = True
+            _register_builtins()
 
 
 def _register_builtins() -> None:
@@ -153,8 +168,7 @@ def _register_builtins() -> None:
 
 
 def _entry(name: str) -> tuple[ModelSpec, Builder]:
-    if not _REGISTRY:
-        _register_builtins()
+    _ensure_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -163,8 +177,7 @@ def _entry(name: str) -> tuple[ModelSpec, Builder]:
 
 def list_models() -> list[str]:
     """Registered model names, sorted."""
-    if not _REGISTRY:
-        _register_builtins()
+    _ensure_builtins()
     return sorted(_REGISTRY)
 
 

@@ -206,3 +206,15 @@ def test_i3d_checkpoint_with_the_laptop_clip(tmp_path):
     assert loaded.meta.norm == I3D_NORM
     clips = np.zeros((1, 16, 112, 112, 3), np.uint8)
     assert predict_proba(loaded.model, clips, loaded.meta).shape == (1, 2)
+
+
+def test_our_checkpoint_can_start_a_new_run_with_other_labels(tmp_path):
+    """model.weights may point at one of our checkpoints: the body is kept, the head resized for the new labels."""
+    model = _trained_ish_model()
+    path = save_checkpoint(tmp_path, model, _meta())
+    finetune = build_model("tiny3d", 5, weights=str(path))
+    assert finetune.head.fc.weight.shape == (5, 256)
+    theirs = model.state_dict()
+    for k, v in finetune.state_dict().items():
+        if not k.startswith("head.fc."):
+            assert torch.equal(v, theirs[k]), k

@@ -154,3 +154,19 @@ def test_tiny3d_learns_motion():
     with torch.no_grad():
         acc = (model(xv).argmax(1) == yv).float().mean().item()
     assert acc >= 0.9, f"held-out accuracy {acc:.2f} (chance is 0.33)"
+
+
+def test_register_model_adds_and_refuses_duplicates():
+    from bigsister_ray.models import registry
+
+    spec = get_model_spec("tiny3d").model_copy(update={"name": "tiny3d_narrow"})
+    builder = lambda n, p: models.Tiny3D(n, p, widths=(8, 16, 32, 48))  # noqa: E731
+    registry.register_model(spec, builder)
+    try:
+        assert "tiny3d_narrow" in list_models()
+        assert build_model("tiny3d_narrow", 2).head.fc.in_features == 256
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register_model(spec, builder)
+    finally:
+        registry._REGISTRY.pop("tiny3d_narrow", None)
+    assert list_models() == ALL
