@@ -326,6 +326,8 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
         for stale in split_dir.glob("shard-*.parquet"):
             if f"shards/{split_dir.name}/{stale.name}" not in planned_paths:
                 stale.unlink()  # left by a run over a different index: not part of this dataset
+        for partial in split_dir.glob(".shard-*.tmp"):
+            partial.unlink()  # a task killed mid-write (its shard is pending, so it is redone)
     resumed = len(plans) - len(pending)
     if resumed:
         say(f"[prepare] resuming: {resumed} of {len(plans)} shards already done")
