@@ -109,7 +109,6 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float, codec:
     rate = _rate(fps)
     codec = available_codec(codec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
     try:
         with av.open(str(path), mode="w", format="mp4") as container:
             stream = None
@@ -127,10 +126,10 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float, codec:
                         if deterministic:
                             options["x264-params"] = "no-asm=1"
                         stream.codec_context.options = options
-                    else:
-                        stream.codec_context.qscale = max(1, min(31, crf // 5))
-                        stream.codec_context.bit_rate = 0
-                        stream.codec_context.options = {"qscale": str(max(1, min(31, crf // 5)))}
+                    else:  # a fixed quantiser, 2 (best) to 31, from crf: qmin = qmax under a bit rate never reached
+                        q = str(max(2, min(31, round(crf / 5))))
+                        stream.codec_context.bit_rate = 100_000_000
+                        stream.codec_context.options = {"qmin": q, "qmax": q}
                 elif (arr.shape[1], arr.shape[0]) != (stream.width, stream.height):
                     raise ValueError(
                         f"{path}: frame {i}: expected {stream.width} x {stream.height} like the first frame, "
@@ -141,7 +140,6 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float, codec:
                 vf.time_base = stream.codec_context.time_base
                 for packet in stream.encode(vf):
                     container.mux(packet)
-                written += 1
             if stream is None:
                 raise ValueError(f"{path}: expected at least one frame, got none")
             for packet in stream.encode():

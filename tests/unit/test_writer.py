@@ -96,3 +96,12 @@ def test_bad_input_is_refused_and_leaves_no_file(tmp_path):
 def test_available_codec_prefers_what_was_asked():
     assert available_codec("mpeg4") == "mpeg4"
     assert available_codec("libx264") in ("libx264", "mpeg4")
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_crf_trades_size_for_quality(tmp_path, codec):
+    rng = np.random.default_rng(0)
+    frames = [np.clip(f.astype(int) + rng.integers(-20, 20, f.shape), 0, 255).astype(np.uint8) for f in _frames(10)]
+    fine = write_mp4(tmp_path / "fine.mp4", frames, fps=10, codec=codec, crf=10).stat().st_size
+    coarse = write_mp4(tmp_path / "coarse.mp4", frames, fps=10, codec=codec, crf=40).stat().st_size
+    assert fine > 1.5 * coarse, (fine, coarse)
