@@ -179,6 +179,10 @@ def train(data: Path, out: Path, settings: Settings, *, fault: FaultInjection | 
     last_before = max((h["epoch"] for h in history_before if h.get("event") == "epoch"), default=0)
 
     ensure_ray(settings)
+    from bigsister_ray.storage import check_shared_storage
+
+    check_shared_storage(data, what="the prepared dataset")  # workers on every node read the shards
+    check_shared_storage(storage, what="the run folder")  # Ray Train writes checkpoints from the workers
     datasets = {"train": shard_dataset(train_paths, tc.data_cpus, shuffle=True, max_tasks=tc.data_read_tasks)}
     if val_paths:
         datasets["val"] = shard_dataset(val_paths, tc.data_cpus, shuffle=False, max_tasks=tc.data_read_tasks)
