@@ -129,6 +129,21 @@ class IncidentService:
             self.deliver(incident_id)
         return incident_id
 
+    def end_dangling(self, stream_id: str | None = None) -> list[int]:
+        """End incidents a previous rule engine left open (call when a fresh RuleEngine starts: it knows none).
+
+        Their close replies are queued like any other; returns the ids.
+        """
+        ids = self.store.end_dangling(stream_id=stream_id, now=self._clock())
+        if ids:
+            log.warning("ended %d incident(s) left open by a previous rule engine: %s", len(ids), ids)
+            if self.sweeper_running:
+                self._wake.set()
+            else:
+                for incident_id in ids:
+                    self.deliver(incident_id)
+        return ids
+
     # ---- delivery --------------------------------------------------------------------------------
     def deliver(self, incident_id: int) -> int:
         """Try the deliveries of one incident that are due (alert, then close reply); return how many were tried."""

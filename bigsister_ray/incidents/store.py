@@ -300,6 +300,31 @@ class IncidentStore:
                 row.close_status = AlertStatus.pending.value
                 row.close_next_attempt_at = now
 
+    def end_dangling(self, *, stream_id: str | None = None, now: datetime | None = None) -> list[int]:
+        """End incidents still open in the database (``ended_at`` unset), e.g. after the rule engine that was
+        tracking them restarted: ``ended_at`` becomes their last update, and the close reply is queued
+        (skipped where the alert failed). Returns their ids.
+        """
+        now = now or utcnow()
+        conds = [Incident.ended_at.is_(None)]
+        if stream_id is not None:
+            conds.append(Incident.stream_id == stream_id)
+        with self.session() as s:
+            q = select(Incident).where(*conds)
+            if self.dialect == "postgresql":
+                q = q.with_for_update()
+            rows = s.exec(q).all()
+            for row in rows:
+                row.ended_at = row.updated_at or now
+                if row.alert_status == AlertStatus.failed.value:
+                    row.close_status, row.close_reason = AlertStatus.skipped.value, "the alert itself failed: nothing to reply to"
+                else:
+                    row.close_status, row.close_next_attempt_at = AlertStatus.pending.value, now
+                    row.close_reason = "ended when the rule engine restarted"
+                row.updated_at = now
+                s.add(row)
+            return [int(r.id) for r in rows]
+
     # ---- incidents: reading ----------------------------------------------------------------------
     def get_incident(self, incident_id: int, *, with_timeline: bool = True) -> IncidentPublic | None:
         with self.session() as s:

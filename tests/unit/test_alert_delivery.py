@@ -486,3 +486,22 @@ def test_without_history_access_it_sends_again_rather_than_lose(slack, store, tm
     assert store.get_incident(iid).alert_status == "sent"
     assert len(slack.top_level_messages()) == 2  # a duplicate, knowingly, instead of a lost alert
     assert "a duplicate is possible" in caplog.text
+
+
+def test_incidents_left_open_by_a_restarted_engine_are_ended_and_replied(slack, store, tmp_path):
+    settings = make_settings(slack, tmp_path)
+    svc = service_for(store, settings)
+    opened, updates, _ = incident_events("cam-1")
+    iid = svc.handle(opened, stream_name="Cam 1", location=None)
+    other, _, other_closed = incident_events("cam-2")
+    done = svc.handle(other, stream_name="Cam 2", location=None)
+    svc.handle(other_closed, stream_name="Cam 2", location=None)
+    # the engine restarts: cam-1's incident will never get its "closed" event
+    fresh = service_for(store, settings)
+    assert fresh.end_dangling() == [iid]
+    assert fresh.end_dangling() == []
+    inc = store.get_incident(iid)
+    assert inc.ended_at is not None and inc.close_status == "sent"  # delivered inline (no sweeper running)
+    [alert] = [m for m in slack.top_level_messages() if m["text"].endswith(f"/incidents/{iid}")]
+    assert len(slack.replies(alert["ts"])) == 1
+    assert store.get_incident(done).close_status == "sent"

@@ -243,3 +243,17 @@ def test_several_threads_write_at_once(store):
         t.join()
     assert errors == []
     assert store.list_incidents()[1] == 80
+
+
+def test_end_dangling_ends_only_open_incidents(store):
+    a = store.record_event(make("d1", stream="cam-1"), now=T0)
+    b = store.record_event(make("d2", stream="cam-2"), now=T0)
+    c = store.record_event(make("d3", stream="cam-2"), now=T0)
+    store.record_event(make("d3", stream="cam-2"), closed=True, now=T0 + timedelta(seconds=5))
+    assert store.claim("alert", b, "A", 60, now=T0)
+    store.finish("alert", b, "A", status=AlertStatus.failed, reason="invalid_auth: x")
+    assert store.end_dangling(stream_id="cam-1", now=T0 + timedelta(minutes=1)) == [a]
+    assert sorted(store.end_dangling(now=T0 + timedelta(minutes=2))) == [b]
+    assert store.get_incident(a).ended_at == T0 and store.get_incident(a).close_status == "pending"
+    assert store.get_incident(b).close_status == "skipped"
+    assert store.get_incident(c).ended_at == T0 + timedelta(seconds=5)
