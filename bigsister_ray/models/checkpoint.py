@@ -326,10 +326,11 @@ def predict_proba(
             f"expected uint8 clips B x {expected[0]} x {expected[1]} x {expected[2]} x 3 (the checkpoint's ClipSpec), "
             f"got {tuple(clips_uint8.shape)}"
         )
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
     if device is None:
-        param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-    x = to_model_input(clips_uint8, meta.norm).to(device)
+    dtype = param.dtype if param is not None else torch.float32  # e.g. a model cast to bf16 for serving
+    x = to_model_input(clips_uint8, meta.norm).to(device=device, dtype=dtype)
     with torch.inference_mode():
         logits = model(x).float()
         if logits.ndim != 2 or logits.shape[1] != meta.num_classes:

@@ -108,6 +108,8 @@ class Tiny3D(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if self.head.fc.weight.is_meta:  # a shape-only shell (checkpoint validation, FLOP counting): nothing to fill
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -218,3 +218,14 @@ def test_our_checkpoint_can_start_a_new_run_with_other_labels(tmp_path):
     for k, v in finetune.state_dict().items():
         if not k.startswith("head.fc."):
             assert torch.equal(v, theirs[k]), k
+
+
+def test_predict_proba_follows_the_model_dtype(tmp_path):
+    """A model cast to bf16 for serving gets bf16 input; probabilities still come back float32, summing to 1."""
+    loaded = load_checkpoint(save_checkpoint(tmp_path, _trained_ish_model(), _meta()))
+    clips = np.random.default_rng(1).integers(0, 256, (2, CLIP.frames, CLIP.size, CLIP.size, 3), dtype=np.uint8)
+    full = predict_proba(loaded.model, clips, loaded.meta)
+    half = predict_proba(loaded.model.to(torch.bfloat16), clips, loaded.meta)
+    assert half.dtype == np.float32
+    np.testing.assert_allclose(half.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(half, full, atol=0.05)
