@@ -137,9 +137,9 @@ def test_rejects_input_that_is_not_b3thw():
 
 def _kinetics_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     sd = InceptionI3d(num_classes=400).state_dict()
-    sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}  # an old-style file
+    sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}  # an old-style file:
     path = tmp_path / "rgb_imagenet.pt"
-    torch.save(sd, path)
+    torch.save(sd, path, _use_new_zipfile_serialization=False)  # no counters, pre-1.6 (non-zip) serialization
     return path, sd
 
 
