@@ -6,6 +6,11 @@ whether trying again can help (a rate limit, a 5xx, a dropped connection) or not
 
 Secrets (the bot token, the webhook URL) never appear in reprs, exception messages or logs: the slack-sdk
 clients log through a logger that masks them.
+
+Exactly once: Slack messages carry metadata (``bigsister_incident``, incident id, alert|close), a post whose
+connection broke after the request left raises :class:`AmbiguousDeliveryError`, and ``find_sent`` looks the
+message up before anything is posted again. An incoming webhook has no history to ask: a response lost on
+the way back can repeat a webhook message.
 """
 
 from __future__ import annotations

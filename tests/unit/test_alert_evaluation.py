@@ -71,10 +71,10 @@ def test_evaluate_alerts_command_on_synthetic_long_videos(tmp_path):
     torch.set_num_threads(1)
     ckpt = make_checkpoint(tmp_path / "ckpt", labels=("fight", "assault", "normal"), thresholds={"fight": 0.4, "assault": 0.4})
     settings = Settings(alerts={"default": {"k": 2, "n": 3, "cooldown_s": 5}})
-    summary = evaluate_alerts(ckpt, tmp_path / "out", settings, videos=2, seconds=30.0, seed=3,
+    summary = evaluate_alerts(ckpt, tmp_path / "out", settings, videos=2, seconds=20.0, seed=3,
                               thresholds=[0.3, 0.5, None], kn=[(1, 1), (2, 3)])
     assert summary.videos == 2 and summary.events == 2
-    assert summary.hours == pytest.approx(60 / 3600, rel=0.05)
+    assert summary.hours == pytest.approx(40 / 3600, rel=0.05)
     for path in (summary.report, summary.metrics_json, summary.plot):
         assert path.is_file() and path.stat().st_size > 0
     assert summary.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
