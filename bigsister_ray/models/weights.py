@@ -222,7 +222,8 @@ def load_weights(
         if strict:
             raise CheckpointError(
                 f"weights do not fit {type(model).__name__} (strict):\n{report.summary()}\n"
-                "Pass strict=False (or use weights of the same architecture) to load what fits."
+                "Use weights saved from the same architecture as model.name, or call "
+                "load_weights(..., strict=False) to load what fits."
             )
         log.warning("%s", report.summary())
     with torch.no_grad():
