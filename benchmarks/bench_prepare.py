@@ -167,7 +167,16 @@ def _run_prepare(source: str, root: Path, out: Path, settings, cpus: int) -> dic
     from bigsister_ray.data.pipeline import prepare
 
     # address="local": always a fresh local Ray of our own, never another cluster on this machine.
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    for attempt in (1, 2, 3):  # a loaded machine can time Ray's startup out; try again rather than lose the run
+        try:
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as err:  # noqa: BLE001 - ray raises a bare Exception for a startup timeout
+            if attempt == 3 or "timed out during startup" not in str(err):
+                raise
+            _log(f"Ray did not start ({err}); retrying")
+            ray.shutdown()
+            time.sleep(10)
     try:
         time.sleep(2.0)  # let the idle workers Ray prestarts come up, for both scales alike
         with PeakMemory() as mem:
