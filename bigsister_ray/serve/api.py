@@ -47,10 +47,14 @@ def create_api(ctx: ServeContext) -> FastAPI:
     if incidents is not None:
         app.include_router(incidents)
 
+    from bigsister_ray.incidents.store import IncidentNotFoundError, IncidentStoreError
+
     @app.exception_handler(BigSisterError)
     async def _bigsister_error(_: Request, err: BigSisterError) -> JSONResponse:
-        # Our errors carry what to do; a bad request, not a crash. Logged for the operator.
-        log.warning("request failed: %s", err)
-        return JSONResponse({"detail": str(err)}, status_code=400)
+        # Our errors carry what to do. A database that cannot be reached is the service's problem (503), a
+        # missing row is 404, anything else is the request's (400). Logged for the operator.
+        status = 404 if isinstance(err, IncidentNotFoundError) else 503 if isinstance(err, IncidentStoreError) else 400
+        log.warning("request failed (%d): %s", status, err)
+        return JSONResponse({"detail": str(err)}, status_code=status)
 
     return app

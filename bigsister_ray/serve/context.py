@@ -31,10 +31,10 @@ class ServeContext:
     authenticator: Any
     model_info: dict[str, Any] = field(default_factory=dict)
 
-    async def classifier_info(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        """The Classifier's ``info()`` (labels, clip, thresholds), cached after the first answer."""
+    async def classifier_info(self) -> dict[str, Any]:
+        """The Classifier's ``info()`` (labels, clip, thresholds, batch size), cached after the first answer."""
         if not self.model_info:
-            self.model_info = await self.classifier.info.options().remote()
+            self.model_info = await self.classifier.info.remote()
         return self.model_info
 
 
