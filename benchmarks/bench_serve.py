@@ -10,8 +10,9 @@
    is sustained when, over ``--hold`` seconds, every stream stays ``live``, drops no frame, decodes at least
    95% of the camera's 25 fps (then samples clip.fps of them) and gets at least 90% of its windows scored
    (clip.fps / clip.stride per second). Reports the largest sustained count.
-3. **Frame-to-score latency** p50/p95 (newest frame of a window decoded -> its scores back), from the
-   Windower, over the largest sustained run.
+3. **Frame-to-score latency** p50/p95 (newest frame of a window handed over by the stream runner -> its scores
+   back; time in the runner's drop-oldest buffer is not included), from the Windower, over the largest
+   sustained run.
 
 Default ClipSpec (``laptop``: 16 frames, 8 fps, 112 px, stride 8) and the default model (tiny3d, random
 weights: speed does not depend on the weights). CPU only unless a GPU is present (then the Classifier takes it).

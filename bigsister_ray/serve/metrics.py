@@ -38,7 +38,7 @@ class WindowerMetrics:
         self.windows_classified = Counter("bigsister_windows_classified", description="Windows scored, per stream.",
                                           tag_keys=("stream",))
         self.frame_to_score = Histogram("bigsister_frame_to_score_seconds",
-                                        description="Seconds from a window's newest frame being decoded to its scores.",
+                                        description="Seconds from a window's newest frame leaving the stream runner to its scores.",
                                         boundaries=LATENCY_BOUNDARIES_S)
         self.classify_errors = Counter("bigsister_classify_errors", description="Windows whose classification failed.",
                                        tag_keys=("stream",))
