@@ -27,7 +27,7 @@ class Window:
 
     ``start_s``/``end_s`` are stream seconds (first frame's timestamp; last frame's timestamp plus one sample
     period). ``ready_at`` is the wall-clock time (``time.time()``) at which the newest frame of the window was
-    decoded, for frame-to-score latency; None when unknown.
+    handed over by the decoder, for frame-to-score latency; None when unknown.
     """
 
     frames: np.ndarray
