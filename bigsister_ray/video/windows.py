@@ -41,6 +41,9 @@ class WindowAssembler:
     """Per-stream window assembly: push chunks of frames, get every complete window, in order.
 
     Holds at most ``spec.frames + chunk`` frames. Not thread-safe: one assembler per stream, fed in order.
+    A window never spans a gap: when the step between two frames exceeds ``1.5 / spec.fps`` (an outage,
+    dropped frames, a reconnect), the partial window is discarded and assembly restarts at the new frame
+    (counted in :attr:`gaps`).
     """
 
     def __init__(self, spec: ClipSpec) -> None:
@@ -50,6 +53,14 @@ class WindowAssembler:
         self._walls: deque[float | None] = deque()
         self._emitted = 0
         self._seen = 0
+        self._gaps = 0
+        self._last_t: float | None = None
+        self._max_step = 1.5 / spec.fps
+
+    @property
+    def gaps(self) -> int:
+        """Times assembly restarted because frames were further apart than ``1.5 / spec.fps``."""
+        return self._gaps
 
     @property
     def windows_emitted(self) -> int:
@@ -70,19 +81,26 @@ class WindowAssembler:
             )
         if len(timestamps) != len(arr):
             raise ValueError(f"expected one timestamp per frame, got {len(timestamps)} timestamps for {len(arr)} frames")
-        for frame, t in zip(arr, timestamps):
-            self._frames.append(frame)
-            self._times.append(float(t))
-            self._walls.append(decoded_at)
         self._seen += len(arr)
         out: list[Window] = []
         t_len, stride = self.spec.frames, self.spec.stride
-        while len(self._frames) >= t_len:
-            out.append(self._make(range(t_len)))
-            for _ in range(stride):
-                self._frames.popleft()
-                self._times.popleft()
-                self._walls.popleft()
+        for frame, t in zip(arr, timestamps):
+            t = float(t)
+            if self._last_t is not None and t - self._last_t > self._max_step:
+                self._gaps += 1  # frames across a gap are not one clip: start again after it
+                self._frames.clear()
+                self._times.clear()
+                self._walls.clear()
+            self._last_t = t
+            self._frames.append(frame)
+            self._times.append(t)
+            self._walls.append(decoded_at)
+            if len(self._frames) >= t_len:
+                out.append(self._make(range(t_len)))
+                for _ in range(stride):
+                    self._frames.popleft()
+                    self._times.popleft()
+                    self._walls.popleft()
         return out
 
     def flush(self) -> list[Window]:

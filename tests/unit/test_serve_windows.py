@@ -40,6 +40,25 @@ def test_windows_match_window_starts_whatever_the_chunking():
         assert asm.flush() == []  # long enough: nothing looped
 
 
+def test_a_window_never_spans_a_timestamp_gap():
+    """Frames 0..5, then an outage of 2 s, then frames again: no window mixes the two sides of the gap."""
+    from bigsister_ray.video.windows import WindowAssembler
+
+    asm = WindowAssembler(SPEC)
+    step = 1 / SPEC.fps
+    before = [k * step for k in range(6)]  # 6 frames: not yet a window
+    after = [5.0 + k * step for k in range(12)]
+    got = asm.push(_frames(6, 0), before) + asm.push(_frames(12, 100), after)
+    assert asm.gaps == 1
+    assert [w.start_s for w in got] == pytest.approx([5.0, 5.0 + 4 * step])
+    for w in got:
+        assert all(int(f[0, 0, 0]) >= 100 for f in w.frames), "a window joined frames across the gap"
+        assert w.end_s - w.start_s == pytest.approx(SPEC.frames * step)
+    # A step of exactly one sample period (or within 1.5 periods) is not a gap.
+    asm2 = WindowAssembler(SPEC)
+    assert len(asm2.push(_frames(8), [k * step * 1.4 for k in range(8)])) == 1 and asm2.gaps == 0
+
+
 def test_ready_at_is_the_decode_time_of_the_newest_frame():
     from bigsister_ray.video.windows import WindowAssembler
 
