@@ -337,6 +337,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return
 
     for epoch in range(state["epoch"] + 1, tc.epochs + 1):
+        epoch_start = time.perf_counter()
+        if cfg.fault is not None and cfg.fault.epoch == epoch and not Path(cfg.fault.marker).exists():
+            # Test hook: make sure the last checkpoint is committed before the fault fires, so the test
+            # exercises "resume from the last checkpoint" rather than a race with its registration.
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=120)
         def on_batch(i: int, _epoch: int = epoch) -> None:
             f = cfg.fault
             if f is not None and f.epoch == _epoch and f.rank == rank and i == f.after_batches:
@@ -370,6 +376,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if cfg.has_val and v_n > 0:
             metrics.update(epoch_metrics("val", val_cm, v_loss, int(v_n), cfg.labels))
         metrics["clips_per_s"] = t_n / seconds if seconds > 0 else 0.0
+        metrics["train_seconds"] = seconds
+        metrics["val_seconds"] = val_stats.seconds
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
         score = metrics.get("val_macro_f1", metrics["train_macro_f1"])
         metrics["score"] = score
@@ -384,7 +392,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         if rank == 0:
             print(format_epoch(metrics, tc.epochs), flush=True)
-            _append_history(cfg.run_dir, {"event": "epoch", **metrics, "time": time.time()})
+            report_start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 meta = CheckpointMeta(
                     model_name=model_name, labels=list(cfg.labels), clip=cfg.clip, norm=norm,
@@ -396,6 +404,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": dict(state)},
                            Path(tmp) / TRAIN_STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            _append_history(cfg.run_dir, {"event": "epoch", **metrics, "time": time.time(),
+                                          "report_seconds": time.perf_counter() - report_start,
+                                          "epoch_seconds": time.perf_counter() - epoch_start})
         else:
             ray.train.report(metrics, checkpoint=None)
         if stop:

@@ -126,7 +126,8 @@ def shard_dataset(paths: list[str], data_cpus: float, shuffle: bool, max_tasks: 
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths)))
     if shuffle:
         ds = ds.randomize_block_order()
-    ds = ds.map_batches(_read_shards, batch_size=1, batch_format="pyarrow", num_cpus=data_cpus, concurrency=max_tasks)
+    ds = ds.map_batches(_read_shards, batch_size=1, batch_format="pyarrow", num_cpus=data_cpus,
+                        compute=ray.data.TaskPoolStrategy(size=max_tasks))
     ds.context.enable_progress_bars = False  # one log line per epoch from the loop instead
     return ds
 
