@@ -1,0 +1,87 @@
+"""The pieces of the training loop, without Ray: augmentation, class weights, one epoch of the shared step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bigsister_ray.clip import ClipSpec
+from bigsister_ray.train.loop import augment_clips, class_weights, decode_batch, format_epoch, run_epoch
+from tests._prepared import synthetic_clip
+
+SPEC = ClipSpec(frames=8, fps=8.0, size=32, stride=4)
+
+
+def test_augment_keeps_shape_and_dtype_and_changes_clips():
+    rng = np.random.default_rng(0)
+    clips = np.stack([synthetic_clip(k % 2, SPEC, rng) for k in range(6)])
+    out = augment_clips(clips, np.random.default_rng(1))
+    assert tuple(out.shape) == clips.shape and str(out.dtype) == "torch.uint8"
+    assert not np.array_equal(out.numpy(), clips)  # something was cropped, flipped or shifted
+
+
+def test_augment_flip_only_is_a_mirror_and_jitter_repeats_edge_frames():
+    clip = np.arange(8 * 4 * 4 * 3, dtype=np.uint8).reshape(1, 8, 4, 4, 3)
+    seen_flip = seen_same = False
+    for seed in range(20):
+        out = augment_clips(clip, np.random.default_rng(seed), crop_scale=1.0, jitter=0).numpy()
+        if np.array_equal(out, clip[:, :, :, ::-1]):
+            seen_flip = True
+        elif np.array_equal(out, clip):
+            seen_same = True
+        else:
+            pytest.fail("with crop and jitter off, a clip is either unchanged or mirrored")
+    assert seen_flip and seen_same
+    shifted = augment_clips(clip, np.random.default_rng(3), crop_scale=1.0, jitter=2).numpy()[0]
+    # every output frame is one of the input frames, in order (a shift with the edge frame repeated)
+    idx = [next(i for i in range(8) if np.array_equal(f, clip[0, i]) or np.array_equal(f, clip[0, i, :, ::-1])) for f in shifted]
+    assert idx == sorted(idx) and max(idx) - min(idx) >= 5
+
+
+def test_augment_rejects_float_clips():
+    with pytest.raises(ValueError, match="uint8"):
+        augment_clips(np.zeros((1, 8, 32, 32, 3), dtype=np.float32), np.random.default_rng(0))
+
+
+def test_class_weights_are_inverse_frequency():
+    w = class_weights({"fight": 10, "normal": 30}, ["fight", "normal"])
+    assert w == pytest.approx([40 / (2 * 10), 40 / (2 * 30)])
+    assert class_weights({"fight": 5}, ["fight", "normal"]) == pytest.approx([5 / (2 * 5), 1.0])  # absent class: 1
+    assert class_weights({}, ["a", "b"]) == [1.0, 1.0]
+
+
+def test_decode_batch_checks_the_clip_size():
+    from bigsister_ray.errors import DataError
+
+    rng = np.random.default_rng(0)
+    clip = synthetic_clip(0, SPEC, rng)
+    assert np.array_equal(decode_batch([clip.tobytes()], SPEC)[0], clip)
+    with pytest.raises(DataError, match="expected 24576"):
+        decode_batch([b"\0" * 100], SPEC)
+
+
+def test_run_epoch_trains_and_scores_with_the_shared_step():
+    import torch
+
+    from bigsister_ray.models import build_model, get_model_spec
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    clips = [synthetic_clip(k % 2, SPEC, rng) for k in range(32)]
+    batches = [{"frames": [c.tobytes() for c in clips[i:i + 8]], "label_idx": [k % 2 for k in range(i, i + 8)]}
+               for i in range(0, 32, 8)]
+    model = build_model("tiny3d", 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    norm = get_model_spec("tiny3d").norm
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = run_epoch(model, batches, SPEC, norm, 2, optimizer=opt, augment=True, rng=rng)
+    assert stats.clips == 32 and stats.confusion.sum() == 32 and stats.loss_sum > 0
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    scored = run_epoch(model, batches, SPEC, norm, 2, keep_logits=True)
+    assert not model.training
+    assert np.concatenate(scored.logits).shape == (32, 2) and np.concatenate(scored.targets).tolist() == [k % 2 for k in range(32)]
+    line = format_epoch({"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.75, "train_macro_f1": 0.7,
+                         "val_loss": 0.6, "val_accuracy": 0.5, "val_macro_f1": 0.4, "clips_per_s": 12.5}, 3)
+    assert line == ("epoch 1/3 | train: loss 0.5000 acc 0.750 macro-F1 0.700 | val: loss 0.6000 acc 0.500 "
+                    "macro-F1 0.400 | 12.5 clips/s")
