@@ -87,7 +87,9 @@ def head() -> Iterator[Head]:
            "--disable-usage-stats", "--include-dashboard=true"]
     log = (root / "ray-start.log").open("w")
     # No RAY_AUTH_MODE: the token in ~/.ray/auth_token alone turns authentication on (ray 2.60).
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # A test head has nothing to drain on SIGTERM (ray 2.60 waits up to 30 s by default).
+    head_env = {**env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "2"}
+    proc = subprocess.Popen(cmd, env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{dash}/api/version", timeout_s=120)
         yield Head(address=f"http://127.0.0.1:{dash}", token=token, env=env, work=root / "work")
@@ -235,20 +237,23 @@ def test_serve_deploy_of_serve_config_brings_the_app_up(head, trained):
     env = {**head.env, "RAY_AUTH_MODE": "token"}
     out = subprocess.run(["serve", "deploy", str(path), "-a", head.address], env=env, capture_output=True, text=True,
                          timeout=120, cwd=head.work)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    deadline, status, body = time.monotonic() + 180, None, ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-                status, body = resp.status, resp.read().decode()
-                break
-        except urllib.error.HTTPError as err:
-            status, body = err.code, err.read().decode()
-        except OSError as err:
-            status, body = None, str(err)
-        time.sleep(2)
-    assert status == 200, f"/readyz: {status} {body[:1000]}"
-    assert json.loads(body).get("ready") is True
+    try:
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        deadline, status, body = time.monotonic() + 180, None, ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+                    status, body = resp.status, resp.read().decode()
+                    break
+            except urllib.error.HTTPError as err:
+                status, body = err.code, err.read().decode()
+            except OSError as err:
+                status, body = None, str(err)
+            time.sleep(1)
+        assert status == 200, f"/readyz: {status} {body[:1000]}"
+        assert json.loads(body).get("ready") is True
+    finally:  # the app's replicas go now, not during the head's shutdown
+        subprocess.run(["serve", "shutdown", "-y", "-a", head.address], env=env, capture_output=True, timeout=120)
 
 
 def test_a_failing_job_is_failed_with_its_error_in_the_logs(head, client, settings_file):

@@ -42,6 +42,7 @@ def observed(tmp_path_factory) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "BIGSISTER_"))}
     env.update(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
                RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="2",
                PYTHONPATH=str(REPO))
     out = tmp / "observed.json"
     proc = subprocess.run([sys.executable, str(DRIVER), str(out), str(work)], env=env, cwd=REPO,
