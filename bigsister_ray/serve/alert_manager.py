@@ -4,6 +4,12 @@ Scored windows arrive from the Windower in stream order. One :class:`~bigsister_
 (k-of-n, hysteresis, cooldown; thresholds calibrated in the checkpoint) turns them into ``opened`` /
 ``updated`` / ``closed`` events, which go to every :class:`~bigsister_ray.serve.sinks.EventSink`: the
 in-memory log always, and the incident service (persist first, notify second) when a database is configured.
+Each stream's rule overrides (``options["alerts"]`` of its registration) apply to its windows.
+
+There is ONE AlertManager replica per database: when it starts, its rule engine knows no open incident, so it
+ends the incidents a previous (killed) replica left open (``IncidentService.end_dangling``); their close
+replies are delivered like any other. While the database cannot be written, events wait in the incident
+sink's buffer (:class:`~bigsister_ray.serve.sinks.IncidentServiceSink`) and are written when it answers.
 """
 
 from __future__ import annotations
@@ -54,20 +60,42 @@ class AlertManager:
 
             self._store = IncidentStore(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
             self._store.create_tables()
-            self.sinks.append(make_incident_sink(settings, self._store))
+            sink = make_incident_sink(settings, self._store)
+            self.sinks.append(sink)
+            try:
+                sink.service.end_dangling()
+            except Exception as err:  # the database may be down at start: those incidents are ended by the next start
+                log.error("AlertManager: could not end incidents left open by a previous replica: %r", err)
         self._names: dict[str, tuple[str, str | None]] = {}
+        self._overrides: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
 
     def _stream_meta(self, stream_id: str) -> tuple[str, str | None]:
         if stream_id in self._names:
             return self._names[stream_id]
-        name, location = stream_id, None
+        from bigsister_ray.alerts.rules import overrides_from_options
+
+        name, location, overrides = stream_id, None, {}
         if self._store is not None:
             rec = self._store.get_stream(stream_id)
             if rec is not None:
                 name, location = rec.name, rec.location
+                try:
+                    overrides = overrides_from_options(rec.options, where=f"stream {stream_id} options")
+                except Exception as err:  # a bad override is reported; the stream keeps the default rules
+                    log.error("AlertManager: %s", err)
         self._names[stream_id] = (name, location)
+        self._overrides[stream_id] = overrides
         return name, location
+
+    def _stream_overrides(self, stream_id: str) -> dict[str, Any]:
+        if stream_id not in self._overrides:
+            try:
+                self._stream_meta(stream_id)
+            except Exception as err:  # database down: default rules now, the stream's own next time
+                log.error("AlertManager: cannot read stream %s options: %r", stream_id, err)
+                return {}
+        return self._overrides[stream_id]
 
     async def observe(self, stream_id: str, windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Feed ``stream_id``'s scored windows (``start_s, end_s, scores, at, snapshot``); return the events."""
@@ -75,16 +103,21 @@ class AlertManager:
 
         out = []
         async with self._lock:
+            overrides = await asyncio.to_thread(self._stream_overrides, stream_id)
             for w in windows:
                 at = datetime.fromtimestamp(w["at"], tz=timezone.utc) if w.get("at") is not None else None
                 ws = WindowScore(start_s=float(w["start_s"]), end_s=float(w["end_s"]), scores=w["scores"], at=at)
-                for event in self.engine.update(stream_id, ws):
+                for event in self.engine.update(stream_id, ws, overrides or None):
                     await self._emit(event, w.get("snapshot"))
                     out.append(event_to_dict(event))
         return out
 
     async def _emit(self, event: Any, snapshot: Any) -> None:
-        name, location = await asyncio.to_thread(self._stream_meta, event.stream_id)
+        try:
+            name, location = await asyncio.to_thread(self._stream_meta, event.stream_id)
+        except Exception as err:  # database down: the event still goes to the sinks (buffered there), named by id
+            log.error("AlertManager: cannot read stream %s's name: %r", event.stream_id, err)
+            name, location = event.stream_id, None
         jpeg = None
         if snapshot is not None and event.kind in ("opened", "updated"):  # the store keeps the peak's picture
             from bigsister_ray.alerts.snapshot import render_snapshot
@@ -105,13 +138,21 @@ class AlertManager:
                 await self._emit(event, None)
             self.engine.reset(stream_id)
             self._names.pop(stream_id, None)
+            self._overrides.pop(stream_id, None)
         return [event_to_dict(e) for e in events]
 
     def health(self) -> dict[str, Any]:
         """The incident service's health (database, notifier, failed alerts), or memory-only."""
         for sink in self.sinks:
             if isinstance(sink, IncidentServiceSink):
-                return sink.service.health()
+                health = sink.service.health()
+                buf = sink.buffered()
+                health["buffer"] = buf
+                if buf["buffered"]:
+                    health["ok"] = False
+                    health["database"] = {**health.get("database", {}), "ok": False,
+                                          "error": f"{buf['buffered']} incident event(s) waiting to be written: {buf['error']}"}
+                return health
         return {"ok": True, "incidents": "memory only"}
 
     def events(self, stream_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

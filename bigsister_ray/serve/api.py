@@ -1,7 +1,8 @@
 """The FastAPI app factory: the HTTP contract of DESIGN.md, built from a :class:`ServeContext`.
 
-Every route except the probes and the OpenAPI description needs an API key (see
-:mod:`bigsister_ray.security.auth`): read scope for GET, write scope for the rest.
+Every route except ``/healthz`` needs an API key (see :mod:`bigsister_ray.security.auth`): read scope for GET
+(``/readyz`` included), write scope for the rest. ``/docs`` and ``/openapi.json`` are public only while
+``auth.public_docs`` is on (the default: the published contract), else they need a read key too.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from bigsister_ray.serve.context import ServeContext, authorize
+from bigsister_ray.serve.context import DOCS_PATHS, ServeContext, authorize
 
 __all__ = ["create_api"]
 
@@ -40,6 +41,18 @@ def create_api(ctx: ServeContext) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     app.state.ctx = ctx
+
+    @app.middleware("http")
+    async def _docs_need_a_key(request: Request, call_next):
+        # FastAPI serves /docs and /openapi.json outside the routers (no dependencies run): checked here, so that
+        # with auth.public_docs off they need a read key like every other route.
+        if request.url.path in DOCS_PATHS and not ctx.settings.auth.public_docs:
+            try:
+                authorize(request)
+            except HTTPException as err:
+                return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
+        return await call_next(request)
+
     app.include_router(health_router)
     app.include_router(streams_router)
     app.include_router(detect_router)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bigsister_ray.errors import ConfigError
 
-__all__ = ["AppArgs", "build_app", "run_serve", "deployment_options"]
+__all__ = ["AppArgs", "build_app", "run_serve", "deployment_options", "http_options"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,12 @@ def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
     }
 
 
+def http_options(settings: Any) -> dict[str, Any]:
+    """Serve's ``http_options``: bind address and port, and the request timeout (``serve.request_timeout_s``)."""
+    sv = settings.serve
+    return {"host": sv.host, "port": sv.port, "request_timeout_s": sv.request_timeout_s}
+
+
 def build_app(args: AppArgs | dict[str, Any]) -> Any:
     """The serving application (``ray.serve.Application``): the Ingress bound to the rest by handles.
 
@@ -114,6 +120,9 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     if not isinstance(args, AppArgs):
         args = AppArgs.model_validate(args or {})
     settings = args.to_settings()
+    streams = settings.serve.streams
+    if not Path(streams.media_root).is_absolute():  # replicas run in other working directories: resolve it here
+        streams.media_root = Path(streams.media_root).resolve()
     if settings.serve.checkpoint is None:
         raise ConfigError("serve.checkpoint is not set: pass --checkpoint PATH, set serve.checkpoint in the config file, "
                           "or `checkpoint:` in the application args")
@@ -148,7 +157,7 @@ def run_serve(settings: Any, *, block: bool = True, stop_event: threading.Event 
         ray.init(address="local" if local else settings.ray.address, num_cpus=settings.ray.num_cpus if local else None,
                  namespace=settings.ray.namespace, include_dashboard=False)
         started_ray = True
-    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+    serve.start(http_options=http_options(settings))
     stop = stop_event or threading.Event()
     try:
         serve.run(app, name=settings.serve.app_name, route_prefix="/")

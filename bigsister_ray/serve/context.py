@@ -12,10 +12,12 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-__all__ = ["ServeContext", "get_ctx", "authorize", "PUBLIC_PATHS"]
+__all__ = ["ServeContext", "get_ctx", "authorize", "PUBLIC_PATHS", "DOCS_PATHS"]
 
-#: Routes that answer without a key: liveness/readiness probes and the OpenAPI description.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+#: The route that always answers without a key: liveness (says nothing but "the process answers").
+PUBLIC_PATHS = frozenset({"/healthz"})
+#: The OpenAPI description: public only when ``auth.public_docs`` (the published contract; nothing secret).
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 
 
 @dataclass
@@ -46,7 +48,10 @@ def authorize(request: Request) -> Any:
     """FastAPI dependency: the caller's principal; 401 without a valid key, 403 when its scope is too small."""
     ctx: ServeContext = request.app.state.ctx
     auth = ctx.authenticator
-    if auth is None or request.url.path in PUBLIC_PATHS:
+    path = request.url.path
+    if auth is None or path in PUBLIC_PATHS:
+        return None
+    if path in DOCS_PATHS and ctx.settings.auth.public_docs:
         return None
     principal = auth.identify(auth.extract(request.headers))
     if principal is None:

@@ -29,12 +29,13 @@ __all__ = ["detect_file", "iter_file_chunks", "iter_window_batches", "detection_
 CHUNK_FRAMES = 64
 
 
-def iter_file_chunks(path: str | Path, spec: ClipSpec, chunk_frames: int = CHUNK_FRAMES, max_seconds: float | None = None
-                     ) -> Iterator[tuple[np.ndarray, list[float]]]:
+def iter_file_chunks(path: str | Path, spec: ClipSpec, chunk_frames: int = CHUNK_FRAMES, max_seconds: float | None = None,
+                     max_pixels: int | None = None) -> Iterator[tuple[np.ndarray, list[float]]]:
     """Yield ``(frames N x S x S x 3 uint8, timestamps_s)`` of ``path`` sampled at ``spec.fps``, in order.
 
     Frame ``k`` is the video frame shown at ``k / spec.fps`` seconds (the same rule as
-    :func:`bigsister_ray.clip.sample_indices`). Raises :class:`VideoDecodeError` naming the file.
+    :func:`bigsister_ray.clip.sample_indices`). Raises :class:`VideoDecodeError` naming the file, also when the
+    video is longer than ``max_seconds`` or its frames larger than ``max_pixels`` (checked before decoding).
     """
     from bigsister_ray.video.files import decode_frames, open_reader, probe
 
@@ -42,6 +43,9 @@ def iter_file_chunks(path: str | Path, spec: ClipSpec, chunk_frames: int = CHUNK
     if not p.is_file():
         raise VideoDecodeError(f"{p}: no such video file")
     info = probe(p)
+    if max_pixels is not None and info.width * info.height > max_pixels:
+        raise VideoDecodeError(f"{p}: frames are {info.width}x{info.height} ({info.width * info.height} pixels), "
+                               f"the limit is {max_pixels} pixels (serve.upload_max_pixels)")
     reader = open_reader(p)
     try:
         duration = info.num_frames / info.fps
@@ -58,12 +62,13 @@ def iter_file_chunks(path: str | Path, spec: ClipSpec, chunk_frames: int = CHUNK
         del reader
 
 
-def iter_window_batches(path: str | Path, spec: ClipSpec, batch_size: int, max_seconds: float | None = None):
+def iter_window_batches(path: str | Path, spec: ClipSpec, batch_size: int, max_seconds: float | None = None,
+                        max_pixels: int | None = None):
     """Batches (lists) of at most ``batch_size`` :class:`~bigsister_ray.video.windows.Window` of a file."""
     from bigsister_ray.video.windows import iter_windows
 
     batch = []
-    for w in iter_windows(iter_file_chunks(path, spec, max_seconds=max_seconds), spec):
+    for w in iter_windows(iter_file_chunks(path, spec, max_seconds=max_seconds, max_pixels=max_pixels), spec):
         batch.append(w)
         if len(batch) >= batch_size:
             yield batch

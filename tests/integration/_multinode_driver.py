@@ -154,7 +154,10 @@ def main(out: Path, work: Path) -> None:
         deadline = time.monotonic() + 180
         while deploy.returncode == 0 and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5) as resp:
+                key_file = work / "api-key"  # /readyz needs a key: the one the Ingress generated
+                headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
+                req = urllib.request.Request(f"http://127.0.0.1:{http_port}/readyz", headers=headers)
+                with urllib.request.urlopen(req, timeout=5) as resp:
                     status, body = resp.status, resp.read().decode()[:2000]
                     break
             except urllib.error.HTTPError as err:  # 503 while a deployment is still starting

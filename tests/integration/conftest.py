@@ -14,7 +14,8 @@ def ray_local():
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     if ray.is_initialized():
         ray.shutdown()
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bigsister-tests")
+    # address="local": always a new local Ray, never a cluster that happens to run on this host.
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bigsister-tests")
     yield ctx
     try:
         from ray import serve
@@ -34,8 +35,9 @@ def ray_session(ray_local):
     try:
         from ray import serve
 
-        if serve.status().applications:
-            serve.delete_all_applications() if hasattr(serve, "delete_all_applications") else None
+        apps = list(serve.status().applications)
     except Exception:  # no Serve controller running
-        pass
+        apps = []
+    for name in apps:
+        serve.delete(name)
     assert ray.is_initialized()

@@ -1,6 +1,8 @@
 """``POST /detect``: classify an uploaded video; per-window probabilities and detected events.
 
-The upload is written to a temporary file (at most ``serve.upload_max_bytes``, else 413), decoded and
+The upload is written to a temporary file (at most ``serve.upload_max_bytes``, else 413); longer than
+``serve.upload_max_seconds``, frames larger than ``serve.upload_max_pixels``, undecodable, or still decoding
+after ``serve.upload_decode_timeout_s``: 400 with the reason. Otherwise it is decoded and
 windowed exactly like ``bigsister detect`` (:mod:`bigsister_ray.serve.detect`), and its windows are scored by
 the Classifier deployment, batched together with the live streams' windows.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +52,13 @@ async def save_upload(file: UploadFile, limit: int) -> Path:
         raise
     if size == 0:
         os.unlink(name)
-        raise HTTPException(status_code=422, detail="the uploaded file is empty: expected a video (mp4, avi, mkv, ts, ...)")
+        raise HTTPException(status_code=400, detail="the uploaded file is empty: expected a video (mp4, avi, mkv, ts, ...)")
     return Path(name)
 
 
-@router.post("/detect", response_model=DetectResponse, responses={413: {"description": "upload too large"},
-                                                                  422: {"description": "not a decodable video"}})
+@router.post("/detect", response_model=DetectResponse, responses={
+    400: {"description": "not a decodable video, too long, frames too large, or decoding took too long"},
+    413: {"description": "upload too large"}})
 async def detect(request: Request, file: UploadFile = File(..., description="A video file."),
                  ctx: ServeContext = Depends(get_ctx)) -> dict:
     """Per-window probabilities and the events the alert rules find in an uploaded video."""
@@ -66,26 +70,39 @@ async def detect(request: Request, file: UploadFile = File(..., description="A v
     if length is not None and length.isdigit() and int(length) > limit + _MULTIPART_SLACK:
         raise _too_large(limit)
     path = await save_upload(file, limit)
+    sv = ctx.settings.serve
+    name = file.filename or "upload"
     batches = None
+    decoding = False
     try:
         info = await ctx.classifier_info()
         spec = ClipSpec(**info["clip"])
         labels = info["labels"]
         batches = iter_window_batches(path, spec, int(info.get("max_batch_size", 16)),
-                                      max_seconds=ctx.settings.serve.upload_max_seconds)
+                                      max_seconds=sv.upload_max_seconds, max_pixels=sv.upload_max_pixels)
+        deadline = time.monotonic() + sv.upload_decode_timeout_s
         rows = []
         sentinel = object()
         while True:
             try:
-                batch = await asyncio.to_thread(next, batches, sentinel)
+                decoding = True
+                batch = await asyncio.wait_for(asyncio.to_thread(next, batches, sentinel),
+                                               timeout=max(0.0, deadline - time.monotonic()))
+                decoding = False
             except VideoDecodeError as err:
-                raise HTTPException(status_code=422, detail=f"{file.filename or 'upload'}: {str(err).split(': ', 1)[-1]}") from err
+                decoding = False
+                raise HTTPException(status_code=400, detail=f"{name}: {str(err).split(': ', 1)[-1]}") from err
+            except asyncio.TimeoutError as err:
+                raise HTTPException(status_code=400, detail=f"{name}: decoding took longer than "
+                                    f"serve.upload_decode_timeout_s ({sv.upload_decode_timeout_s:g} s); send a shorter or smaller video") from err
             if batch is sentinel:
                 break
             probs = await asyncio.gather(*(ctx.classifier.classify.remote(w.frames) for w in batch))
             rows.extend((w.start_s, w.end_s, scores_dict(labels, np.asarray(p))) for w, p in zip(batch, probs))
         return detection_result(rows, labels, ctx.settings.alerts, info.get("thresholds") or {})
     finally:
-        if batches is not None:
+        # A timed-out decode still runs on its thread: the generator cannot be closed under it; it ends with it
+        # (the temporary file is unlinked now; the open reader keeps its data until then).
+        if batches is not None and not decoding:
             await asyncio.to_thread(batches.close)
         path.unlink(missing_ok=True)
