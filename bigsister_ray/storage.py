@@ -298,30 +298,37 @@ def cluster_hosts() -> list[str]:
     return sorted({n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
 
 
-def _mount_of(path: str) -> tuple[str, str] | None:
+def _mount_of(path: str, mounts_text: str | None = None) -> tuple[str, str] | None:
     """(mount point, filesystem type) of the mount holding ``path``, from /proc/mounts (None off Linux)."""
-    try:
-        text = Path("/proc/mounts").read_text()
-    except OSError:
-        return None
-    p = Path(path)
-    while not p.exists() and p != p.parent:  # the nearest existing ancestor decides
+    if mounts_text is None:
+        try:
+            mounts_text = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    text = mounts_text
+    p, missing = Path(path), []
+    while not p.exists() and p != p.parent:  # a folder still to be created: resolve what exists, keep the rest
+        missing.append(p.name)
         p = p.parent
-    real = os.path.realpath(p)
+    real = os.path.join(os.path.realpath(p), *reversed(missing))
     best: tuple[str, str] | None = None
     for line in text.splitlines():
         fields = line.split()
         if len(fields) < 3:
             continue
         mount = fields[1].replace("\\040", " ")
-        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and (best is None or len(mount) > len(best[0])):
+        # the longest mount point holding the path; on the same point, the later mount hides the earlier
+        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and (best is None or len(mount) >= len(best[0])):
             best = (mount, fields[2])
     return best
 
 
-def is_on_network_filesystem(path: str | os.PathLike[str]) -> bool:
-    """Whether the local ``path`` lies on a filesystem that other machines can mount (NFS, EFS, FUSE, ...)."""
-    mount = _mount_of(_local_path(os.fspath(path)))
+def is_on_network_filesystem(path: str | os.PathLike[str], *, mounts_text: str | None = None) -> bool:
+    """Whether the local ``path`` lies on a filesystem that other machines can mount (NFS, EFS, FUSE, ...).
+
+    ``mounts_text`` is a mount table in /proc/mounts format (default: this machine's).
+    """
+    mount = _mount_of(_local_path(os.fspath(path)), mounts_text)
     if mount is None:
         return False
     fstype = mount[1].lower()

@@ -103,7 +103,8 @@ def test_network_filesystems_count_as_shared():
     network = [m for m in mounts if m[2] in storage.NETWORK_FILESYSTEMS or m[2].startswith("fuse.")]
     local = [m for m in mounts if m[1] == "/"]
     assert local, "no root mount in /proc/mounts"
-    assert storage.is_on_network_filesystem("/") == (local[0][2] in storage.NETWORK_FILESYSTEMS)
+    root_type = local[-1][2]  # the last mount on "/" is the visible one
+    assert storage.is_on_network_filesystem("/") == (root_type in storage.NETWORK_FILESYSTEMS or root_type.startswith("fuse."))
     for m in network[:1]:  # where this machine has one, a path under it is shared storage
         assert storage.is_on_network_filesystem(m[1] + "/some/new/folder")
         storage.check_shared_storage(m[1] + "/x", hosts=["a", "b"])
@@ -152,3 +153,26 @@ def test_s3_roundtrip_through_pyarrow(s3, tmp_path):
         storage.read_bytes("s3://bkt/runs/none")
     kw = storage.train_storage("s3://bkt/runs")
     assert kw["storage_path"] == "bkt/runs" and isinstance(kw["storage_filesystem"], pafs.S3FileSystem)
+
+
+MOUNTS = """overlay / overlay rw,relatime,lowerdir=/l,upperdir=/u,workdir=/w 0 0
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+/dev/nvme0n1p1 /mnt/bigsister ext4 rw,relatime 0 0
+fs-0123.efs.us-west-2.amazonaws.com:/ /mnt/bigsister nfs4 rw,relatime,vers=4.1,hard 0 0
+gcsfuse /mnt/gcs fuse.gcsfuse rw,nosuid,nodev 0 0
+/dev/nvme1n1 /mnt/bigsister/scratch xfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    "path, shared",
+    [("/mnt/bigsister/prepared/not/created/yet", True),   # NFS mounted over the local disk: the later mount wins
+     ("/mnt/bigsister", True),
+     ("/mnt/bigsister/scratch/x", False),                 # a local disk mounted below the share
+     ("/mnt/bigsisterX/runs", False),                     # a prefix of the name is not the mount point
+     ("/mnt/gcs/bucket/runs", True),                      # FUSE bucket mount
+     ("/home/user/runs", False)],
+)
+def test_mount_table_decides_what_is_shared(path, shared):
+    assert storage.is_on_network_filesystem(path, mounts_text=MOUNTS) is shared
+
