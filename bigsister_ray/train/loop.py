@@ -319,6 +319,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             saved = torch.load(Path(d) / TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        scheduler.T_max = max(1, tc.epochs)  # a rerun may ask for more epochs than the first run
         state.update(saved["state"])
         if rank == 0:
             print(f"resuming from the checkpoint of epoch {state['epoch']} (best val macro-F1 so far "

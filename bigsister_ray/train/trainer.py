@@ -254,7 +254,7 @@ def train(data: Path, out: Path, settings: Settings, *, fault: FaultInjection | 
             from bigsister_ray.train.evaluate import calibrate_checkpoint
 
             calibration = calibrate_checkpoint(best_path, data, settings)
-    stopped = bool(all_epochs) and last_epoch < tc.epochs and not any(h.get("event") == "fault" for h in new)
+    stopped = bool(all_epochs) and last_epoch < tc.epochs  # fit() returned before the last epoch: early stopping
     res = TrainResult(
         name=name,
         run_dir=run_dir,
