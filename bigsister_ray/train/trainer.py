@@ -147,6 +147,7 @@ def train(data: Path, out: Path, settings: Settings, *, fault: FaultInjection | 
     dataset has no training shards, :class:`TrainingError` when the run fails for good.
     """
     import ray.data
+    import ray.exceptions
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -227,6 +228,12 @@ def train(data: Path, out: Path, settings: Settings, *, fault: FaultInjection | 
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
         raise TrainingError(f"training run {name} in {run_dir} failed: {err}") from err
+    except ray.exceptions.RayError as err:  # the Ray cluster itself went away (raylet killed, node lost)
+        raise TrainingError(
+            f"training run {name} in {run_dir} was interrupted by a Ray failure ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); run the same command again: it resumes from the "
+            "last checkpoint in that folder"
+        ) from err
     if result.error is not None:
         raise TrainingError(f"training run {name} in {run_dir} failed: {result.error}") from result.error
 
