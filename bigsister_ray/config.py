@@ -143,6 +143,8 @@ class ClassifierConfig(Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(8.0, gt=0)
+    stuck_after_s: float = Field(120.0, gt=0, description="check_health fails (Serve replaces the replica) when windows wait and no batch finished for this long.")
+    health_check_period_s: float = Field(10.0, gt=0, description="How often Serve calls the Classifier's check_health.")
 
     @model_validator(mode="after")
     def _replicas(self) -> "ClassifierConfig":

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bigsister_ray.errors import ConfigError
 
-__all__ = ["AppArgs", "build_app", "run_serve", "deployment_options", "http_options"]
+__all__ = ["AppArgs", "build_app", "run_serve", "deployment_options", "http_options", "check_clip_matches"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,10 @@ def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
                 "max_replicas": c.max_replicas,
                 "target_ongoing_requests": c.target_ongoing_requests,
             },
-            "user_config": {"max_batch_size": c.max_batch_size, "batch_wait_timeout_s": c.batch_wait_timeout_s},
+            "user_config": {"max_batch_size": c.max_batch_size, "batch_wait_timeout_s": c.batch_wait_timeout_s,
+                            "stuck_after_s": c.stuck_after_s},
+            "health_check_period_s": c.health_check_period_s,
+            "health_check_timeout_s": max(30.0, c.health_check_period_s),
             # Enough requests in flight per replica to fill several batches.
             "max_ongoing_requests": max(sv.max_ongoing_requests, 4 * c.max_batch_size),
             "max_queued_requests": -1,
@@ -97,6 +100,21 @@ def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
         "Ingress": {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": sv.max_ongoing_requests,
                     "max_queued_requests": sv.max_queued_requests},
     }
+
+
+def check_clip_matches(settings: Any, meta: Any, checkpoint: str) -> None:
+    """Refuse a config whose ``clip`` was changed from the embedded default to something else than the checkpoint's.
+
+    Serving always cuts windows with the checkpoint's ClipSpec (what the model was trained on); a config that
+    sets another one would be silently ignored, so it is an error that says which to change.
+    """
+    from bigsister_ray.config import Settings
+
+    default = Settings.model_fields["clip"].get_default(call_default_factory=True)
+    if settings.clip != meta.clip and settings.clip != default:
+        raise ConfigError(f"clip: the config sets {settings.clip!r} but the checkpoint {checkpoint} was trained with "
+                          f"{meta.clip!r}; serving uses the checkpoint's clip: remove `clip:` from the config, set it "
+                          "to the checkpoint's, or serve a checkpoint trained with this clip")
 
 
 def http_options(settings: Any) -> dict[str, Any]:
@@ -128,6 +146,7 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
                           "or `checkpoint:` in the application args")
     ckpt = str(resolve_checkpoint_path(settings.serve.checkpoint).resolve())
     meta = read_checkpoint_meta(ckpt)  # fail here, not in five replicas
+    check_clip_matches(settings, meta, ckpt)
     log.info("serving %s (%s, labels %s, clip %s)", ckpt, meta.model_name, meta.labels, meta.clip)
     opts = deployment_options(settings)
     torch_threads = max(1, int(settings.serve.classifier.num_cpus))

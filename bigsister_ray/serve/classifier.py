@@ -134,6 +134,17 @@ class Classifier:
             "batch_wait_timeout_s": self._cfg.batch_wait_timeout_s,
         }
 
+    def inject_stall(self, seconds: float) -> None:
+        """Fault drill: occupy the forward thread for ``seconds`` (a hung GPU or driver, as the replica sees it).
+
+        Only callers holding a deployment handle (inside the Ray cluster) can reach it; there is no HTTP route.
+        Windows sent meanwhile wait, and :meth:`check_health` fails after ``stuck_after_s``.
+        """
+        if not 0 < seconds <= 3600:
+            raise ValueError(f"expected 0 < seconds <= 3600, got {seconds}")
+        log.warning("Classifier: fault drill, forward thread stalled for %.0f s", seconds)
+        self._pool.submit(time.sleep, seconds)
+
     def check_health(self) -> None:
         """Unhealthy when windows are waiting and no batch has finished for ``stuck_after_s`` (a hung forward)."""
         idle = time.monotonic() - max(self._last_progress, self._busy_since)

@@ -5,6 +5,10 @@ The Decoder pushes each stream's preprocessed frames here in chunks (frames move
 ``clip.stride`` frames; every complete window goes to the Classifier (which batches across streams), and the
 scored windows go, in order, to the AlertManager. ``push`` answers once its windows are scored, which paces a
 file source (never dropping) and lets a live source's drop-oldest buffer absorb a slow classifier.
+
+A Classifier replica that dies (killed, out of memory, node lost) does not lose windows: a call that failed
+because its replica went away is retried (capped backoff, up to ``CLASSIFY_RETRY_S`` seconds) and lands on
+the replica Serve starts in its place; only a window the Classifier refuses (wrong shape) is not retried.
 """
 
 from __future__ import annotations
@@ -25,6 +29,17 @@ log = logging.getLogger("ray.serve")
 
 #: Frame-to-score latencies kept for ``stats()`` (the Prometheus histogram keeps the rest).
 LATENCY_SAMPLES = 4096
+#: How long a window is retried while the Classifier replica it was sent to is replaced.
+CLASSIFY_RETRY_S = 60.0
+
+
+def _replica_gone(err: BaseException) -> bool:
+    """True when ``err`` says the replica went away (worth retrying on another), not that the window was bad."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError, RequestCancelledError
+
+    gone = (RayActorError, ActorUnavailableError, ReplicaUnavailableError, DeploymentUnavailableError)
+    return isinstance(err, gone) and not isinstance(err, RequestCancelledError)
 
 
 @serve.deployment(name="Windower")
@@ -44,6 +59,7 @@ class Windower:
         self._locks: dict[str, asyncio.Lock] = {}
         self._classified: dict[str, int] = {}
         self._errors: dict[str, int] = {}
+        self._retries: dict[str, int] = {}
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._metrics = WindowerMetrics()
 
@@ -62,8 +78,24 @@ class Windower:
                 await self._score(stream_id, windows)
         return {"windows_classified": self._classified.get(stream_id, 0), "classify_errors": self._errors.get(stream_id, 0)}
 
+    async def _classify(self, stream_id: str, frames: np.ndarray) -> Any:
+        """One window's probabilities; retried while its Classifier replica is replaced."""
+        deadline = time.monotonic() + CLASSIFY_RETRY_S
+        wait = 0.25
+        while True:
+            try:
+                return await self._classifier.classify.remote(frames)
+            except Exception as err:
+                if not _replica_gone(err) or time.monotonic() + wait > deadline:
+                    raise
+                self._retries[stream_id] = self._retries.get(stream_id, 0) + 1
+                log.warning("stream %s: Classifier replica gone (%s); retrying the window in %.2f s", stream_id,
+                            type(err).__name__, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 4.0)
+
     async def _score(self, stream_id: str, windows: list) -> None:
-        results = await asyncio.gather(*(self._classifier.classify.remote(w.frames) for w in windows), return_exceptions=True)
+        results = await asyncio.gather(*(self._classify(stream_id, w.frames) for w in windows), return_exceptions=True)
         now = time.time()
         scored = []
         for w, res in zip(windows, results):
@@ -103,6 +135,7 @@ class Windower:
         self._locks.pop(stream_id, None)
         self._classified.pop(stream_id, None)
         self._errors.pop(stream_id, None)
+        self._retries.pop(stream_id, None)
         return self._asm.pop(stream_id, None) is not None
 
     def stats(self) -> dict[str, Any]:
@@ -112,7 +145,7 @@ class Windower:
         if lat.size:
             pct = {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "n": int(lat.size)}
         return {"windows_classified": dict(self._classified), "classify_errors": dict(self._errors),
-                "frame_to_score_s": pct, "streams": len(self._asm)}
+                "classify_retries": dict(self._retries), "frame_to_score_s": pct, "streams": len(self._asm)}
 
     def reset_latency(self) -> None:
         """Forget recorded latencies (benchmarks measure one phase at a time)."""

@@ -120,7 +120,7 @@ def test_app_args_build_settings_from_file_overrides_and_checkpoint(tmp_path):
     assert again.alerts.slack.token.get_secret_value() == "xoxb-secret-token" and again == s
     opts = deployment_options(s)["Classifier"]
     assert opts["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
-    assert opts["user_config"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}
+    assert opts["user_config"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.05, "stuck_after_s": 120.0}
     assert opts["autoscaling_config"]["max_replicas"] == 1
     with pytest.raises(ConfigError, match="serve.classifier.bogus"):
         AppArgs(settings={"serve": {"classifier": {"bogus": 1}}}).to_settings()
