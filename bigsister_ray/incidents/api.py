@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import Path as PathParam
 
 from bigsister_ray.incidents.models import IncidentPublic, IncidentStatus
 from bigsister_ray.incidents.schemas import ErrorDetail, IncidentPage
@@ -26,9 +27,21 @@ __all__ = ["make_incidents_router"]
 _ERRORS = {404: {"model": ErrorDetail}, 409: {"model": ErrorDetail}, 503: {"model": ErrorDetail}}
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+#: Largest id or offset a database integer holds (SQLite and PostgreSQL BIGINT): beyond it, 422, not a crash.
+MAX_INT = 2**63 - 1
+IncidentId = Annotated[int, PathParam(ge=1, le=MAX_INT, description="Incident id.")]
+
+
+def _aware(value: datetime | None, name: str = "time") -> datetime | None:
+    """``value`` with UTC assumed when naive, and within what the database stores (422 otherwise)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError as err:
+        raise HTTPException(status_code=422, detail=f"{name}: {value.isoformat()} is out of range in UTC") from err
     return value
 
 
@@ -56,9 +69,9 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
         since: Annotated[datetime | None, Query(description="Incidents still going on or ended at/after this time (ISO 8601).")] = None,
         until: Annotated[datetime | None, Query(description="Incidents started at/before this time (ISO 8601).")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     ) -> IncidentPage:
-        since, until = _aware(since), _aware(until)
+        since, until = _aware(since, "since"), _aware(until, "until")
         if since is not None and until is not None and since > until:
             raise HTTPException(status_code=422, detail=f"since ({since.isoformat()}) must be <= until ({until.isoformat()})")
         try:
@@ -69,7 +82,7 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
         return IncidentPage(items=items, total=total, limit=limit, offset=offset)
 
     @router.get("/{incident_id}", response_model=IncidentPublic, responses=_ERRORS)
-    def get_incident(incident_id: int, store: StoreDep) -> IncidentPublic:
+    def get_incident(incident_id: IncidentId, store: StoreDep) -> IncidentPublic:
         try:
             inc = store.get_incident(incident_id)
         except IncidentStoreError as err:
@@ -79,7 +92,7 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
         return inc
 
     @router.get("/{incident_id}/snapshot", responses={200: {"content": {"image/jpeg": {}}}, **_ERRORS}, response_class=Response)
-    def get_snapshot(incident_id: int, store: StoreDep) -> Response:
+    def get_snapshot(incident_id: IncidentId, store: StoreDep) -> Response:
         try:
             data = store.get_snapshot(incident_id)
         except IncidentNotFoundError as err:
@@ -101,15 +114,15 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
             raise unavailable(err) from err
 
     @router.post("/{incident_id}/ack", response_model=IncidentPublic, responses=_ERRORS)
-    def acknowledge(incident_id: int, store: StoreDep) -> IncidentPublic:
+    def acknowledge(incident_id: IncidentId, store: StoreDep) -> IncidentPublic:
         return _transition(incident_id, store, IncidentStatus.acknowledged.value)
 
     @router.post("/{incident_id}/false-alarm", response_model=IncidentPublic, responses=_ERRORS)
-    def false_alarm(incident_id: int, store: StoreDep) -> IncidentPublic:
+    def false_alarm(incident_id: IncidentId, store: StoreDep) -> IncidentPublic:
         return _transition(incident_id, store, IncidentStatus.false_alarm.value)
 
     @router.post("/{incident_id}/resolve", response_model=IncidentPublic, responses=_ERRORS)
-    def resolve(incident_id: int, store: StoreDep) -> IncidentPublic:
+    def resolve(incident_id: IncidentId, store: StoreDep) -> IncidentPublic:
         return _transition(incident_id, store, IncidentStatus.resolved.value)
 
     return router

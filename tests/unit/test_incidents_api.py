@@ -101,3 +101,17 @@ def test_store_outage_is_503(tmp_path):
     with TestClient(app) as c:
         r = c.get("/incidents")
     assert r.status_code == 503 and "incident store unavailable" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("method, url", [
+    ("GET", "/incidents?offset=99999999999999999999999"),
+    ("GET", "/incidents?since=9999-12-31T23:59:59-23:00"),
+    ("GET", "/incidents/99999999999999999999999"),
+    ("GET", "/incidents/99999999999999999999999/snapshot"),
+    ("POST", "/incidents/99999999999999999999999/ack"),
+    ("GET", "/incidents/0"),
+])
+def test_out_of_range_ids_offsets_and_times_are_422_not_a_crash(client, method, url):
+    """Found by fuzzing the running app's schema: integers past BIGINT and times past year 9999 in UTC."""
+    r = client.request(method, url)
+    assert r.status_code == 422, (url, r.status_code, r.text)

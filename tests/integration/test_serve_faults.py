@@ -1,0 +1,407 @@
+"""Faults the serving graph survives, on ONE app (Serve start-up is slow): overload, client disconnects, bad
+uploads, a killed Classifier replica, a hung one, a killed AlertManager with alerts pending, a database that
+cannot be written for a while, a camera flooding frames. Everything real: a local Ray, Serve, SQLite, HTTP
+servers on 127.0.0.1 (the camera, the alert webhook).
+
+The Ingress takes ONE request at a time and queues ONE more (``serve.max_ongoing_requests=1``,
+``max_queued_requests=1``), so the overload test can fill it; the other tests send one request at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import numpy as np
+import pytest
+
+from tests._serve_support import READ_KEY, TINY_SPEC, WRITE_KEY, make_checkpoint, serve_settings, start_app, wait_for
+
+pytestmark = pytest.mark.slow
+
+APP = "serve-faults-test"
+HEADERS = {"X-API-Key": WRITE_KEY}
+
+
+class Webhook:
+    """A local incoming-webhook endpoint: records every POST; answers 503 while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.failing = threading.Event()
+        self.received: list[str] = []
+        self.refused = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                return
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                if owner.failing.is_set():
+                    owner.refused += 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                owner.received.append(json.loads(body).get("text", body))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, ray_local):
+    from ray import serve
+
+    from bigsister_ray.data.synth import render_video
+
+    root = tmp_path_factory.mktemp("serve-faults")
+    ckpt = make_checkpoint(root / "ckpt", thresholds={"fight": 0.5})
+    clip = root / "media" / "clip.mp4"
+    clip.parent.mkdir(parents=True)
+    render_video(clip, "fight", 6.0, fps=TINY_SPEC.fps, size=(96, 72), seed=7, abnormal_span=(2.0, 4.0))
+    hook = Webhook()
+    settings = serve_settings(
+        root, ckpt, max_ongoing_requests=1, max_queued_requests=1, upload_max_seconds=8.0,
+        upload_max_pixels=128 * 96,
+        classifier={"max_batch_size": 8, "batch_wait_timeout_s": 0.02, "num_cpus": 0.5, "stuck_after_s": 3.0,
+                    "health_check_period_s": 1.0})
+    settings.database.busy_timeout_ms = 300
+    settings.alerts.notifier = "webhook"
+    settings.alerts.webhook.url = hook.url
+    settings.alerts.slack.max_retries = 0
+    settings.alerts.retry_backoff_initial_s = 0.5
+    settings.alerts.retry_backoff_max_s = 1.0
+    settings.alerts.sweep_interval_s = 0.5
+    settings.alerts.lease_s = 5.0
+    settings.alerts.default.k = 1
+    settings.alerts.default.n = 1
+    settings.alerts.default.close_after = 1
+    settings.alerts.default.cooldown_s = 0.0
+    base = start_app(settings, APP, resume_streams=False)
+    client = httpx.Client(base_url=base, headers=HEADERS, timeout=60)
+    yield {"base": base, "client": client, "settings": settings, "root": root, "clip": clip, "hook": hook,
+           "db": root / "bigsister.db"}
+    client.close()
+    serve.delete(APP)
+    hook.close()
+
+
+def _handle(name: str):
+    from ray import serve
+
+    return serve.get_deployment_handle(name, app_name=APP)
+
+
+def _replica_names(deployment: str) -> list[str]:
+    import ray
+
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith("SERVE_REPLICA::") and f"{APP}#{deployment}#" in a["name"])
+
+
+def _kill_replica(deployment: str) -> str:
+    import ray
+
+    names = _replica_names(deployment)
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+    return names[0]
+
+
+def _windows(stream_id: str, scores: list[float], t0: float = 0.0) -> list[dict]:
+    step = TINY_SPEC.stride / TINY_SPEC.fps
+    now = time.time()
+    return [{"start_s": t0 + i * step, "end_s": t0 + i * step + TINY_SPEC.duration_s,
+             "scores": {"fight": s, "normal": 1 - s}, "at": now + i * step} for i, s in enumerate(scores)]
+
+
+def _incidents(db, stream_id: str) -> list[sqlite3.Row]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute("SELECT * FROM incident WHERE stream_id = ?", (stream_id,)).fetchall()
+    finally:
+        con.close()
+
+
+def _slow_upload(base: str, release: threading.Event, data: bytes) -> httpx.Response:
+    """POST /detect whose body is held back until ``release``: the request occupies the Ingress meanwhile."""
+    boundary = "faultsboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"held.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body():
+        yield head
+        release.wait(60)
+        yield data
+        yield tail
+
+    return httpx.post(base + "/detect", content=body(), timeout=120,
+                      headers={**HEADERS, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+# -------------------------------------------------------------------------------------------------- overload
+def test_overload_is_rejected_fast_and_held_requests_then_succeed(app):
+    """Ray's backpressure test, over HTTP: block the first request, fill the queue, the rest get 503 at once."""
+    base, data = app["base"], app["clip"].read_bytes()
+    release = threading.Event()
+    pool = ThreadPoolExecutor(4)
+    try:
+        first = pool.submit(_slow_upload, base, release, data)
+        time.sleep(3.0)  # the first request is at the Ingress replica, reading its body
+        queued = pool.submit(httpx.get, base + "/streams", headers=HEADERS, timeout=120)
+        time.sleep(2.0)
+        assert not first.done() and not queued.done(), "the blocked request or the queued one already answered"
+        for _ in range(3):
+            t = time.monotonic()
+            r = httpx.get(base + "/streams", headers=HEADERS, timeout=30)
+            assert r.status_code == 503, r.text
+            assert time.monotonic() - t < 5.0, "the rejection was not fast"
+    finally:
+        release.set()
+        held = first.result(120)
+        queued_r = queued.result(120) if "queued" in locals() else None
+        pool.shutdown()
+    assert held.status_code == 200 and len(held.json()["windows"]) > 0, held.text
+    assert queued_r is not None and queued_r.status_code == 200, queued_r
+    assert app["client"].get("/streams").status_code == 200
+
+
+# -------------------------------------------------------------------------------------------------- uploads
+def test_client_gone_mid_upload_leaves_the_ingress_healthy(app):
+    host, port = app["base"].removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST /detect HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {WRITE_KEY}\r\n"
+                      "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n"
+                      "--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n".encode()
+                      + b"\0" * 20000)
+            time.sleep(0.5)
+    with open(app["clip"], "rb") as fh:
+        r = app["client"].post("/detect", files={"file": ("clip.mp4", fh, "video/mp4")})
+    assert r.status_code == 200, r.text
+    assert app["client"].get("/readyz").status_code == 200
+
+
+def test_uploads_too_long_too_large_or_truncated_are_400_with_the_reason(app):
+    from bigsister_ray.data.synth import render_video
+
+    c, root = app["client"], app["root"]
+    long_clip, big_clip = root / "long.mp4", root / "big.mp4"
+    render_video(long_clip, "normal", 10.0, fps=TINY_SPEC.fps, size=(96, 72), seed=1, abnormal_span=None)
+    render_video(big_clip, "normal", 1.0, fps=TINY_SPEC.fps, size=(160, 120), seed=2, abnormal_span=None)
+    r = c.post("/detect", files={"file": ("long.mp4", long_clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 400 and "upload_max_seconds" in r.json()["detail"], r.text
+    r = c.post("/detect", files={"file": ("big.mp4", big_clip.read_bytes(), "video/mp4")})
+    assert r.status_code == 400 and "upload_max_pixels" in r.json()["detail"] and "160x120" in r.json()["detail"], r.text
+    data = app["clip"].read_bytes()
+    r = c.post("/detect", files={"file": ("cut.mp4", data[: len(data) // 3], "video/mp4")})
+    assert r.status_code == 400 and "cut.mp4" in r.json()["detail"], r.text
+    r = c.post("/detect", files={"file": ("clip.mp4", data, "video/mp4")})
+    assert r.status_code == 200, r.text
+
+
+# -------------------------------------------------------------------------------------------------- replicas
+def _run_file_stream(c, root, clip, name: str) -> str:
+    shutil.copy(clip, root / "media" / f"{name}.mp4")
+    r = c.post("/streams", json={"url": f"{name}.mp4", "name": name, "realtime": True})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _expected_windows() -> int:
+    frames = int(6.0 * TINY_SPEC.fps)
+    return (frames - TINY_SPEC.frames) // TINY_SPEC.stride + 1
+
+
+def test_classifier_replica_killed_while_a_stream_runs_loses_no_window(app):
+    c = app["client"]
+    sid = _run_file_stream(c, app["root"], app["clip"], "killcls")
+    wait_for(lambda: c.get(f"/streams/{sid}").json()["status"]["windows_classified"] >= 2, 60, 0.2,
+             "the stream to classify windows")
+    killed = _kill_replica("Classifier")
+    wait_for(lambda: _replica_names("Classifier") and _replica_names("Classifier") != [killed], 90, 0.5,
+             "Serve to start a new Classifier replica")
+    st = wait_for(lambda: (s := c.get(f"/streams/{sid}").json()["status"])["windows_classified"] >= _expected_windows()
+                  and s, 120, 0.5, "every window of the stream to be classified after the restart")
+    assert st["windows_classified"] == _expected_windows() and st["callback_errors"] == 0, st
+    stats = _handle("Windower").stats.remote().result()
+    assert stats["classify_errors"].get(sid, 0) == 0, stats
+    assert c.delete(f"/streams/{sid}").status_code == 204
+
+
+def test_a_hung_classifier_fails_its_health_check_and_is_replaced(app):
+    classifier = _handle("Classifier")
+    before = _replica_names("Classifier")
+    classifier.inject_stall.remote(300.0).result()
+    window = np.zeros((TINY_SPEC.frames, TINY_SPEC.size, TINY_SPEC.size, 3), np.uint8)
+    stuck = [classifier.classify.remote(window) for _ in range(2)]  # pending behind the stalled forward
+    wait_for(lambda: _replica_names("Classifier") and _replica_names("Classifier") != before, 90, 0.5,
+             "Serve to replace the Classifier whose check_health reports no progress")
+    probs = wait_for(lambda: _try(lambda: classifier.classify.remote(window).result(timeout_s=30)), 60, 1.0,
+                     "the new Classifier replica to answer")
+    assert len(probs) == 2 and abs(sum(probs) - 1) < 1e-4
+    for ref in stuck:
+        ref.cancel()
+    assert app["client"].get("/readyz").status_code == 200
+
+
+def _try(fn):
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - polled until the replica answers; the last error shows in wait_for's message
+        return None
+
+
+# -------------------------------------------------------------------------------------------------- alerts and database
+def test_alert_manager_killed_with_alerts_pending_delivers_them_once_after_restart(app):
+    hook, db = app["hook"], app["db"]
+    am = _handle("AlertManager")
+    sid = "cam-am-kill"
+    hook.failing.set()
+    events = am.observe.remote(sid, _windows(sid, [0.95, 0.97])).result()
+    assert [e["kind"] for e in events][:1] == ["opened"], events
+    wait_for(lambda: hook.refused >= 2, 30, 0.2, "the webhook to refuse the alert twice (pending, retried)")
+    rows = _incidents(db, sid)
+    assert len(rows) == 1 and rows[0]["ended_at"] is None, [dict(r) for r in rows]
+    _kill_replica("AlertManager")
+    hook.failing.clear()
+    wait_for(lambda: (r := _incidents(db, sid)) and r[0]["ended_at"] is not None, 90, 0.5,
+             "the restarted AlertManager to end the incident its predecessor left open")
+    iid = rows[0]["id"]
+
+    def about():
+        return [t for t in hook.received if re.search(rf"#{iid}\b", t)]
+
+    wait_for(lambda: len(about()) >= 2, 60, 0.5, "the pending alert and its close reply to be delivered")
+    time.sleep(3.0)  # a second delivery would come within the sweep interval
+    about = about()
+    assert len(about) == 2, about  # the alert once, the close reply once
+    assert _handle("AlertManager").health.remote().result()["alerts"]["pending"] == 0
+
+
+def test_database_locked_for_a_while_buffers_incidents_and_readiness_degrades(app):
+    c, db = app["client"], app["db"]
+    sid = "cam-db-outage"
+    lock = sqlite3.connect(db, timeout=10, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # no other writer gets in until the commit
+    try:
+        events = _handle("AlertManager").observe.remote(sid, _windows(sid, [0.96, 0.1], t0=0.0)).result()
+        assert [e["kind"] for e in events] == ["opened", "closed"], events
+        r = c.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert "buffered" in r.json()["detail"]["database"], r.json()
+        assert _incidents_readonly(db, sid) == []
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    rows = wait_for(lambda: _incidents(db, sid), 30, 0.5, "the buffered incident to be written")
+    assert len(rows) == 1 and rows[0]["ended_at"] is not None and rows[0]["peak_score"] == pytest.approx(0.96)
+    wait_for(lambda: c.get("/readyz").status_code == 200, 30, 0.5, "readiness to come back")
+
+
+def _incidents_readonly(db, sid):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    try:
+        return con.execute("SELECT id FROM incident WHERE stream_id = ?", (sid,)).fetchall()
+    finally:
+        con.close()
+
+
+# -------------------------------------------------------------------------------------------------- cameras
+def test_a_camera_flooding_frames_is_sampled_at_the_clip_rate_beside_a_normal_stream(app):
+    from tests._stream_server import StreamServer
+
+    c = app["client"]
+    with StreamServer(fps=60.0, size=(64, 48)) as cam:
+        flood = c.post("/streams", json={"url": cam.url("/live.mjpeg"), "name": "flood", "realtime": True})
+        assert flood.status_code == 201, flood.text
+        fid = flood.json()["id"]
+        wait_for(lambda: c.get(f"/streams/{fid}").json()["status"]["state"] == "live", 60, 0.5, "the flood to go live")
+        normal = _run_file_stream(c, app["root"], app["clip"], "beside")
+        first = c.get(f"/streams/{fid}").json()["status"]
+        t0 = time.monotonic()
+        time.sleep(6.0)
+        last = c.get(f"/streams/{fid}").json()["status"]
+        elapsed = time.monotonic() - t0
+    sampled_per_s = (last["windows_classified"] - first["windows_classified"]) * TINY_SPEC.stride / elapsed
+    assert sampled_per_s <= TINY_SPEC.fps * 1.3, (first, last, elapsed)  # the clip rate, not the camera's 60
+    assert last["callback_errors"] == 0, last
+    st = wait_for(lambda: (s := c.get(f"/streams/{normal}").json()["status"])["windows_classified"] >= _expected_windows()
+                  and s, 90, 0.5, "the normal stream beside the flood to finish")
+    assert st["frames_dropped"] == 0 and st["callback_errors"] == 0, st
+    for sid in (fid, normal):
+        assert c.delete(f"/streams/{sid}").status_code == 204
+
+
+# -------------------------------------------------------------------------------------------------- secrets in logs
+def test_no_key_or_url_credential_in_any_log_line(app):
+    """Register a camera with credentials (it fails to connect, so it is logged), then grep every Ray log."""
+    import ray
+
+    from tests._stream_server import closed_port
+
+    c = app["client"]
+    secret_url = f"http://viewer:pw-s3cret-77@127.0.0.1:{closed_port()}/cam.ts?token=tk-s3cret-88"
+    r = c.post("/streams", json={"url": secret_url, "name": "secret cam"})
+    assert r.status_code == 201, r.text
+    assert "pw-s3cret-77" not in r.text and "tk-s3cret-88" not in r.text
+    sid = r.json()["id"]
+    wait_for(lambda: (s := c.get(f"/streams/{sid}").json()["status"])["reconnects"] >= 1 and s, 60, 0.5,
+             "the camera with credentials to fail and be retried (logged)")
+    listing = c.get("/streams").text
+    assert "pw-s3cret-77" not in listing and "tk-s3cret-88" not in listing
+    assert c.delete(f"/streams/{sid}").status_code == 204
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    secrets = ["pw-s3cret-77", "tk-s3cret-88", WRITE_KEY, READ_KEY]
+    leaks = []
+    scanned = 0
+    for path in logs.rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".out", ".err", ""):
+            text = path.read_text(errors="replace")
+            scanned += 1
+            leaks += [(path.name, s) for s in secrets if s in text]
+    assert scanned > 5 and not leaks, leaks
+
+
+# -------------------------------------------------------------------------------------------------- hostile input
+def test_fuzzing_the_running_apps_openapi_schema_finds_no_500(app):
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+
+    schema = schemathesis.openapi.from_url(app["base"] + "/openapi.json", headers=HEADERS)
+    failures = []
+    for op in schema.get_all_operations():
+        operation = op.ok()
+
+        @hsettings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy())
+        def check(case):
+            r = case.call(base_url=app["base"], headers=HEADERS, timeout=60)
+            if r.status_code >= 500:
+                failures.append((case.method, case.formatted_path, r.status_code, r.text[:300]))
+
+        check()
+    assert not failures, failures[:5]
