@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="dataset folder (default: a temporary one)")
+    parser.add_argument("--reuse", action="store_true", help="use the dataset already in --out (same arguments)")
     args = parser.parse_args()
 
     import numpy as np
@@ -44,10 +45,11 @@ def main() -> None:
     settings = Settings(data={"clips_per_event": 6, "negatives_per_video": 2})
     labels = list(settings.task.labels)
     root = args.out or Path(tempfile.mkdtemp(prefix="synth-learn-"))
-    t0 = time.perf_counter()
-    summary = synthesize(root, videos=args.videos, seconds=args.seconds, seed=args.seed, settings=settings)
-    print(summary)
-    print(f"synthesized in {time.perf_counter() - t0:.1f} s")
+    if not args.reuse:
+        t0 = time.perf_counter()
+        summary = synthesize(root, videos=args.videos, seconds=args.seconds, seed=args.seed, settings=settings)
+        print(summary)
+        print(f"synthesized in {time.perf_counter() - t0:.1f} s")
     videos, errors = read_source("aihub", root, settings)
     assert not errors, errors
     clips = build_index(videos, settings)
@@ -104,6 +106,7 @@ def main() -> None:
         with torch.no_grad():
             pred = np.concatenate([model(to_model_input(xte[i:i + 16], norm)).argmax(1).numpy() for i in range(0, len(yte), 16)])
         acc = float((pred == yte).mean())
+        print(flush=True, end="")
         print(f"epoch {epoch + 1:2d}  train loss {total / len(ytr):.3f}  held-out accuracy {acc:.3f}  "
               f"({time.perf_counter() - t0:.0f} s)")
     majority = Counter(yte.tolist()).most_common(1)[0][1] / len(yte)
