@@ -32,10 +32,14 @@ def _ingress_rss_mb(app: str) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    import sys
+
     import httpx
     import numpy as np
     import ray
     from ray import serve
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests/_serve_support helpers
 
     from bigsister_ray.data.synth import render_video
     from tests._serve_support import TINY_SPEC, WRITE_KEY, make_checkpoint, serve_settings, start_app

@@ -139,3 +139,17 @@ def test_an_http_playlist_cannot_make_ffmpeg_read_local_files(tmp_path):
             for _ in c.demux(video=0):  # some FFmpeg versions open lazily: reading the segment must fail
                 pass
             c.close()
+
+
+def test_overload_limits_and_request_timeout_reach_serve():
+    """The Ingress queue bounds and Serve's HTTP request timeout come from settings.serve (bounded by default)."""
+    from bigsister_ray.serve.app import deployment_options, http_options
+
+    s = Settings(serve={"max_ongoing_requests": 3, "max_queued_requests": 5, "request_timeout_s": 7.5})
+    ingress = deployment_options(s)["Ingress"]
+    assert (ingress["max_ongoing_requests"], ingress["max_queued_requests"]) == (3, 5)
+    assert http_options(s) == {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 7.5}
+    default = deployment_options(Settings())["Ingress"]
+    assert default["max_queued_requests"] > 0, "the default Ingress queue must be bounded"
+    cls = deployment_options(Settings(serve={"classifier": {"stuck_after_s": 9, "health_check_period_s": 2}}))["Classifier"]
+    assert cls["user_config"]["stuck_after_s"] == 9 and cls["health_check_period_s"] == 2
