@@ -242,7 +242,10 @@ def test_serve_deploy_of_serve_config_brings_the_app_up(head, trained):
         deadline, status, body = time.monotonic() + 180, None, ""
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+                key_file = head.work / "api-key"  # /readyz needs a key: the one the Ingress generated
+                headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/readyz", headers=headers)
+                with urllib.request.urlopen(req, timeout=5) as resp:
                     status, body = resp.status, resp.read().decode()
                     break
             except urllib.error.HTTPError as err:
