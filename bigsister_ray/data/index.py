@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 import random
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -64,25 +65,51 @@ def assign_splits(
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     weights: Mapping[str, float] | None = None,
+    strata: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Assign every group to exactly one of ``train``/``val``/``test``.
 
     Groups are shuffled with ``seed``, then (largest first when ``weights``, e.g. clips per group, are given)
-    each goes to the split furthest below its target share of the total weight. Deterministic for the same
-    groups, fractions and seed; a split with fraction 0 gets nothing.
+    each goes to the split furthest below its target share of the total weight. With ``strata`` (group ->
+    class, e.g. the behaviour a take shows), this runs per class and every split with a non-zero fraction first
+    receives one of the class's smaller groups (train, then val, then test, as far as the class has groups), so
+    no class is missing from validation or test only because its takes happened to fall elsewhere.
+    Deterministic for the same groups, fractions, seed and strata; a split with fraction 0 gets nothing.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise ValueError(f"expected three non-negative split fractions summing to 1, got {tuple(fractions)}")
     unique = sorted(set(groups))
+    if strata is None:
+        return _assign_greedy(unique, fractions, seed, weights, cover=False)
+    by_stratum: dict[str, list[str]] = {}
+    for g in unique:
+        by_stratum.setdefault(strata.get(g, ""), []).append(g)
+    out: dict[str, str] = {}
+    for name in sorted(by_stratum):
+        out.update(_assign_greedy(by_stratum[name], fractions, seed ^ zlib.crc32(name.encode()), weights, cover=True))
+    return out
+
+
+def _assign_greedy(unique: list[str], fractions: Sequence[float], seed: int,
+                   weights: Mapping[str, float] | None, cover: bool) -> dict[str, str]:
     rng = random.Random(seed)
+    unique = list(unique)
     rng.shuffle(unique)
     w = {g: float(weights.get(g, 1.0)) if weights is not None else 1.0 for g in unique}
     order = sorted(unique, key=lambda g: -w[g]) if weights is not None else unique  # stable: ties keep shuffle order
     total = sum(w.values()) or 1.0
     filled = [0.0, 0.0, 0.0]
     out: dict[str, str] = {}
+    candidates = [i for i in range(3) if fractions[i] > 0]
+    if cover and candidates:
+        # Train keeps the largest group; the smaller splits each get one of the smallest (as far as groups go).
+        pool = list(order)
+        for i in candidates[: len(pool)]:
+            g = pool.pop(0) if i == candidates[0] else pool.pop()
+            filled[i] += w[g]
+            out[g] = SPLIT_NAMES[i]
+        order = pool
     for g in order:
-        candidates = [i for i in range(3) if fractions[i] > 0]
         best = max(candidates, key=lambda i: (fractions[i] * total - filled[i], fractions[i], -i))
         filled[best] += w[g]
         out[g] = SPLIT_NAMES[best]
@@ -231,7 +258,14 @@ def build_index_report(videos: Sequence[VideoRecord], settings) -> IndexResult:
     weights: dict[str, float] = {}
     for video, *_ in planned:
         weights[video.group] = weights.get(video.group, 0.0) + 1.0
-    splits = assign_splits(weights.keys(), data.split, data.split_seed, weights=weights)
+    # Stratify the split by the behaviour each group shows (its most common non-normal class).
+    shown: dict[str, dict[str, int]] = {}
+    for video, label, kind, *_ in planned:
+        if kind != "negative":
+            counts = shown.setdefault(video.group, {})
+            counts[label] = counts.get(label, 0) + 1
+    strata = {g: max(sorted(c), key=lambda x: (x != NORMAL, c[x])) if c else NORMAL for g, c in shown.items()}
+    splits = assign_splits(weights.keys(), data.split, data.split_seed, weights=weights, strata=strata)
     clips: list[ClipRecord] = []
     counters: dict[tuple[str, str], int] = {}
     for video, label, kind, start, end in planned:

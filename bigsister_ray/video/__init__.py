@@ -1,0 +1,1 @@
+"""Video: decoding files (decord), live and replayed streams (PyAV), windowing, writing mp4."""
