@@ -237,26 +237,23 @@ def test_serve_deploy_of_serve_config_brings_the_app_up(head, trained):
     env = {**head.env, "RAY_AUTH_MODE": "token"}
     out = subprocess.run(["serve", "deploy", str(path), "-a", head.address], env=env, capture_output=True, text=True,
                          timeout=120, cwd=head.work)
-    try:
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-        deadline, status, body = time.monotonic() + 180, None, ""
-        while time.monotonic() < deadline:
-            try:
-                key_file = head.work / "api-key"  # /readyz needs a key: the one the Ingress generated
-                headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/readyz", headers=headers)
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    status, body = resp.status, resp.read().decode()
-                    break
-            except urllib.error.HTTPError as err:
-                status, body = err.code, err.read().decode()
-            except OSError as err:
-                status, body = None, str(err)
-            time.sleep(1)
-        assert status == 200, f"/readyz: {status} {body[:1000]}"
-        assert json.loads(body).get("ready") is True
-    finally:  # the app's replicas go now, not during the head's shutdown
-        subprocess.run(["serve", "shutdown", "-y", "-a", head.address], env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    deadline, status, body = time.monotonic() + 180, None, ""
+    while time.monotonic() < deadline:
+        try:
+            key_file = head.work / "api-key"  # /readyz needs a key: the one the Ingress generated
+            headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/readyz", headers=headers)
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                status, body = resp.status, resp.read().decode()
+                break
+        except urllib.error.HTTPError as err:
+            status, body = err.code, err.read().decode()
+        except OSError as err:
+            status, body = None, str(err)
+        time.sleep(1)
+    assert status == 200, f"/readyz: {status} {body[:1000]}"
+    assert json.loads(body).get("ready") is True
 
 
 def test_a_failing_job_is_failed_with_its_error_in_the_logs(head, client, settings_file):
