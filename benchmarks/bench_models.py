@@ -10,6 +10,7 @@ what else runs, the CPU-time rate (clips per CPU-second, all threads summed) muc
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("--clip", default="laptop", help="a clip preset name (clip.CLIP_PRESETS)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", default=None,
+                        help="comma-separated batch sizes to sweep (default: only --batch); a JSON summary ends the output")
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--train-models", default="tiny3d,i3d", help="models also timed for a training step")
     args = parser.parse_args()
@@ -40,6 +43,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clip = CLIP_PRESETS[args.clip]
+    rows: list[dict] = []
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else [args.batch]
+    for args.batch in batches:
+        _table(args, torch, clip, rows, build_model, model_flops)
+    print(json.dumps({"threads": args.threads, "clip": args.clip, "calls": args.calls, "rows": rows}), flush=True)
+
+
+def _table(args, torch, clip, rows, build_model, model_flops) -> None:
     x = torch.randn(args.batch, 3, clip.frames, clip.size, clip.size)
     y = torch.arange(args.batch) % 2
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, clip {args.clip} "
@@ -70,6 +81,10 @@ def main() -> None:
 
             tw, tc = _rate(step, args.batch, args.calls)
         print(f"{name:<12} {params / 1e6:>7.2f}M {gflops:>10.2f} {iw:>14.1f} {ic:>13.1f} {tw:>14.1f} {tc:>13.1f}", flush=True)
+        rows.append({"model": name, "batch": args.batch, "params_m": round(params / 1e6, 2), "gflops_per_clip": round(gflops, 2),
+                     "infer_clips_per_s_wall": round(iw, 2), "infer_clips_per_cpu_s": round(ic, 2),
+                     "train_clips_per_s_wall": None if tw != tw else round(tw, 2),
+                     "train_clips_per_cpu_s": None if tc != tc else round(tc, 2)})
 
 
 if __name__ == "__main__":
