@@ -40,6 +40,7 @@ __all__ = [
     "END",
     "Benchmark",
     "BENCHMARKS",
+    "extract_json_objects",
     "extract_last_json",
     "replace_block",
     "machine_info",
@@ -71,6 +72,7 @@ class Benchmark:
     quick_args: tuple[str, ...] = ()
     headline_keys: tuple[str, ...] = ()
     headline_pattern: str | None = None
+    result_key: str | None = None  # the result is the last JSON object with this key; objects after it are extras
 
     def command(self, quick: bool) -> list[str]:
         """The exact argv run (the interpreter is this one)."""
@@ -86,7 +88,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               headline_keys=("clips", "frames", "bare_decord_fps", "pipeline_stage_fps", "ratio_stage", "ratio_prepare",
                              "peak_ray_mib_1x", "peak_ray_mib_4x", "memory_ratio_4x_over_1x")),
     Benchmark("bench_train", HERE / "bench_train.py",
-              full_args=("--two-workers",),
+              full_args=("--two-workers",), result_key="ratio_ray_over_plain",
               quick_args=("--clips", "16", "--epochs", "2", "--threads", "1"),
               headline_keys=("clip", "threads", "batch", "plain_median", "ray_median", "ratio_ray_over_plain",
                              "ray_2_workers_median")),
@@ -112,11 +114,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 # --- parsing ---------------------------------------------------------------------------------------------------
 
 
-def extract_last_json(text: str) -> dict | None:
-    """The last top-level JSON object in ``text`` (single- or multi-line, possibly after a prefix such as
-    ``RESULT ``), or None when it holds none. Objects nested in a larger one are not counted separately."""
+def extract_json_objects(text: str) -> list[dict]:
+    """Every top-level JSON object in ``text``, in order (single- or multi-line, possibly after a prefix such as
+    ``RESULT ``). Objects nested in a larger one are not counted separately; text that is not JSON is skipped."""
     decoder = json.JSONDecoder()
-    last: dict | None = None
+    found: list[dict] = []
     i = text.find("{")
     while i != -1:
         try:
@@ -125,9 +127,15 @@ def extract_last_json(text: str) -> dict | None:
             i = text.find("{", i + 1)
             continue
         if isinstance(obj, dict):
-            last = obj
+            found.append(obj)
         i = text.find("{", end)
-    return last
+    return found
+
+
+def extract_last_json(text: str, key: str | None = None) -> dict | None:
+    """The last top-level JSON object in ``text`` (with ``key`` among its keys, when given), or None."""
+    objs = [o for o in extract_json_objects(text) if key is None or key in o]
+    return objs[-1] if objs else None
 
 
 def headline_lines(text: str, pattern: str) -> list[str]:
@@ -252,6 +260,7 @@ class Record:
     headlines: list[str] = field(default_factory=list)
     error: str | None = None
     log: str = ""
+    extras: list[dict] = field(default_factory=list)  # JSON objects printed after the result (bench_train's GPU rows)
     earlier: bool = False  # loaded from a previous invocation
 
     def to_json(self) -> dict:
@@ -292,12 +301,15 @@ def run_benchmark(bench: Benchmark, out_dir: Path, quick: bool, timeout: float) 
     seconds = round(time.perf_counter() - t0, 1)
     if rc not in (0, None):
         error = f"exit status {rc}; last lines of {log.name}:\n{_tail(log)}"
-    result = extract_last_json(stdout)
+    objs = extract_json_objects(stdout)
+    picked = [i for i, o in enumerate(objs) if bench.result_key is None or bench.result_key in o]
+    result = objs[picked[-1]] if picked else None
+    extras = objs[picked[-1] + 1:] if picked and bench.result_key else []
     heads = headline_lines(stdout, bench.headline_pattern) if bench.headline_pattern else []
     if error is None and result is None and not heads:
         error = f"it printed no JSON object and no headline line; see {log}"
     return Record(bench.name, shown, error is None, seconds, date, load_before, [round(x, 2) for x in os.getloadavg()],
-                  result, heads, error, str(log.relative_to(REPO)) if log.is_relative_to(REPO) else str(log))
+                  result, heads, error, str(log.relative_to(REPO)) if log.is_relative_to(REPO) else str(log), extras)
 
 
 # --- rendering ------------------------------------------------------------------------------------------------
@@ -326,6 +338,7 @@ def _headline_figures(bench: Benchmark | None, rec: Record) -> list[str]:
     keys = bench.headline_keys if bench and bench.headline_keys else tuple(
         k for k, v in r.items() if isinstance(v, (int, float, str, bool)))[:8]
     figs = [f"{k} = {_fmt(r[k])}" for k in keys if k in r]
+    figs += [_fmt(e) for e in rec.extras[:6]]
     if "frame_to_score_s" in r and isinstance(r["frame_to_score_s"], dict):
         f = r["frame_to_score_s"]
         figs.append(f"frame_to_score_s p50 {_fmt(round(f.get('p50', float('nan')), 3))}, "

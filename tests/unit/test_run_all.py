@@ -40,6 +40,19 @@ def test_last_json_multiline_indented_then_text():
     assert ra.extract_last_json(text) == obj
 
 
+def test_result_key_picks_the_result_and_keeps_later_objects_as_extras(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text('import json\nprint(json.dumps({"ratio_ray_over_plain": 0.95, "plain_median": 2.0}))\n'
+                      'print(json.dumps({"device": "GPU X", "mode": "train", "clips_per_s": 12.5}))\n')
+    bench = ra.Benchmark("bench_train", script, result_key="ratio_ray_over_plain",
+                         headline_keys=("ratio_ray_over_plain",))
+    rec = ra.run_benchmark(bench, tmp_path / "out", quick=False, timeout=60)
+    assert rec.ok and rec.result == {"ratio_ray_over_plain": 0.95, "plain_median": 2.0}
+    assert rec.extras == [{"device": "GPU X", "mode": "train", "clips_per_s": 12.5}]
+    block = ra.render_block(ra.machine_info(gpu=False), [rec], [], [bench], False, tmp_path)
+    assert "ratio_ray_over_plain = 0.95" in block and '"device": "GPU X"' in block
+
+
 def test_last_json_none_and_non_object():
     assert ra.extract_last_json("no json here {at all\n[1, 2]\n") is None
     assert ra.extract_last_json("") is None
@@ -48,7 +61,7 @@ def test_last_json_none_and_non_object():
 # --- marker rewriting ---------------------------------------------------------------------------------------
 
 
-COMMENTARY = "\n## Models (registry, CPU)\n\nHand   written\ttext, trailing spaces  \r\n| a | b |\n\n```\nx\n```\n"
+COMMENTARY = "\n## Models (registry, CPU)\n\nHand   written\ttext, trailing spaces  \r\n| a | b |\n\n```\nx\n```\n \t\n\n"
 
 
 def test_markers_inserted_at_top_and_commentary_kept_byte_for_byte():
@@ -121,6 +134,13 @@ def test_run_all_with_fake_benchmarks(tmp_path):
         print("RESULT " + json.dumps({"ratio": 0.9, "streams_sustained": 2, "stream_runs": runs,
                                       "frame_to_score_s": {"p50": 0.2, "p95": 0.4}}))
     """)
+    prepare = _script(tmp_path / "fake_prepare.py", """
+        import json
+        print(json.dumps({"clips": 10, "ratio_stage": 0.85, "clips_written_1x": 10, "clips_written_4x": 40,
+                          "peak_ray_mib_1x": 300.0, "peak_ray_mib_4x": 330.0, "peak_driver_mib_1x": 150.0,
+                          "peak_driver_mib_4x": 151.0, "memory_ratio_4x_over_1x": 1.1}, indent=2))
+        print("throughput ratio (Ray Data stage / bare decord): 0.85  goal >= 0.8")
+    """)
     broken = _script(tmp_path / "fake_broken.py", """
         import sys
         print("partial", flush=True)
@@ -133,6 +153,7 @@ def test_run_all_with_fake_benchmarks(tmp_path):
     benches = (
         ra.Benchmark("bench_models", good, full_args=("--full",), quick_args=("--quick",)),
         ra.Benchmark("bench_serve", serve, headline_keys=("ratio", "streams_sustained")),
+        ra.Benchmark("bench_prepare", prepare, headline_keys=("ratio_stage", "memory_ratio_4x_over_1x")),
         ra.Benchmark("broken", broken),
         ra.Benchmark("textual", text_only, headline_pattern=r"^held-out accuracy .*$"),
     )
@@ -150,7 +171,7 @@ def test_run_all_with_fake_benchmarks(tmp_path):
     assert "partial" in (out_dir / "broken.log").read_text()
 
     png = sorted(p.name for p in plot_dir.iterdir())
-    assert png == ["streams_vs_latency.png", "throughput_vs_batch.png"]
+    assert png == ["memory_vs_dataset.png", "streams_vs_latency.png", "throughput_vs_batch.png"]
     assert all((plot_dir / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in png)
 
     text = results.read_bytes().decode()
@@ -160,6 +181,7 @@ def test_run_all_with_fake_benchmarks(tmp_path):
     assert "m batch 4: infer 40 clips/CPU-s" in block
     assert "ratio = 0.9" in block and "streams_sustained = 2" in block and "p50 0.2" in block
     assert "held-out accuracy 0.750" in block
+    assert "ratio_stage = 0.85" in block and "memory_ratio_4x_over_1x = 1.1" in block
     assert "load average" in block and "--quick" in block
     assert "](plots/throughput_vs_batch.png)" in block
 
