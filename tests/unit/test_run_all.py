@@ -209,3 +209,15 @@ def test_timeout_recorded_as_failure(tmp_path):
     slow = _script(tmp_path / "slow.py", "import time\nprint('started', flush=True)\ntime.sleep(30)\n")
     rec = ra.run_benchmark(ra.Benchmark("slow", slow), tmp_path / "out", quick=False, timeout=2)
     assert not rec.ok and "timed out after 2 s" in rec.error
+
+
+def test_registered_arguments_exist_in_each_script():
+    """Every flag run_all passes (full and quick) is one the benchmark's argparse declares."""
+    import re
+
+    for bench in ra.BENCHMARKS:
+        source = bench.script.read_text()
+        declared = set(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", source))
+        assert declared, bench.script
+        passed = {a for a in bench.full_args + bench.quick_args if a.startswith("--")}
+        assert passed <= declared, (bench.name, sorted(passed - declared))
