@@ -26,13 +26,7 @@ LABELS = ["normal", "fight", "assault"]
 CLIP = ClipSpec(frames=8, fps=8.0, size=32, stride=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _meta(**kw) -> CheckpointMeta:

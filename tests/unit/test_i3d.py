@@ -19,13 +19,7 @@ from bigsister_ray.models.weights import load_weights
 from tests.conftest import I3D_LAYOUT, need_shared
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _read_layout() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

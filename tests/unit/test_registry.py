@@ -15,13 +15,7 @@ from bigsister_ray.models import build_model, check_clip, get_model_spec, list_m
 ALL = ["i3d", "mc3_18", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_t", "tiny3d"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_public_surface_is_pinned():
