@@ -1,9 +1,12 @@
 """``bigsister prepare``: raw videos -> clip index -> Ray Data (decode + shared preprocessing) -> parquet shards.
 
 The driver reads the annotations (:mod:`.readers`), builds the clip index (:mod:`.index`) and plans shards:
-the clips of each split, video by video in path order, packed into shards of at most ``data.shard_clips``
-clips (a video's clips are never split, so one decord reader serves all of them). Shard membership depends only
-on the index and the ClipSpec, so it is the same on every run.
+the clips of each split, video by video in a fixed pseudo-random order (a hash of the path), packed into shards
+of at most ``data.shard_clips`` clips (a video's clips are never split, so one decord reader serves all of them).
+Shard membership depends only on the index and the ClipSpec, so it is the same on every run. The order is not the
+path order because paths sort by class (``fight/...``, ``normal/...``): shards of one class each give training
+batches of one class, and BatchNorm then normalises the class signal away (training stalled at chance on
+fight-surv until this was fixed).
 
 Ray Data then streams the pending shards through one task each: for every video of the shard the task opens
 one reader (inside the worker), decodes only the sampled frames of its clips, puts them through
@@ -44,7 +47,7 @@ from bigsister_ray.data.readers import read_source
 from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
 from bigsister_ray.errors import DataError
 
-__all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "prepare", "process_shard", "shard_schema", "write_errors"]
+__all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "shard_order", "prepare", "process_shard", "shard_schema", "write_errors"]
 
 SHARD_META_KEY = b"bigsister.shard"
 #: Buffered clip bytes per row group before a task writes them out.
@@ -105,9 +108,15 @@ def _digest(spec: ClipSpec, videos: Iterable[tuple[VideoRecord, Sequence[ClipRec
     return h.hexdigest()
 
 
+def shard_order(path: str) -> tuple[str, str]:
+    """Sort key that spreads videos evenly and reproducibly: a SHA-256 of the path, then the path."""
+    return hashlib.sha256(path.encode("utf-8")).hexdigest(), path
+
+
 def plan_shards(videos: Sequence[VideoRecord], clips: Sequence[ClipRecord], spec: ClipSpec, shard_clips: int,
                 compression: str = "zstd") -> list[ShardPlan]:
-    """Deterministic shards: per split, videos in path order, whole videos packed up to ``shard_clips`` clips."""
+    """Deterministic shards: per split, videos in :func:`shard_order` (classes interleaved), whole videos packed
+    up to ``shard_clips`` clips."""
     by_path = {v.path: v for v in videos}
     per_video: dict[tuple[str, str], list[ClipRecord]] = {}
     for clip in clips:
@@ -126,7 +135,7 @@ def plan_shards(videos: Sequence[VideoRecord], clips: Sequence[ClipRecord], spec
                 number += 1
                 members, count = [], 0
 
-        for (_, path) in sorted(k for k in per_video if k[0] == split):
+        for path in sorted((k[1] for k in per_video if k[0] == split), key=shard_order):
             vclips = tuple(sorted(per_video[(split, path)], key=lambda c: (c.start_s, c.clip_id)))
             if count and count + len(vclips) > shard_clips:
                 close()

@@ -262,7 +262,7 @@ def _append_history(run_dir: str, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _iter_shard(name: str, batch_size: int, shuffle: bool, seed: int) -> Iterator[dict[str, Any]]:
+def _iter_shard(name: str, batch_size: int, shuffle_buffer: int, seed: int) -> Iterator[dict[str, Any]]:
     import ray.train
 
     shard = ray.train.get_dataset_shard(name)
@@ -273,8 +273,8 @@ def _iter_shard(name: str, batch_size: int, shuffle: bool, seed: int) -> Iterato
             batch_size=batch_size,
             batch_format="numpy",
             prefetch_batches=1,
-            local_shuffle_buffer_size=batch_size * 4 if shuffle else None,
-            local_shuffle_seed=seed if shuffle else None,
+            local_shuffle_buffer_size=max(shuffle_buffer, batch_size) if shuffle_buffer else None,
+            local_shuffle_seed=seed if shuffle_buffer else None,
         )
     )
 
@@ -355,13 +355,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     os._exit(1)
 
         train_stats = run_epoch(
-            model, _iter_shard("train", tc.batch_size, True, tc.seed * 1000 + epoch), cfg.clip, norm, num_classes,
+            model, _iter_shard("train", tc.batch_size, tc.shuffle_buffer_clips, tc.seed * 1000 + epoch), cfg.clip, norm, num_classes,
             device=device, optimizer=optimizer, loss_fn=loss_fn, augment=tc.augment, rng=rng,
             autocast_dtype=autocast_dtype, on_batch=on_batch,
         )
         scheduler.step()
         val_stats = run_epoch(
-            net, _iter_shard("val", tc.batch_size, False, 0) if cfg.has_val else iter(()), cfg.clip, norm,
+            net, _iter_shard("val", tc.batch_size, 0, 0) if cfg.has_val else iter(()), cfg.clip, norm,
             num_classes, device=device, loss_fn=eval_loss_fn, autocast_dtype=autocast_dtype,
         )
         c = num_classes * num_classes
