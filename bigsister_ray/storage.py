@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -45,6 +47,9 @@ __all__ = [
     "makedirs",
     "open_input",
     "open_output",
+    "upload",
+    "parent",
+    "basename",
     "read_bytes",
     "write_bytes",
     "read_text",
@@ -148,12 +153,32 @@ def join(base: str | os.PathLike[str], *parts: str) -> str:
 
 
 def _to_uri(template: str, fs_path: str) -> str:
-    """The URI (same scheme and query as ``template``) of ``fs_path`` on the template's filesystem."""
+    """The URI (same scheme, ``user@`` part and query as ``template``) of ``fs_path`` on the template's filesystem."""
     scheme = _scheme(template)
     if scheme is None or scheme == "file":
         return fs_path
-    query = urlsplit(template).query
-    return f"{scheme}://{fs_path}" + (f"?{query}" if query else "")
+    split = urlsplit(template)
+    userinfo = split.netloc.rpartition("@")[0]
+    return f"{scheme}://" + (f"{userinfo}@" if userinfo else "") + fs_path + (f"?{split.query}" if split.query else "")
+
+
+def parent(uri: str | os.PathLike[str]) -> str:
+    """The folder holding ``uri`` (same scheme and query); for a local path, its parent as a string."""
+    s = os.fspath(uri)
+    if _scheme(s) is None:
+        return str(Path(s).parent)
+    split = urlsplit(s)
+    path = str(PurePosixPath(split.path.rstrip("/") or "/").parent)
+    out = f"{split.scheme}://{split.netloc}{'' if path == '/' else path}"
+    return f"{out}?{split.query}" if split.query else out
+
+
+def basename(uri: str | os.PathLike[str]) -> str:
+    """The last component of ``uri``'s path (never part of its query): ``s3://b/runs/r1?region=x`` -> ``r1``."""
+    s = os.fspath(uri)
+    if _scheme(s) is None:
+        return Path(s).name
+    return PurePosixPath(urlsplit(s).path.rstrip("/")).name
 
 
 def _info(uri: str | os.PathLike[str]) -> pafs.FileInfo:
@@ -197,13 +222,53 @@ def open_input(uri: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 def open_output(uri: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """Open ``uri`` for writing bytes (replacing it); a local parent folder is created.
 
-    On object stores the object appears only when the block exits without an error.
+    The new content appears at ``uri`` only when the block exits without an error, whole or not at all: a local
+    file is written under a temporary name beside it and renamed; for an object store the bytes go to a local
+    temporary file first and are uploaded in one call (:func:`upload`). pyarrow's own S3 output stream cannot do
+    this: leaving its ``with`` block on an exception closes the stream, which *completes* the upload, so a
+    half-written object would appear at the final name.
     """
     fs, path = resolve(uri)
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(os.path.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as stream:
-        yield stream
+    local = isinstance(fs, pafs.LocalFileSystem)
+    folder, name = os.path.split(path)
+    if local:
+        os.makedirs(folder, exist_ok=True)
+    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600
+    tmp = os.path.join(folder if local else tempfile.gettempdir(), f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+        if isinstance(fs, pafs.LocalFileSystem):
+            os.replace(tmp, path)
+        else:
+            upload(tmp, path, filesystem=fs)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def upload(local_path: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+           filesystem: pafs.FileSystem | None = None) -> None:
+    """Copy the complete local file ``local_path`` to ``dst`` (a URI, or a path on ``filesystem``).
+
+    One pyarrow call does the transfer, so no Python exception (a cancelled Ray task, Ctrl-C) can land between
+    two writes and leave part of the file behind; on an object store the object appears when its upload
+    completes. The size is checked afterwards: a short object (the local file changed or could not be read
+    mid-copy) is deleted and the copy fails.
+    """
+    if filesystem is None:
+        filesystem, dst_path = resolve(dst)
+    else:
+        dst_path = os.fspath(dst)
+    src = os.path.abspath(os.fspath(local_path))
+    size = os.path.getsize(src)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+    pafs.copy_files(src, dst_path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
+    written = filesystem.get_file_info(dst_path).size
+    if written != size:
+        filesystem.delete_file(dst_path)
+        raise OSError(f"upload of {src} to {redact_uri(dst)} wrote {written} bytes, expected {size}; removed it")
 
 
 def read_bytes(uri: str | os.PathLike[str]) -> bytes:

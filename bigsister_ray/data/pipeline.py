@@ -16,8 +16,14 @@ shard's membership hash, counts and errors in its parquet metadata. Nothing flow
 these small summaries (``iter_rows``), so memory stays flat however large the dataset grows; nothing is ever
 collected, materialised or converted to pandas.
 
+``OUT`` is a local folder or an ``s3://`` / ``gs://`` URI (:mod:`bigsister_ray.storage`). For an object store
+each task writes its parquet file to a local temporary file on its own node and uploads it to the final name in
+one call when it is complete (an object appears whole when its upload completes; nothing partial is ever left
+under a shard's name); the small index, errors and manifest files are written by the driver the same way. The raw
+videos (``--root``) must be files every node can open (a local or network-mounted folder): decord reads files.
+
 Re-running resumes: a shard whose file exists with the planned membership hash is not redone (its counts and
-errors are read back from its metadata). Inputs that cannot be used (unreadable or unsafe XML, missing,
+errors are read back from its metadata), on a local folder and on an object store alike. Inputs that cannot be used (unreadable or unsafe XML, missing,
 zero-byte, truncated or corrupt videos, unknown classes) are recorded with the reason in ``errors.jsonl`` and
 ``errors.md`` and skipped; the run finishes and prints how many clips were written and how many failed.
 """
@@ -27,9 +33,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -45,9 +54,11 @@ from bigsister_ray.data.prepared import (
 )
 from bigsister_ray.data.readers import read_source
 from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
-from bigsister_ray.errors import DataError
+from bigsister_ray import storage
+from bigsister_ray.errors import ConfigError, DataError
 
-__all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "shard_order", "prepare", "process_shard", "shard_schema", "write_errors"]
+__all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "shard_order", "prepare", "process_shard", "shard_schema",
+           "write_errors", "check_local_root"]
 
 SHARD_META_KEY = b"bigsister.shard"
 #: Buffered clip bytes per row group before a task writes them out.
@@ -153,12 +164,16 @@ def shard_schema():
     return pa.schema([(name, getattr(pa, kind)()) for name, kind in SHARD_COLUMNS.items()])
 
 
-def _read_shard_meta(path: Path) -> dict[str, Any] | None:
+def _read_shard_meta(path: Path | str, filesystem: Any = None) -> dict[str, Any] | None:
+    """The summary stored in a shard's parquet metadata; None when the file is absent, unreadable or foreign.
+
+    ``path`` is a local path, or a path on the pyarrow ``filesystem``.
+    """
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.read_metadata(path).metadata or {}
-    except (OSError, ValueError):  # unreadable or partial file: redo it
+        meta = pq.read_metadata(path, filesystem=filesystem).metadata or {}
+    except (OSError, ValueError):  # absent, unreadable or partial file: redo it
         return None
     raw = meta.get(SHARD_META_KEY)
     if raw is None:
@@ -170,20 +185,30 @@ def _read_shard_meta(path: Path) -> dict[str, Any] | None:
 
 
 def process_shard(row: dict[str, Any], *, out: str, spec: dict[str, Any], compression: str,
-                  decode_threads: int = 1) -> dict[str, Any]:
+                  decode_threads: int = 1, filesystem: Any = None) -> dict[str, Any]:
     """Ray Data task: decode, preprocess and write one shard; returns its small summary row.
 
-    ``row`` holds ``path``, ``split``, ``digest`` and ``videos`` (JSON: ``[{video, clips}]``).
+    ``row`` holds ``path``, ``split``, ``digest`` and ``videos`` (JSON: ``[{video, clips}]``). ``out`` is a local
+    folder, or with ``filesystem`` (a pyarrow filesystem resolved by the driver, e.g. S3) a folder on it: the
+    shard is then written to a local temporary file on this node and uploaded whole once it is complete.
     """
     import pyarrow as pa
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     from bigsister_ray.video.files import iter_clip_frames
 
     clip_spec = ClipSpec.model_validate(spec)
-    final = Path(out) / row["path"]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    remote = filesystem is not None and not isinstance(filesystem, pafs.LocalFileSystem)
+    tmp_dir: str | None = None
+    if remote:
+        final: Path | str = f"{out.rstrip('/')}/{row['path']}"
+        tmp_dir = tempfile.mkdtemp(prefix="bigsister-shard-")
+        tmp = Path(tmp_dir) / Path(row["path"]).name
+    else:
+        final = Path(out) / row["path"]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     schema = shard_schema()
     errors: list[dict[str, str]] = []
     counts: dict[str, int] = {}
@@ -225,25 +250,36 @@ def process_shard(row: dict[str, Any], *, out: str, spec: dict[str, Any], compre
         writer.add_key_value_metadata({SHARD_META_KEY: json.dumps(summary)})
         writer.close()
         writer = None
-        os.replace(tmp, final)
+        size = tmp.stat().st_size
+        if remote:
+            storage.upload(tmp, final, filesystem=filesystem)  # the object appears when the upload completes
+        else:
+            os.replace(tmp, final)
     finally:
         if writer is not None:
             writer.close()
         if tmp.exists():
             tmp.unlink()
-    return {"path": row["path"], "summary": json.dumps(summary), "bytes": final.stat().st_size}
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    return {"path": row["path"], "summary": json.dumps(summary), "bytes": size}
 
 
 # ----------------------------------------------------------------------------------------- reporting
-def write_errors(out: Path, errors: Sequence[InputError]) -> tuple[Path, Path]:
-    """Write ``errors.jsonl`` (one InputError per line) and ``errors.md`` (a table a person reads)."""
-    out = Path(out)
-    jsonl, md = out / "errors.jsonl", out / "errors.md"
-    tmp = jsonl.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+def _at(out: str | Path, name: str) -> str | Path:
+    """``out / name``: a Path for a local folder, a URI string for an object store."""
+    return storage.join(out, name) if storage.is_remote(out) else Path(out) / name
+
+
+def write_errors(out: str | Path, errors: Sequence[InputError]) -> tuple[str | Path, str | Path]:
+    """Write ``errors.jsonl`` (one InputError per line) and ``errors.md`` (a table a person reads).
+
+    ``out`` is a local folder or a URI; each file appears whole (temporary file and rename, or one upload).
+    """
+    jsonl, md = _at(out, "errors.jsonl"), _at(out, "errors.md")
+    with storage.open_output(jsonl) as fh:
         for err in errors:
-            fh.write(err.model_dump_json() + "\n")
-    tmp.replace(jsonl)
+            fh.write((err.model_dump_json() + "\n").encode("utf-8"))
     by_stage: dict[str, int] = {}
     for err in errors:
         by_stage[err.stage] = by_stage.get(err.stage, 0) + 1
@@ -258,19 +294,15 @@ def write_errors(out: Path, errors: Sequence[InputError]) -> tuple[Path, Path]:
         for err in errors:
             reason = err.reason.replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {err.stage} | `{err.path}` | {reason} |")
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(md)
+    storage.write_text(md, "\n".join(lines) + "\n")
     return jsonl, md
 
 
-def _write_index(out: Path, clips: Sequence[ClipRecord]) -> Path:
-    path = out / "index.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+def _write_index(out: str | Path, clips: Sequence[ClipRecord]) -> str | Path:
+    path = _at(out, "index.jsonl")
+    with storage.open_output(path) as fh:
         for clip in clips:
-            fh.write(clip.model_dump_json() + "\n")
-    tmp.replace(path)
+            fh.write((clip.model_dump_json() + "\n").encode("utf-8"))
     return path
 
 
@@ -295,20 +327,87 @@ def _ensure_ray(settings) -> None:
 
 
 # ------------------------------------------------------------------------------------------- prepare
+def check_local_root(root: str | Path, what: str = "--root") -> None:
+    """Refuse an object-store URI for the raw videos: decord opens files, so they must be on a (mounted) path."""
+    s = os.fspath(root)
+    if storage.is_remote(s):
+        raise ConfigError(
+            f"{what} {storage.redact_uri(s)!r} is an object-store URI, but the raw videos are opened as files (decord "
+            "reads a file path on the node that decodes them). Mount the bucket on every node (mountpoint-s3, s3fs or "
+            "gcsfuse; see docs/cluster.md#storage) or copy it to shared storage (`aws s3 sync` / `gcloud storage "
+            f"rsync`) and pass that folder as {what}. The prepared output (--out) may be an s3:// or gs:// URI."
+        )
+
+
+def _shard_states(plans: Sequence[ShardPlan], fs: Any, base: str, remote: bool,
+                  out: Path | str) -> list[tuple[dict[str, Any] | None, int]]:
+    """(parquet summary or None, size) of every planned shard's existing file, in plan order."""
+    if not remote:
+        states = []
+        for plan in plans:
+            meta = _read_shard_meta(Path(out) / plan.path)
+            states.append((meta, (Path(out) / plan.path).stat().st_size if meta is not None else 0))
+        return states
+
+    def one(plan: ShardPlan) -> tuple[dict[str, Any] | None, int]:
+        path = f"{base}/{plan.path}"
+        meta = _read_shard_meta(path, filesystem=fs)
+        return meta, (fs.get_file_info(path).size or 0) if meta is not None else 0
+
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one round trip or two per shard: overlap them
+        return list(pool.map(one, plans))
+
+
+def _remove_strays(fs: Any, base: str, remote: bool, out: Path | str, planned_paths: set[str]) -> None:
+    """Delete shard files that are not in the plan and temporary files of killed tasks."""
+    if not remote:
+        out = Path(out)
+        for split_dir in (out / "shards").glob("*") if (out / "shards").is_dir() else []:
+            for stale in split_dir.glob("shard-*.parquet"):
+                if f"shards/{split_dir.name}/{stale.name}" not in planned_paths:
+                    stale.unlink()  # left by a run over a different index: not part of this dataset
+            for partial in split_dir.glob(".shard-*.tmp"):
+                partial.unlink()  # a task killed mid-write (its shard is pending, so it is redone)
+        return
+    import fnmatch
+
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(f"{base}/shards", recursive=True, allow_not_found=True))
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(base) + 1:]
+        parts = rel.split("/")
+        if len(parts) != 3:
+            continue
+        if (fnmatch.fnmatch(parts[2], "shard-*.parquet") and rel not in planned_paths) or \
+                fnmatch.fnmatch(parts[2], ".shard-*.tmp"):
+            fs.delete_file(info.path)  # tasks upload whole files, so only a foreign or older run leaves these
+
+
 def prepare(source: str, root: str | Path, out: str | Path, settings=None,
             progress: Callable[[str], None] | None = _stderr) -> PrepareSummary:
     """Prepare a dataset: index, split by group, decode + preprocess on Ray Data, write shards (resumable).
 
-    ``source`` is ``aihub``, ``folders`` or ``manifest``. Writes the layout of :mod:`bigsister_ray.data.prepared`
-    under ``out``. Connects to Ray per ``settings.ray`` unless Ray is already initialised.
+    ``source`` is ``aihub``, ``folders`` or ``manifest``; ``root`` a local or mounted path (an ``s3://``/``gs://``
+    root is refused with what to do instead). Writes the layout of :mod:`bigsister_ray.data.prepared` under
+    ``out``, a local folder or an ``s3://`` / ``gs://`` URI. Connects to Ray per ``settings.ray`` unless Ray is
+    already initialised.
     """
     from bigsister_ray.config import Settings
 
     settings = settings if settings is not None else Settings()
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_local_root(root)
+    fs, base = storage.resolve(out)  # refuses a malformed or unsupported URI before any work
+    remote = storage.is_remote(out)
+    if remote:
+        out = os.fspath(out)
+    else:
+        out = Path(base) if os.fspath(out).startswith("file://") else Path(out)
+        out.mkdir(parents=True, exist_ok=True)
     spec: ClipSpec = settings.clip
 
     videos, read_errors = read_source(source, Path(root), settings)  # type: ignore[arg-type]
@@ -323,20 +422,13 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
     summaries: dict[str, dict[str, Any]] = {}
     sizes: dict[str, int] = {}
     pending: list[ShardPlan] = []
-    for plan in plans:
-        meta = _read_shard_meta(out / plan.path)
+    for plan, (meta, size) in zip(plans, _shard_states(plans, fs, base, remote, out)):
         if meta is not None and meta.get("digest") == plan.digest:
             summaries[plan.path] = meta
-            sizes[plan.path] = (out / plan.path).stat().st_size
+            sizes[plan.path] = size
         else:
             pending.append(plan)
-    planned_paths = {p.path for p in plans}
-    for split_dir in (out / "shards").glob("*") if (out / "shards").is_dir() else []:
-        for stale in split_dir.glob("shard-*.parquet"):
-            if f"shards/{split_dir.name}/{stale.name}" not in planned_paths:
-                stale.unlink()  # left by a run over a different index: not part of this dataset
-        for partial in split_dir.glob(".shard-*.tmp"):
-            partial.unlink()  # a task killed mid-write (its shard is pending, so it is redone)
+    _remove_strays(fs, base, remote, out, {p.path for p in plans})
     resumed = len(plans) - len(pending)
     if resumed:
         say(f"[prepare] resuming: {resumed} of {len(plans)} shards already done")
@@ -353,8 +445,11 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
         } for p in pending]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
             process_shard,
-            fn_kwargs={"out": str(out.resolve()), "spec": spec.model_dump(mode="json"),
-                       "compression": settings.data.compression, "decode_threads": settings.data.decode_threads},
+            # remote: the driver's filesystem (endpoint, region, options) travels with the task; credentials
+            # come from each node's own environment unless the URI carries them
+            fn_kwargs={"out": base if remote else str(out.resolve()), "spec": spec.model_dump(mode="json"),
+                       "compression": settings.data.compression, "decode_threads": settings.data.decode_threads,
+                       **({"filesystem": fs} if remote else {})},
             num_cpus=settings.data.decode_cpus,
         )
         total_clips = sum(p.clips for p in plans)
@@ -396,7 +491,7 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
     )
     write_manifest(out, manifest)
     summary = PrepareSummary(
-        out=str(out), clips_planned=len(clips), clips_written=written, clips_failed=failed,
+        out=storage.redact_uri(out) if remote else str(out), clips_planned=len(clips), clips_written=written, clips_failed=failed,
         inputs_failed=len(errors), videos_failed=manifest.videos_failed, shards_total=len(plans),
         shards_written=len(pending), shards_resumed=resumed, duplicates=len(report.duplicates),
         dropped_by_task=len(report.dropped_by_task), seconds=time.perf_counter() - t0, counts=counts,

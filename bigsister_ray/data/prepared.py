@@ -10,6 +10,9 @@ A prepared dataset is a folder::
 
 ``frames`` holds the clip as raw uint8 bytes ``T x S x S x 3`` (already through
 :func:`bigsister_ray.clip.preprocess_frames`); parquet compresses it. :func:`frames_from_bytes` restores it.
+
+``PREPARED`` is a local folder or an ``s3://`` / ``gs://`` URI (:mod:`bigsister_ray.storage`); paths built here
+keep the form of the root they are given (a ``Path`` for a local folder, a URI string for an object store).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bigsister_ray import storage
 from bigsister_ray.clip import ClipSpec
 from bigsister_ray.errors import DataError
 
@@ -78,32 +82,44 @@ class PreparedManifest(BaseModel):
     videos_failed: int = 0
 
     def shard_paths(self, root: str | Path, split: str) -> list[str]:
-        return [str(Path(root) / s.path) for s in self.shards if s.split == split]
+        """The shards of ``split`` as paths (or URIs, for a remote ``root``) under the prepared folder ``root``."""
+        return [storage.join(root, s.path) for s in self.shards if s.split == split]
 
 
-def manifest_path(root: str | Path) -> Path:
-    return Path(root) / "manifest.json"
+def _under(root: str | Path, *parts: str) -> str | Path:
+    """``root / parts``: a Path for a local root, a URI string (scheme and query kept) for a remote one."""
+    if storage.is_remote(root):
+        return storage.join(root, *parts)
+    return Path(root).joinpath(*parts)
 
 
-def shard_dir(root: str | Path, split: str) -> Path:
-    return Path(root) / "shards" / split
+def manifest_path(root: str | Path) -> str | Path:
+    return _under(root, "manifest.json")
+
+
+def shard_dir(root: str | Path, split: str) -> str | Path:
+    return _under(root, "shards", split)
 
 
 def read_manifest(root: str | Path) -> PreparedManifest:
     path = manifest_path(root)
-    if not path.exists():
-        raise DataError(f"{root} is not a prepared dataset: {path} is missing (run `bigsister prepare` first)")
+    shown, shown_path = storage.redact_uri(root), storage.redact_uri(path)
     try:
-        return PreparedManifest.model_validate(json.loads(path.read_text()))
-    except (ValueError, OSError) as err:
-        raise DataError(f"{path}: not a valid manifest: {err}") from err
+        text = storage.read_text(path)
+    except FileNotFoundError:
+        raise DataError(f"{shown} is not a prepared dataset: {shown_path} is missing (run `bigsister prepare` first)") from None
+    except OSError as err:  # unreachable store, access denied: say where
+        raise DataError(f"{shown_path}: cannot read the manifest ({err})") from err
+    try:
+        return PreparedManifest.model_validate(json.loads(text))
+    except ValueError as err:
+        raise DataError(f"{shown_path}: not a valid manifest: {err}") from err
 
 
-def write_manifest(root: str | Path, manifest: PreparedManifest) -> Path:
+def write_manifest(root: str | Path, manifest: PreparedManifest) -> str | Path:
+    """Write ``manifest.json`` atomically (local: temporary file and rename; object store: one upload)."""
     path = manifest_path(root)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2))
-    tmp.replace(path)
+    storage.write_text(path, manifest.model_dump_json(indent=2))
     return path
 
 
