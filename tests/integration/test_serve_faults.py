@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -189,19 +190,92 @@ def test_overload_is_rejected_fast_and_held_requests_then_succeed(app):
 
 
 # -------------------------------------------------------------------------------------------------- uploads
-def test_client_gone_mid_upload_leaves_the_ingress_healthy(app):
-    host, port = app["base"].removeprefix("http://").split(":")
-    for _ in range(3):
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(f"POST /detect HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {WRITE_KEY}\r\n"
-                      "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n"
-                      "--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n".encode()
-                      + b"\0" * 20000)
-            time.sleep(0.5)
+DEPLOYMENTS = ("Ingress", "Decoder", "Windower", "Classifier", "AlertManager")
+
+
+def _replicas() -> dict[str, list[tuple[str, str]]]:
+    """(replica actor name, actor id) of every deployment of the app: a restarted or replaced replica changes them."""
+    import ray
+
+    return {d: [(n, ray.get_actor(n, namespace="serve")._actor_id.hex()) for n in _replica_names(d)] for d in DEPLOYMENTS}
+
+
+def _multipart(filename: str, boundary: str = "gonebndry") -> tuple[bytes, bytes, str]:
+    """(part head, closing boundary, Content-Type) of a one-file multipart body."""
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    return head, f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _raw_post_head(host: str, port: str, length: int, content_type: str) -> bytes:
+    return (f"POST /detect HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {WRITE_KEY}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def _same_detection(got: dict, want: dict) -> None:
+    """The same windows and events; scores equal up to float noise (batches may be composed differently)."""
+    assert [(w["start_s"], w["end_s"]) for w in got["windows"]] == [(w["start_s"], w["end_s"]) for w in want["windows"]]
+    for g, w in zip(got["windows"], want["windows"]):
+        assert g["scores"] == pytest.approx(w["scores"], abs=1e-4), (g, w)
+    assert [e["label"] for e in got["events"]] == [e["label"] for e in want["events"]], (got["events"], want["events"])
+
+
+def test_clients_gone_mid_upload_or_before_the_answer_hurt_nothing(app):
+    """Raw-socket clients vanish half-way through a large upload, and after a full upload while the Ingress works
+    on it (the Classifier is briefly stalled so the request is surely in flight). Afterwards: no replica was
+    restarted or replaced, the app is RUNNING and healthy, the upload's temporary file is gone, and the same
+    authenticated request answers exactly as it did before."""
+    import ray
+    from ray import serve
+
+    c, base, data = app["client"], app["base"], app["clip"].read_bytes()
+    host, port = base.removeprefix("http://").split(":")
+    limit = app["settings"].serve.upload_max_bytes
+    # where the Ingress replica writes uploads (a Ray worker's temporary directory); our files carry this suffix
+    tmpdir = Path(ray.get(ray.remote(num_cpus=0)(lambda: __import__("tempfile").gettempdir()).remote()))
+    suffix = f".gone{uuid.uuid4().hex[:8]}"
+
+    def leftovers() -> list[Path]:
+        return sorted(tmpdir.glob(f"bigsister-detect-*{suffix}"))
+
     with open(app["clip"], "rb") as fh:
-        r = app["client"].post("/detect", files={"file": ("clip.mp4", fh, "video/mp4")})
-    assert r.status_code == 200, r.text
-    assert app["client"].get("/readyz").status_code == 200
+        before = c.post("/detect", files={"file": ("clip.mp4", fh, "video/mp4")})
+    assert before.status_code == 200 and before.json()["windows"], before.text
+    replicas = _replicas()
+    assert all(len(v) == 1 for v in replicas.values()), replicas
+
+    # 1. half of a large upload (under the size limit, so it is read, not refused), then the client is gone
+    for i in range(3):
+        head, _tail, ctype = _multipart(f"half{i}{suffix}")
+        declared = limit - 4096
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(_raw_post_head(host, port, declared, ctype) + head + bytes(declared // 2))
+            time.sleep(0.3)
+
+    # 2. a whole upload, and the client is gone while the Ingress is working on it (its temporary file exists)
+    classifier = _handle("Classifier")
+    head, tail, ctype = _multipart(f"full{suffix}")
+    body = head + data + tail
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        classifier.inject_stall.remote(1.0).result()  # below stuck_after_s (3 s): a slow forward, not a hung one
+        s.sendall(_raw_post_head(host, port, len(body), ctype) + body)
+        wait_for(leftovers, 30, 0.01, "the Ingress to write the upload to its temporary file")
+    wait_for(lambda: not leftovers(), 30, 0.1, "the gone client's upload file to be removed")
+
+    # the service is unhurt: liveness, keys, the same answer to the same request, nothing restarted
+    assert httpx.get(base + "/healthz", timeout=30).status_code == 200
+    with open(app["clip"], "rb") as fh:
+        assert httpx.post(base + "/detect", files={"file": ("clip.mp4", fh, "video/mp4")}, timeout=30).status_code == 401
+    with open(app["clip"], "rb") as fh:
+        after = c.post("/detect", files={"file": ("clip.mp4", fh, "video/mp4")})
+    assert after.status_code == 200, after.text
+    _same_detection(after.json(), before.json())
+    assert c.get("/readyz").status_code == 200
+    assert _replicas() == replicas
+    status = serve.status().applications[APP]
+    assert status.status == "RUNNING", status
+    assert all(d.status == "HEALTHY" for d in status.deployments.values()), status.deployments
+    assert leftovers() == []
 
 
 def test_uploads_too_long_too_large_or_truncated_are_400_with_the_reason(app):

@@ -1,0 +1,84 @@
+"""``POST /detect`` gives up decoding an upload after ``serve.upload_decode_timeout_s``: 400 naming the setting.
+
+No Ray: the real ingress app (:func:`bigsister_ray.serve.api.create_api`) with a real SQLite store and the real
+route, which decodes a real, valid video written here. The model's description (labels, ClipSpec, batch size)
+is given to the ServeContext up front, as the Classifier's ``info()`` would give it; there is no Classifier,
+so an upload that got past the decode deadline would fail differently (500), never with this 400.
+
+The deadline is set from the time the same video takes to decode here (a fraction of it), so the test does
+not depend on how fast or busy the machine is.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+from fastapi.testclient import TestClient
+
+from bigsister_ray.config import Settings
+from bigsister_ray.incidents.store import IncidentStore
+from tests._media import make_mp4
+from tests._serve_support import TINY_SPEC
+
+WRITE = "unit-write-key-0123456789"
+#: Every window of the upload in one batch: the first step of the decode loop decodes the whole video.
+BATCH = 4096
+
+
+def _app(tmp_path, decode_timeout_s: float):
+    from bigsister_ray.security.auth import Authenticator
+    from bigsister_ray.serve.api import create_api
+    from bigsister_ray.serve.context import ServeContext
+
+    settings = Settings(auth={"keys": [{"name": "w", "key": WRITE, "scope": "write"}]},
+                        database={"url": f"sqlite:///{tmp_path / 'x.db'}"},
+                        serve={"upload_decode_timeout_s": decode_timeout_s, "upload_max_seconds": 60.0})
+    store = IncidentStore(settings.database.url, busy_timeout_ms=500)
+    store.create_tables()
+    ctx = ServeContext(settings=settings, store=store, decoder=None, windower=None, classifier=None,
+                       alert_manager=None, authenticator=Authenticator.from_config(settings.auth),
+                       model_info={"loaded": True, "labels": ["fight", "normal"], "clip": TINY_SPEC.model_dump(),
+                                   "thresholds": {}, "max_batch_size": BATCH})
+    return create_api(ctx)
+
+
+def _decode_seconds(path) -> tuple[float, int]:
+    """(fastest of two full decodes, windows): what the route's decode loop does, timed here."""
+    from bigsister_ray.serve.detect import iter_window_batches
+
+    best, windows = float("inf"), 0
+    for _ in range(2):
+        t = time.perf_counter()
+        windows = sum(len(b) for b in iter_window_batches(path, TINY_SPEC, BATCH, max_seconds=60.0))
+        best = min(best, time.perf_counter() - t)
+    return best, windows
+
+
+def test_an_upload_still_decoding_after_the_timeout_is_a_400_naming_the_setting(tmp_path, monkeypatch):
+    video = make_mp4(tmp_path / "long.mp4", frames=300, fps=25.0, size=(640, 480))  # 12 s, valid
+    seconds, windows = _decode_seconds(video)
+    assert windows > 10, windows  # a real, decodable video with many windows
+    timeout = max(seconds / 20, 1e-3)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(uploads))  # where the route writes the upload (and Starlette spools)
+
+    with TestClient(_app(tmp_path, timeout), raise_server_exceptions=False) as c:
+        r = c.post("/detect", headers={"X-API-Key": WRITE},
+                   files={"file": ("long.mp4", video.read_bytes(), "video/mp4")})
+    assert r.status_code == 400, (r.status_code, r.text, f"decode takes {seconds:.3f} s, timeout {timeout:.4f} s")
+    detail = r.json()["detail"]
+    assert "long.mp4" in detail and "upload_decode_timeout_s" in detail and f"{timeout:g} s" in detail, detail
+    # the upload's temporary file is gone although its decode thread may still be running
+    assert not list(uploads.glob("bigsister-detect-*")), list(uploads.iterdir())
+
+
+def test_the_timeout_400_is_not_the_decode_error_400(tmp_path):
+    """Control: a broken upload is a 400 for being undecodable, and does not mention the decode timeout."""
+    video = make_mp4(tmp_path / "cut.mp4", frames=30, fps=10.0)
+    data = video.read_bytes()
+    with TestClient(_app(tmp_path, 300.0), raise_server_exceptions=False) as c:
+        r = c.post("/detect", headers={"X-API-Key": WRITE}, files={"file": ("cut.mp4", data[: len(data) // 3], "video/mp4")})
+    assert r.status_code == 400 and "cut.mp4" in r.json()["detail"], r.text
+    assert "upload_decode_timeout_s" not in r.json()["detail"], r.text
