@@ -92,3 +92,14 @@ def test_impossible_clipspec_names_the_key():
 def test_env_nested(monkeypatch):
     monkeypatch.setenv("BIGSISTER_TRAIN__EPOCHS", "7")
     assert Settings().train.epochs == 7
+
+
+def test_readme_configuration_reference_is_current():
+    """The README's configuration reference is generated from the settings models; a field added or changed
+    without `python -m bigsister_ray.reference README.md` makes it stale."""
+    from pathlib import Path
+
+    from bigsister_ray.reference import embed_reference
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert embed_reference(readme) == readme, "README.md's reference is stale: run `python -m bigsister_ray.reference README.md`"
