@@ -217,10 +217,19 @@ def negative_log_likelihood(logits: Any, y_true: Any, temperature: float = 1.0) 
 
 def fit_temperature(logits: Any, y_true: Any, lo: float = 0.05, hi: float = 20.0, iters: int = 80) -> float:
     """The temperature ``T`` minimising validation NLL of ``softmax(logits / T)`` (golden-section search on
-    ``log T`` over ``[lo, hi]``; NLL is unimodal in ``T`` for fixed logits). Returns 1.0 for empty input."""
+    ``log T`` over ``[lo, hi]``; NLL is unimodal in ``T`` for fixed logits). Returns 1.0 for empty input.
+
+    When the validation clips are perfectly separated (every clip's true class has the largest logit), the NLL
+    keeps falling as ``T -> 0`` and has no minimum: the search would run into ``lo`` and make every probability
+    0 or 1, which says nothing about new data and pushes every precision threshold to 1.0 (no alert ever fires).
+    Such a set cannot calibrate, so this returns 1.0 (the model's own probabilities) instead.
+    """
     t = _as_labels(y_true, "y_true")
     if t.size == 0:
         return 1.0
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 2 and z.shape[0] == t.size and bool(np.all(z.argmax(axis=1) == t)):
+        return 1.0  # separable: NLL has no minimum (see above)
     a, b = math.log(lo), math.log(hi)
     g = (math.sqrt(5) - 1) / 2
     c, d = b - g * (b - a), a + g * (b - a)
@@ -239,12 +248,15 @@ def fit_temperature(logits: Any, y_true: Any, lo: float = 0.05, hi: float = 20.0
 
 
 def threshold_for_precision(scores: Any, positive: Any, target: float) -> dict[str, Any]:
-    """The lowest threshold ``thr`` such that alerts ``scores >= thr`` reach ``precision >= target``.
+    """A threshold ``thr`` such that alerts ``scores >= thr`` reach ``precision >= target`` with the most recall.
 
     ``scores``: one class's probability per clip; ``positive``: whether each clip truly is that class.
-    Returns ``{threshold, precision, recall, support, reached}``. The lowest qualifying threshold keeps the
-    most recall. When no threshold reaches the target (or the class never occurs), ``reached`` is False and
-    ``threshold`` is the one with the best precision (ties: more recall), or None without positives.
+    Returns ``{threshold, precision, recall, support, reached}``. The deepest qualifying cut keeps the most
+    recall; the threshold is put halfway between the lowest score it alerts and the highest score it does not
+    (the widest margin: the same alerts on these clips, but new clips a little below the lowest validation
+    positive are not lost, which matters when the positives score 0.99 and the negatives 0.2). When no
+    threshold reaches the target (or the class never occurs), ``reached`` is False and ``threshold`` is the
+    lowest score of the cut with the best precision (ties: more recall), or None without positives.
     """
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(positive).astype(bool)
@@ -273,8 +285,11 @@ def threshold_for_precision(scores: Any, positive: Any, target: float) -> dict[s
         tied = cand[np.isclose(precision[cand], best)]
         i = int(tied[np.argmax(recall[tied])])
         reached = False
+    threshold = float(s_sorted[i])
+    if reached and i + 1 < s_sorted.size:
+        threshold = float((s_sorted[i] + s_sorted[i + 1]) / 2)  # s_sorted[i + 1] < s_sorted[i]: a cut between runs
     return {
-        "threshold": float(s_sorted[i]),
+        "threshold": threshold,
         "precision": float(precision[i]),
         "recall": float(recall[i]),
         "support": npos,

@@ -120,9 +120,13 @@ def test_threshold_for_precision():
     scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
     pos = [1, 1, 0, 1, 0, 0]
     r = M.threshold_for_precision(scores, pos, 0.75)  # cut after 0.6: 3 of 4 alerts right, all 3 positives found
-    assert r == {"threshold": 0.6, "precision": 0.75, "recall": 1.0, "support": 3, "reached": True}
+    # halfway between the lowest alerted score (0.6) and the highest one left out (0.5)
+    assert r == {"threshold": pytest.approx(0.55), "precision": 0.75, "recall": 1.0, "support": 3, "reached": True}
     r = M.threshold_for_precision(scores, pos, 0.9)
-    assert r["threshold"] == 0.8 and r["recall"] == pytest.approx(2 / 3) and r["reached"]
+    assert r["threshold"] == pytest.approx(0.75) and r["recall"] == pytest.approx(2 / 3) and r["reached"]
+    # the threshold alerts exactly the clips of the chosen cut
+    s = np.asarray(scores)
+    assert (s >= r["threshold"]).sum() == 2
     # unreachable: the best cut is reported with reached=False
     r = M.threshold_for_precision([0.9, 0.1], [0, 1], 0.9)
     assert r["threshold"] == 0.1 and r["precision"] == 0.5 and not r["reached"]
@@ -130,6 +134,25 @@ def test_threshold_for_precision():
     r = M.threshold_for_precision([0.9, 0.9, 0.5], [1, 0, 1], 0.6)
     assert r["threshold"] == 0.5 and r["precision"] == pytest.approx(2 / 3)
     assert M.threshold_for_precision([0.3], [0], 0.9)["threshold"] is None
+    # separated scores: the margin's middle, not the lowest positive (0.97), so windows scoring 0.9 still alert
+    r = M.threshold_for_precision([0.99, 0.98, 0.97, 0.2, 0.1], [1, 1, 1, 0, 0], 0.9)
+    assert r["threshold"] == pytest.approx(0.585) and r["recall"] == 1.0
+    # the deepest cut includes every clip: nothing below it, the threshold is its lowest score
+    assert M.threshold_for_precision([0.9, 0.8], [1, 1], 0.9)["threshold"] == 0.8
+
+
+def test_fit_temperature_leaves_a_separable_validation_set_alone():
+    """Perfectly separated validation logits have no NLL minimum: T would run to its lower bound, every
+    probability would become 0 or 1 and every precision threshold 1.0. The demo's first calibrated checkpoint
+    got T = 0.05 and a fight threshold of 0.9999999999997 that no window reached."""
+    rng = np.random.default_rng(3)
+    y = np.array([0] * 10 + [1] * 20)
+    z = np.zeros((30, 2))
+    z[np.arange(30), y] = rng.uniform(1.0, 4.0, size=30)  # the true class always has the larger logit
+    assert M.fit_temperature(z, y) == 1.0
+    z[0] = [0.0, 2.0]  # one mistake: a proper minimum exists again, inside the bounds
+    t = M.fit_temperature(z, y)
+    assert 0.05 < t < 20.0 and t != 1.0
 
 
 def test_bad_input_is_named():
