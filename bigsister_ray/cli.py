@@ -70,8 +70,10 @@ def synth(
 @app.command()
 def prepare(
     source: Annotated[Source, typer.Option(help="aihub (mp4 + XML), folders (one folder per class) or manifest (JSONL/CSV).")],
-    root: Annotated[Path, typer.Option(help="Dataset root folder (or the manifest file for --source manifest).")],
-    out: Annotated[Path, typer.Option(help="Output folder: shards, index, manifest and errors report.")],
+    root: Annotated[str, typer.Option(help="Dataset root folder (or the manifest file for --source manifest): a local or "
+                                           "mounted path, since the videos are opened as files.")],
+    out: Annotated[str, typer.Option(help="Output folder: shards, index, manifest and errors report. A path or an "
+                                          "s3:// or gs:// URI.")],
     config: ConfigOpt = None,
 ) -> None:
     """Index, split by group, decode and preprocess clips with Ray Data into compressed shards (resumable)."""
@@ -105,8 +107,10 @@ def eda(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="A prepared dataset (output of `bigsister prepare`).")],
-    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, logs). A run with the same name resumes.")],
+    data: Annotated[str, typer.Option(help="A prepared dataset (output of `bigsister prepare`): a path or an s3:// "
+                                           "or gs:// URI.")],
+    out: Annotated[str, typer.Option(help="Run folder (checkpoints, logs): a path or an s3:// or gs:// URI. A run with "
+                                          "the same name resumes.")],
     model: Annotated[Optional[str], typer.Option(help="Model from the registry (default: model.name).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers (default: train.workers).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: train.epochs).")] = None,
@@ -126,9 +130,11 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `bigsister train`.")],
-    data: Annotated[Path, typer.Option(help="A prepared dataset, or a raw dataset root with --source.")],
-    out: Annotated[Path, typer.Option(help="Output folder: report.md, metrics.json, plots.")],
+    checkpoint: Annotated[str, typer.Option(help="A checkpoint written by `bigsister train`: a path or an s3:// or "
+                                                 "gs:// URI (the calibration is stored back into it).")],
+    data: Annotated[str, typer.Option(help="A prepared dataset (a path or an s3:// or gs:// URI), or a raw dataset root "
+                                           "(a path) with --source.")],
+    out: Annotated[str, typer.Option(help="Output folder: report.md, metrics.json, plots. A path or an s3:// or gs:// URI.")],
     split: Annotated[str, typer.Option(help="Split of a prepared dataset to evaluate.")] = "test",
     source: Annotated[Optional[Source], typer.Option(help="Evaluate a raw aihub/folders/manifest dataset directly.")] = None,
     config: ConfigOpt = None,

@@ -7,7 +7,8 @@ Example (from the repository root)::
 
 Writes ``report.md``, ``metrics.json``, ``confusion.png`` and ``reliability.png`` into ``--out`` and stores the
 validation-calibrated temperature and alert thresholds in the checkpoint. ``--source folders|aihub|manifest``
-evaluates a raw dataset at ``--data`` directly.
+evaluates a raw dataset at ``--data`` directly. ``--checkpoint``, a prepared ``--data`` and ``--out`` may be
+``s3://`` or ``gs://`` URIs.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ __all__ = ["parse_args", "main"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="jobs/evaluate.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="model.pt written by training.")
-    parser.add_argument("--data", required=True, type=Path, help="Prepared dataset, or a raw dataset root with --source.")
-    parser.add_argument("--out", required=True, type=Path, help="Output folder for the report.")
+    parser.add_argument("--checkpoint", required=True, help="model.pt written by training: a path or an s3:// or gs:// URI.")
+    parser.add_argument("--data", required=True,
+                        help="Prepared dataset (a path or an s3:// or gs:// URI), or a raw dataset root (a path) with --source.")
+    parser.add_argument("--out", required=True, help="Output folder for the report: a path or an s3:// or gs:// URI.")
     parser.add_argument("--split", default="test", help="Split of a prepared dataset (default: test).")
     parser.add_argument("--source", default=None, choices=["aihub", "folders", "manifest"], help="Evaluate a raw dataset.")
     parser.add_argument("--config", type=Path, default=None, help="YAML settings file.")

@@ -7,8 +7,9 @@ Example (from the repository root)::
 
 Inside a submitted job, ``ray.init(address=...)`` connects to the cluster the job runs on (``ray.address`` in
 the settings, else ``--address``, ``auto`` by default). ``--data`` and ``--out`` must be paths every node sees
-(shared storage): the workers read the shards and Ray Train writes checkpoints there. Submitting again with the
-same ``--out`` (or ``--name``) resumes the run at the epoch after its last checkpoint.
+(shared storage), or ``s3://`` / ``gs://`` URIs: the workers read the shards and Ray Train writes checkpoints
+there. Submitting again with the same ``--out`` (or ``--name``) resumes the run at the epoch after its last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ __all__ = ["parse_args", "main"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="jobs/train.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path, help="Prepared dataset (output of prepare).")
-    parser.add_argument("--out", required=True, type=Path, help="Run folder on storage every node sees.")
+    parser.add_argument("--data", required=True, help="Prepared dataset (output of prepare): a shared path or an s3:// or gs:// URI.")
+    parser.add_argument("--out", required=True, help="Run folder on storage every node sees: a shared path or an s3:// or gs:// URI.")
     parser.add_argument("--model", default=None, help="Model from the registry (default: model.name).")
     parser.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: train.workers).")
     parser.add_argument("--epochs", type=int, default=None, help="Epochs (default: train.epochs).")

@@ -10,6 +10,10 @@ and no code from the file ever runs::
 :func:`load_checkpoint` rebuilds the model from the registry by name and needs no config. Serving and
 ``bigsister detect`` call :func:`predict_proba` with uint8 clips: the shared :func:`bigsister_ray.clip.to_model_input`
 with the checkpoint's normalisation, the forward pass, and ``softmax(logits / temperature)``.
+
+The functions here read and write local files (``torch.load`` memory-maps them; updates are atomic renames). A
+checkpoint on an object store (``s3://.../best/model.pt``) is used through :func:`checkpoint_file`, which gives
+a local copy and, when asked, uploads it back whole after it was changed (``bigsister evaluate`` does this).
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +50,7 @@ __all__ = [
     "update_checkpoint_meta",
     "predict_proba",
     "resolve_checkpoint_path",
+    "checkpoint_file",
 ]
 
 CHECKPOINT_FORMAT = "bigsister-ray-checkpoint"
@@ -111,8 +120,22 @@ class LoadedCheckpoint:
         return self.meta.clip
 
 
+_REMOTE_RE = re.compile(r"^(s3|gs|gcs):/", re.IGNORECASE)
+
+
 def resolve_checkpoint_path(path: str | Path) -> Path:
-    """``path`` itself, or ``path/model.pt`` for a directory. Raises :class:`CheckpointError` when absent."""
+    """``path`` itself, or ``path/model.pt`` for a directory. Raises :class:`CheckpointError` when absent.
+
+    A local path only: an ``s3://``/``gs://`` URI is refused with a pointer to :func:`checkpoint_file`.
+    """
+    if _REMOTE_RE.match(os.fspath(path)):
+        from bigsister_ray.storage import redact_uri
+
+        raise CheckpointError(
+            f"checkpoint {redact_uri(path)} is on an object store, but this reads local files: use "
+            "bigsister_ray.models.checkpoint.checkpoint_file() for a local copy (bigsister evaluate takes the URI), "
+            "or copy it down first (aws s3 cp / gcloud storage cp)"
+        )
     p = Path(path).expanduser()
     if p.is_dir():
         inner = p / CHECKPOINT_FILENAME
@@ -125,6 +148,42 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist: expected a {CHECKPOINT_FILENAME} written by `bigsister train`")
     return p
+
+
+@contextmanager
+def checkpoint_file(path: str | Path, *, write_back: bool = False) -> Iterator[Path]:
+    """A local ``model.pt`` for ``path``: a local file or folder, or an ``s3://``/``gs://`` URI of either.
+
+    Local: the file itself (:func:`resolve_checkpoint_path`). Remote: a copy downloaded into a temporary folder,
+    removed on exit; with ``write_back`` a copy that was changed inside the block (``update_checkpoint_meta``)
+    is uploaded back whole to where it came from when the block exits without an error.
+    Raises :class:`CheckpointError` when there is no checkpoint at ``path``.
+    """
+    from bigsister_ray import storage
+
+    s = os.fspath(path)
+    if not storage.is_remote(s):
+        yield resolve_checkpoint_path(path)
+        return
+    shown = storage.redact_uri(s)
+    with tempfile.TemporaryDirectory(prefix="bigsister-ckpt-") as tmp:
+        local = Path(tmp) / CHECKPOINT_FILENAME
+        try:
+            remote = storage.join(s, CHECKPOINT_FILENAME) if storage.is_dir(s) else s
+            if not storage.exists(remote):
+                raise CheckpointError(f"checkpoint {storage.redact_uri(remote)} does not exist: expected a "
+                                      f"{CHECKPOINT_FILENAME} written by `bigsister train`")
+            storage.copy(remote, local)
+        except OSError as err:  # unreachable store, access denied: say which checkpoint
+            raise CheckpointError(f"checkpoint {shown}: cannot download it ({err})") from err
+        before = local.stat()
+        yield local
+        after = local.stat()
+        if write_back and (after.st_mtime_ns, after.st_size, after.st_ino) != (before.st_mtime_ns, before.st_size, before.st_ino):
+            try:
+                storage.upload(local, remote)
+            except OSError as err:
+                raise CheckpointError(f"checkpoint {shown}: cannot upload the updated copy ({err})") from err
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,11 +14,19 @@ When the prepared dataset has a validation split, :func:`calibrate_checkpoint` f
 ``train.target_precision`` on validation, and stores both in the checkpoint (``update_checkpoint_meta``), so
 serving and ``bigsister detect`` use them with nothing else. Shards are streamed batch by batch with pyarrow;
 nothing holds the dataset.
+
+The checkpoint, the prepared dataset and ``out`` may each be a local path or an ``s3://`` / ``gs://`` URI
+(:mod:`bigsister_ray.storage`): a remote checkpoint is calibrated on a local copy and uploaded back whole
+(:func:`~bigsister_ray.models.checkpoint.checkpoint_file`), shards are read through the store's pyarrow
+filesystem, and the report is written to a local temporary folder and uploaded file by file. A raw dataset
+(``source=``) is decoded from files, so it must be a local or mounted path.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from bigsister_ray import storage
 from bigsister_ray.config import Settings
 from bigsister_ray.errors import CheckpointError, DataError
 
@@ -45,9 +54,9 @@ class EvalResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    out_dir: Path
-    metrics_path: Path
-    report_path: Path
+    out_dir: Path | str
+    metrics_path: Path | str
+    report_path: Path | str
     split: str
     n: int
     accuracy: float
@@ -58,7 +67,7 @@ class EvalResult(BaseModel):
     def __str__(self) -> str:
         return (f"{self.split}: {self.n} clips, accuracy {self.accuracy:.3f}, macro-F1 {self.macro_f1:.3f} "
                 f"(majority-class baseline accuracy {self.majority_accuracy:.3f}), ECE {self.ece:.3f}\n"
-                f"report: {self.report_path}\nmetrics: {self.metrics_path}")
+                f"report: {storage.redact_uri(self.report_path)}\nmetrics: {storage.redact_uri(self.metrics_path)}")
 
 
 def _label_map(data_labels: list[str], model_labels: list[str], where: str) -> np.ndarray:
@@ -90,7 +99,12 @@ def _forward(model: Any, clips: np.ndarray, meta: Any, device: Any, bf16: bool) 
     return logits.float().cpu().numpy()
 
 
-def _iter_prepared(data: Path, split: str, batch_size: int) -> Iterator[dict[str, Any]]:
+def _prepared_location(data: str | Path) -> Path | str:
+    """A prepared dataset's location: a Path for a local folder, the URI string for an object store."""
+    return os.fspath(data) if storage.is_remote(data) else Path(data).expanduser()
+
+
+def _iter_prepared(data: Path | str, split: str, batch_size: int) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     from bigsister_ray.data.prepared import read_manifest
@@ -99,17 +113,24 @@ def _iter_prepared(data: Path, split: str, batch_size: int) -> Iterator[dict[str
     paths = manifest.shard_paths(data, split)
     if not paths:
         have = sorted({s.split for s in manifest.shards})
-        raise DataError(f"{data}: no {split!r} shards (the manifest has splits {have}); pass --split with one of them")
+        raise DataError(f"{storage.redact_uri(data)}: no {split!r} shards (the manifest has splits {have}); "
+                        "pass --split with one of them")
+    fs, base = None, ""
+    if storage.is_remote(data):
+        fs, base = storage.resolve(data)  # once: one filesystem for every shard
+        paths = [f"{base}/{sh.path}" for sh in manifest.shards if sh.split == split]
     for path in paths:
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, filesystem=fs)
         except OSError as err:
-            raise DataError(f"{path}: cannot read shard ({err}); run `bigsister prepare` again") from err
-        for batch in pf.iter_batches(batch_size=batch_size, columns=["clip_id", "label_idx", "frames"]):
-            yield batch.to_pydict()
+            where = path if fs is None else f"{fs.type_name}://{path}"
+            raise DataError(f"{where}: cannot read shard ({err}); run `bigsister prepare` again") from err
+        with pf:
+            for batch in pf.iter_batches(batch_size=batch_size, columns=["clip_id", "label_idx", "frames"]):
+                yield batch.to_pydict()
 
 
-def predict_prepared(model: Any, meta: Any, data: Path, split: str, settings: Settings,
+def predict_prepared(model: Any, meta: Any, data: Path | str, split: str, settings: Settings,
                      batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Logits ``N x C``, true model-label indices ``N`` and clip ids of one split of a prepared dataset.
 
@@ -119,10 +140,10 @@ def predict_prepared(model: Any, meta: Any, data: Path, split: str, settings: Se
     manifest = read_manifest(data)
     if manifest.clip.frames != meta.clip.frames or manifest.clip.size != meta.clip.size:
         raise DataError(
-            f"{data}: clips are {manifest.clip.frames}x{manifest.clip.size}x{manifest.clip.size} but the checkpoint "
+            f"{storage.redact_uri(data)}: clips are {manifest.clip.frames}x{manifest.clip.size}x{manifest.clip.size} but the checkpoint "
             f"was trained on {meta.clip.frames}x{meta.clip.size}x{meta.clip.size}: prepare the data with the checkpoint's clip spec"
         )
-    lut = _label_map(manifest.labels, meta.labels, str(data))
+    lut = _label_map(manifest.labels, meta.labels, storage.redact_uri(data))
     device = _device(settings)
     model.to(device).eval()
     logits, targets, ids = [], [], []
@@ -190,21 +211,28 @@ def predict_source(model: Any, meta: Any, source: str, root: Path, settings: Set
     return np.concatenate(logits), np.concatenate(targets), ids, failed
 
 
-def calibrate_checkpoint(checkpoint: Path, data: Path, settings: Settings) -> dict[str, Any]:
+def calibrate_checkpoint(checkpoint: Path | str, data: Path | str, settings: Settings) -> dict[str, Any]:
     """Fit the temperature and per-abnormal-class thresholds on the ``val`` split; store them in the checkpoint.
 
     Returns ``{temperature, thresholds, detail, val_clips, ece_before, ece_after}``. ``detail[label]`` says
     whether the target precision was reached; a class without validation clips gets no threshold (alerting
-    then falls back to the configured default)."""
+    then falls back to the configured default). ``checkpoint`` and ``data`` may be URIs (a remote checkpoint
+    is updated on a local copy and uploaded back)."""
+    from bigsister_ray.models.checkpoint import checkpoint_file
+
+    if storage.is_remote(checkpoint):
+        with checkpoint_file(checkpoint, write_back=True) as local:
+            return calibrate_checkpoint(local, data, settings)
     from bigsister_ray.labels import NORMAL
     from bigsister_ray.models.checkpoint import load_checkpoint, update_checkpoint_meta
     from bigsister_ray.train import metrics as M
 
+    data = _prepared_location(data)
     loaded = load_checkpoint(checkpoint)
     meta = loaded.meta
-    logits, y, _ = predict_prepared(loaded.model, meta, Path(data), "val", settings)
+    logits, y, _ = predict_prepared(loaded.model, meta, data, "val", settings)
     if y.size == 0:
-        raise DataError(f"{data}: the val split has no clips of the checkpoint's classes {meta.labels}; cannot calibrate")
+        raise DataError(f"{storage.redact_uri(data)}: the val split has no clips of the checkpoint's classes {meta.labels}; cannot calibrate")
     temperature = M.fit_temperature(logits, y)
     probs = M.softmax(logits, temperature)
     target = settings.train.target_precision
@@ -352,18 +380,43 @@ def _report_md(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(checkpoint: Path, data: Path, out: Path, settings: Settings, split: str = "test",
+def evaluate(checkpoint: Path | str, data: Path | str, out: Path | str, settings: Settings, split: str = "test",
              source: str | None = None) -> EvalResult:
     """Score ``checkpoint`` on ``split`` of the prepared dataset ``data`` (or on the raw dataset at ``data``
-    when ``source`` is ``aihub``/``folders``/``manifest``) and write the report into ``out``."""
+    when ``source`` is ``aihub``/``folders``/``manifest``) and write the report into ``out``.
+
+    ``checkpoint``, a prepared ``data`` and ``out`` may be ``s3://`` / ``gs://`` URIs; a raw ``data`` must be a
+    local or mounted path. The calibration fitted on validation is stored back into the checkpoint, wherever
+    it lives."""
+    from bigsister_ray.models.checkpoint import checkpoint_file
+
+    if source is not None:
+        from bigsister_ray.data.pipeline import check_local_root
+
+        check_local_root(data, what="--data (a raw dataset, with --source)")
+    with checkpoint_file(checkpoint, write_back=True) as local_checkpoint:
+        shown = storage.redact_uri(checkpoint) if storage.is_remote(checkpoint) else str(local_checkpoint)
+        if not storage.is_remote(out):
+            return _evaluate(local_checkpoint, shown, data, Path(out).expanduser(), settings, split, source)
+        with tempfile.TemporaryDirectory(prefix="bigsister-eval-") as tmp:
+            res = _evaluate(local_checkpoint, shown, data, Path(tmp), settings, split, source)
+            uploaded = {}
+            for f in sorted(Path(tmp).iterdir()):  # one whole upload per file: none appears half-written
+                uploaded[f.name] = storage.join(out, f.name)
+                storage.upload(f, uploaded[f.name])
+    return res.model_copy(update={"out_dir": os.fspath(out), "metrics_path": uploaded["metrics.json"],
+                                  "report_path": uploaded["report.md"]})
+
+
+def _evaluate(checkpoint: Path, shown_checkpoint: str, data: Path | str, out: Path, settings: Settings, split: str,
+              source: str | None) -> EvalResult:
+    """:func:`evaluate` with a local checkpoint file and a local output folder."""
     from bigsister_ray.labels import NORMAL
-    from bigsister_ray.models.checkpoint import load_checkpoint, read_checkpoint_meta, resolve_checkpoint_path
+    from bigsister_ray.models.checkpoint import load_checkpoint, read_checkpoint_meta
     from bigsister_ray.train import metrics as M
 
     t0 = time.perf_counter()
-    checkpoint = resolve_checkpoint_path(checkpoint)
-    data = Path(data).expanduser()
-    out = Path(out).expanduser()
+    data = Path(data).expanduser() if source is not None else _prepared_location(data)
     calibration = None
     train_counts: dict[str, int] = {}
     failed: list[dict[str, Any]] = []
@@ -382,7 +435,8 @@ def evaluate(checkpoint: Path, data: Path, out: Path, settings: Settings, split:
         meta = loaded.meta
         logits, y, _, failed = predict_source(loaded.model, meta, source, data, settings)
     if y.size == 0:
-        raise DataError(f"{data}: no clips of the checkpoint's classes {meta.labels} in {source or split!r}: nothing to evaluate")
+        raise DataError(f"{storage.redact_uri(data)}: no clips of the checkpoint's classes {meta.labels} in "
+                        f"{source or split!r}: nothing to evaluate")
     meta = read_checkpoint_meta(checkpoint)
     labels = list(meta.labels)
     probs = M.softmax(logits, meta.temperature)
@@ -407,10 +461,10 @@ def evaluate(checkpoint: Path, data: Path, out: Path, settings: Settings, split:
     metrics: dict[str, Any] = {
         **report,
         "split": source or split,
-        "checkpoint": str(checkpoint),
+        "checkpoint": shown_checkpoint,
         "model_name": meta.model_name,
         "checkpoint_epoch": meta.epoch,
-        "data": str(data),
+        "data": storage.redact_uri(data),
         "source": source,
         "failed_inputs": len(failed),
         "baselines": {

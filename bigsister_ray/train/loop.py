@@ -256,10 +256,35 @@ def _allreduce(values: np.ndarray, op: str = "sum") -> np.ndarray:
 
 
 def _append_history(run_dir: str, record: dict[str, Any]) -> None:
+    """Add one JSON line to the run's history.jsonl (``run_dir`` a local folder or an ``s3://``/``gs://`` URI).
+
+    Object stores have no append: the whole (small, one line per epoch) file is read and written back as one
+    new object, so a reader sees either the old or the new version, never half a line. Only rank 0 writes.
+    """
+    from bigsister_ray import storage
+
+    line = json.dumps(record) + "\n"
+    if storage.is_remote(run_dir):
+        path = storage.join(run_dir, HISTORY_FILE)
+        try:
+            before = storage.read_text(path)
+        except FileNotFoundError:
+            before = ""
+        if before and not before.endswith("\n"):
+            before += "\n"
+        storage.write_text(path, before + line)
+        return
     path = Path(run_dir) / HISTORY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(line)
+
+
+def _run_name(run_dir: str) -> str:
+    """The run folder's name (``s3://b/runs/r1?region=x`` -> ``r1``)."""
+    from bigsister_ray import storage
+
+    return storage.basename(run_dir)
 
 
 def _iter_shard(name: str, batch_size: int, shuffle_buffer: int, seed: int) -> Iterator[dict[str, Any]]:
@@ -399,7 +424,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     model_name=model_name, labels=list(cfg.labels), clip=cfg.clip, norm=norm,
                     data_fingerprint=cfg.data_fingerprint,
                     metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))},
-                    epoch=epoch, extra={"run": Path(cfg.run_dir).name, "world_size": world},
+                    epoch=epoch, extra={"run": _run_name(cfg.run_dir), "world_size": world},
                 )
                 save_checkpoint(Path(tmp) / "model.pt", net.state_dict(), meta)
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": dict(state)},
