@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2, help="torch threads (and CPUs of the single Ray worker).")
     p.add_argument("--two-workers", action="store_true", help="Also run Ray Train with 2 workers x threads/2.")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="Alternating plain/Ray rounds (plain, Ray, plain, Ray, ...): a load that changes during the "
+                        "run hits both sides; medians over every round's epochs after its first.")
     p.add_argument("--peak-tflops", type=float, default=None, help="Dense bf16 peak of the GPU, for MFU.")
     p.add_argument("--skip-cpu", action="store_true")
     args = p.parse_args(argv)
@@ -170,13 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_cpu:
         with tempfile.TemporaryDirectory() as tmp:
             data = _dataset(Path(tmp) / "prepared", args.clips, args.frames, args.size)
-            plain = plain_loop(data, args.threads, args.epochs, args.batch)
-            ray_rates = ray_loop(data, args.threads, args.epochs, args.batch)
-            p_med, r_med = statistics.median(plain[1:] or plain), statistics.median(ray_rates[1:] or ray_rates)
+            plain_runs, ray_runs = [], []
+            for _ in range(max(1, args.rounds)):
+                plain_runs.append(plain_loop(data, args.threads, args.epochs, args.batch))
+                ray_runs.append(ray_loop(data, args.threads, args.epochs, args.batch))
+            plain = [r for run in plain_runs for r in (run[1:] or run)]
+            ray_rates = [r for run in ray_runs for r in (run[1:] or run)]
+            p_med, r_med = statistics.median(plain), statistics.median(ray_rates)
             out = {"clips": args.clips, "clip": f"{args.frames}x{args.size}x{args.size}", "threads": args.threads,
-                   "batch": args.batch, "plain_clips_per_s": [round(r, 1) for r in plain],
-                   "ray_clips_per_s": [round(r, 1) for r in ray_rates], "plain_median": round(p_med, 2),
-                   "ray_median": round(r_med, 2), "ratio_ray_over_plain": round(r_med / p_med, 3)}
+                   "batch": args.batch, "rounds": max(1, args.rounds),
+                   "plain_clips_per_s": [[round(r, 1) for r in run] for run in plain_runs],
+                   "ray_clips_per_s": [[round(r, 1) for r in run] for run in ray_runs], "plain_median": round(p_med, 2),
+                   "ray_median": round(r_med, 2), "ratio_ray_over_plain": round(r_med / p_med, 3),
+                   "load_average": [round(x, 2) for x in os.getloadavg()]}
             if args.two_workers:
                 two = ray_loop(data, max(1, args.threads // 2), args.epochs, args.batch, workers=2)
                 out["ray_2_workers_clips_per_s"] = [round(r, 1) for r in two]
