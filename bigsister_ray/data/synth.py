@@ -892,10 +892,11 @@ def _choose_labels(settings: "Settings | None", labels: Sequence[str] | None) ->
     return list(dict.fromkeys(chosen))
 
 
-def _split_takes(count: int, rng: np.random.Generator) -> list[int]:
-    """Cameras per take, summing to ``count``: as many takes as keep most of them at 2-3 cameras, and at
-    least three takes when there are three videos or more (so a class can reach train, val and test)."""
-    takes = min(count, max(3, round(count / 2.4)))
+def _split_takes(count: int, rng: np.random.Generator, cameras_per_take: float = 2.4) -> list[int]:
+    """Cameras per take, summing to ``count``: as many takes as keep them near ``cameras_per_take`` (2-3 by
+    default), and at least three takes when there are three videos or more (so a class can reach train, val
+    and test)."""
+    takes = min(count, max(3, round(count / cameras_per_take)))
     sizes = [count // takes + (1 if i < count % takes else 0) for i in range(takes)]
     rng.shuffle(sizes)
     return [int(x) for x in sizes]
@@ -912,12 +913,14 @@ def _span_for(seconds: float, rng: np.random.Generator) -> tuple[float, float]:
 def synthesize(out: Path, videos: int = 24, seconds: float = 12.0, seed: int = 0,
                settings: "Settings | None" = None, labels: Sequence[str] | None = None, *,
                fps: float = DEFAULT_FPS, size: tuple[int, int] = DEFAULT_SIZE,
-               duplicate_sessions: int = 0) -> SynthSummary:
+               duplicate_sessions: int = 0, cameras_per_take: float = 2.4) -> SynthSummary:
     """Write ``videos`` mp4 + XML pairs in the AI Hub layout under ``out`` and return what was written.
 
     Videos are spread evenly over ``labels`` (default: the abnormal classes of ``settings.task``), grouped
     into takes of two or three cameras. Each video is ``seconds`` long at ``fps`` and ``size``; its
     behaviour fills 25-40 % of it (the action ranges), the event interval is a little wider.
+    ``cameras_per_take`` (at least 1) sets how many cameras film a take on average: fewer cameras per take
+    means more independent takes (choreographies) for the same number of videos.
     ``duplicate_sessions`` copies that many session folders, byte-identical, into a second zip group of the
     same class, as the AI Hub download does (readers must count each video once). Existing files
     with the same names are overwritten; the same arguments always write the same bytes of XML and the
@@ -929,6 +932,8 @@ def synthesize(out: Path, videos: int = 24, seconds: float = 12.0, seed: int = 0
         raise ValueError(f"expected videos >= 1, got {videos!r}")
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 2.0):
         raise ValueError(f"expected seconds >= 2 (room for behaviour and normal activity), got {seconds!r}")
+    if not (isinstance(cameras_per_take, (int, float)) and math.isfinite(cameras_per_take) and cameras_per_take >= 1):
+        raise ValueError(f"expected cameras_per_take >= 1, got {cameras_per_take!r}")
     classes = _choose_labels(settings, labels)
     for name in classes:
         _check_render_args(name, seconds, fps, size)
@@ -944,7 +949,7 @@ def synthesize(out: Path, videos: int = 24, seconds: float = 12.0, seed: int = 0
             continue
         number = next(e.number for e in AIHUB_EVENTS if e.name == label)
         folder = out / aihub_folder_name(label)
-        for k, cams in enumerate(_split_takes(count, root_rng)):
+        for k, cams in enumerate(_split_takes(count, root_rng, cameras_per_take)):
             take_no += 1
             rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 2, take_no])
             scene, take = number * 100 + k // 3 + 1, k % 3 + 1

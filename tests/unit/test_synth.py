@@ -267,3 +267,16 @@ def test_classes_are_separable_by_simple_motion_statistics():
             correct += min(labels, key=lambda lab: float(np.sum((zi - centroids[lab]) ** 2))) == yi
     accuracy = correct / len(y)
     assert accuracy >= 0.75, f"nearest-centroid accuracy {accuracy:.2f} over {len(y)} clips (chance 0.17)"
+
+
+def test_cameras_per_take_sets_how_many_independent_takes(tmp_path):
+    from collections import Counter
+
+    from bigsister_ray.data.synth import synthesize
+
+    one = synthesize(tmp_path / "one", videos=6, seconds=2.0, seed=3, labels=["fight"], size=(96, 72), cameras_per_take=1)
+    assert len(one.groups["fight"]) == 6
+    default = synthesize(tmp_path / "default", videos=6, seconds=2.0, seed=3, labels=["fight"], size=(96, 72))
+    assert sorted(Counter(v.group for v in default.videos).values()) == [2, 2, 2]
+    with pytest.raises(ValueError, match="cameras_per_take"):
+        synthesize(tmp_path / "bad", videos=2, seconds=2.0, labels=["fight"], cameras_per_take=0.5)
