@@ -164,3 +164,19 @@ def test_bad_input_is_named():
         M.classification_report([[1, 0], [0, 1]], ["a"])
     with pytest.raises(ValueError, match="integer class indices"):
         M.confusion_matrix([0.5], [0], 2)
+
+
+def test_fit_temperature_prior_keeps_a_small_validation_set_from_sharpening_to_the_bound():
+    """38 clips, one borderline mistake: the plain MLE sharpens hard (T = 0.29: a 3.5x sharper model on the
+    evidence of one clip); the prior on log T keeps T nearer 1, while 6000 clips still recover a real 3x
+    overconfidence (test above)."""
+    rng = np.random.default_rng(5)
+    y = np.array([0] * 10 + [1] * 28)
+    z = np.zeros((38, 2))
+    z[np.arange(38), y] = rng.uniform(2.0, 5.0, size=38)
+    z[0] = [0.0, 0.02]  # wrong, by a hair
+    mle = M.fit_temperature(z, y, prior_sigma=None)
+    assert mle < 0.35
+    t = M.fit_temperature(z, y)
+    assert 0.5 < t <= 1.0 and t > 2 * mle
+    assert M.softmax(z, t).max(axis=1).min() < 0.99  # probabilities stay probabilities
