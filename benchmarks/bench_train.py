@@ -86,7 +86,7 @@ def plain_loop(data: Path, threads: int, epochs: int, batch: int) -> list[float]
     rates = []
     for _ in range(epochs):
         stats = run_epoch(model, batches(), manifest.clip, norm, len(manifest.labels), optimizer=opt,
-                          loss_fn=loss_fn, augment=True, rng=rng)
+                          loss_fn=loss_fn, augment=True, color_jitter=settings.train.color_jitter, rng=rng)
         rates.append(stats.clips / stats.seconds)
     return rates
 

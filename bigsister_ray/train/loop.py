@@ -106,13 +106,16 @@ def decode_batch(frames: Iterable[bytes], spec: ClipSpec) -> np.ndarray:
     return np.stack(clips)
 
 
-def augment_clips(clips: np.ndarray, rng: np.random.Generator, crop_scale: float = 0.8, jitter: int | None = None):
+def augment_clips(clips: np.ndarray, rng: np.random.Generator, crop_scale: float = 0.8, jitter: int | None = None,
+                  color: float = 0.0):
     """Random augmentation of uint8 clips ``B x T x S x S x 3`` on the worker, before normalisation.
 
     Per clip: a random square crop of side ``U(crop_scale, 1) * S`` resized back to ``S`` (bilinear,
     antialiased, uint8 like :func:`bigsister_ray.clip.preprocess_frames`), a horizontal flip with p = 0.5,
-    and a temporal shift of up to ``jitter`` frames (default ``T // 8``, at least 1) that repeats the edge
-    frame. Returns a uint8 torch tensor of the same shape.
+    a temporal shift of up to ``jitter`` frames (default ``T // 8``, at least 1) that repeats the edge
+    frame, and with ``color > 0`` a photometric jitter the same for every frame of the clip: brightness and
+    contrast scaled by ``U(1 - color, 1 + color)`` and each RGB channel by ``U(1 - color/2, 1 + color/2)``
+    (a new camera's exposure and white balance). Returns a uint8 torch tensor of the same shape.
     """
     import torch
     import torch.nn.functional as F
@@ -138,6 +141,13 @@ def augment_clips(clips: np.ndarray, rng: np.random.Generator, crop_scale: float
                 c = clip[:, top : top + ch, left : left + cw, :].permute(0, 3, 1, 2).contiguous()
                 c = F.interpolate(c, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
                 clip = c.permute(0, 2, 3, 1)
+        if color > 0:
+            f = clip.float()
+            contrast, brightness = 1 + rng.uniform(-color, color), 1 + rng.uniform(-color, color)
+            gains = torch.from_numpy(1 + rng.uniform(-color / 2, color / 2, size=3)).float()
+            mean = f.mean()
+            f = ((f - mean) * contrast + mean) * brightness * gains
+            clip = f.clamp_(0, 255).round_().to(torch.uint8)
         if rng.random() < 0.5:
             clip = clip.flip(2)
         out[i] = clip
@@ -164,6 +174,7 @@ def run_epoch(
     optimizer: Any = None,
     loss_fn: Callable | None = None,
     augment: bool = False,
+    color_jitter: float = 0.0,
     rng: np.random.Generator | None = None,
     autocast_dtype: Any = None,
     keep_logits: bool = False,
@@ -191,7 +202,7 @@ def run_epoch(
             if y_np.size == 0:
                 continue
             clips = decode_batch(batch["frames"], spec)
-            x_u8 = augment_clips(clips, rng) if augment else torch.from_numpy(clips)
+            x_u8 = augment_clips(clips, rng, color=color_jitter) if augment else torch.from_numpy(clips)
             x = to_model_input(x_u8, norm).to(device, non_blocking=True)
             y = torch.from_numpy(y_np).to(device)
             if autocast_dtype is not None:
@@ -381,7 +392,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         train_stats = run_epoch(
             model, _iter_shard("train", tc.batch_size, tc.shuffle_buffer_clips, tc.seed * 1000 + epoch), cfg.clip, norm, num_classes,
-            device=device, optimizer=optimizer, loss_fn=loss_fn, augment=tc.augment, rng=rng,
+            device=device, optimizer=optimizer, loss_fn=loss_fn, augment=tc.augment, color_jitter=tc.color_jitter, rng=rng,
             autocast_dtype=autocast_dtype, on_batch=on_batch,
         )
         scheduler.step()

@@ -85,3 +85,14 @@ def test_run_epoch_trains_and_scores_with_the_shared_step():
                          "val_loss": 0.6, "val_accuracy": 0.5, "val_macro_f1": 0.4, "clips_per_s": 12.5}, 3)
     assert line == ("epoch 1/3 | train: loss 0.5000 acc 0.750 macro-F1 0.700 | val: loss 0.6000 acc 0.500 "
                     "macro-F1 0.400 | 12.5 clips/s")
+
+
+def test_color_jitter_changes_exposure_per_clip_not_per_frame():
+    clip = np.full((1, 8, 16, 16, 3), 100, dtype=np.uint8)
+    clip[0, :, :8] = 60  # some structure, for contrast to act on
+    out = augment_clips(clip, np.random.default_rng(7), crop_scale=1.0, jitter=0, color=0.3).numpy()[0]
+    assert not np.array_equal(out, clip[0]) and not np.array_equal(out, clip[0, :, :, ::-1])
+    # one exposure and white balance for the whole clip: every frame got the same transform
+    assert all(np.array_equal(out[0], f) for f in out)
+    off = augment_clips(clip, np.random.default_rng(7), crop_scale=1.0, jitter=0, color=0.0).numpy()[0]
+    assert np.array_equal(off, clip[0]) or np.array_equal(off, clip[0, :, :, ::-1])
