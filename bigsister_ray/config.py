@@ -125,8 +125,8 @@ class TrainConfig(Strict):
     target_precision: float = Field(0.9, gt=0, le=1, description="Precision each abnormal class's alert threshold aims for on validation.")
     seed: int = 0
     augment: bool = Field(True, description="Random crop, horizontal flip and temporal jitter of training clips on the workers.")
-    color_jitter: float = Field(0.2, ge=0, lt=1, description="Training augmentation: brightness, contrast and per-channel "
-                                "gains of each clip scaled by up to this fraction (0: off); only with train.augment.")
+    color_jitter: float = Field(0.0, ge=0, lt=1, description="Training augmentation: brightness, contrast and per-channel "
+                                "gains of each clip scaled by up to this fraction, e.g. 0.2 (0: off); only with train.augment.")
     shuffle_buffer_clips: int = Field(64, ge=0, description="Clips each worker holds in its local shuffle buffer (0: none), on top of "
                                       "the shards' random order; memory per worker is this many decoded clips.")
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept by validation macro-F1 (the latest is always kept too, for resuming).")
