@@ -387,6 +387,16 @@ def render_block(machine: dict, records: Sequence[Record], plots: Sequence[Path]
     return "\n".join(lines) + "\n"
 
 
+def _finish_plot(plt, fig, ax, path: Path) -> Path:
+    """Legend, grid, save as PNG, close; returns the path."""
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def make_plots(records: Sequence[Record], plot_dir: Path) -> list[Path]:
     """PNG plots from the records that carry the data; returns the files written."""
     import matplotlib
@@ -415,13 +425,7 @@ def make_plots(records: Sequence[Record], plot_dir: Path) -> list[Path]:
         ax.set_ylabel("clips per CPU-second")
         ax.set_title(f"Throughput vs batch size (bench_models, clip {models.result.get('clip')}, "
                      f"{models.result.get('threads')} thread(s))", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        path = plot_dir / "throughput_vs_batch.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish_plot(plt, fig, ax, plot_dir / "throughput_vs_batch.png"))
 
     serve = recs.get("bench_serve")
     runs = (serve.result.get("stream_runs") or []) if serve else []
@@ -437,13 +441,7 @@ def make_plots(records: Sequence[Record], plot_dir: Path) -> list[Path]:
         ax.set_xlabel("simultaneous camera streams")
         ax.set_ylabel("frame-to-score latency (s)")
         ax.set_title("Streams vs latency (bench_serve)", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        path = plot_dir / "streams_vs_latency.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish_plot(plt, fig, ax, plot_dir / "streams_vs_latency.png"))
 
     prep = recs.get("bench_prepare")
     if prep and prep.result.get("peak_ray_mib_1x") is not None and prep.result.get("peak_ray_mib_4x") is not None:
@@ -457,13 +455,7 @@ def make_plots(records: Sequence[Record], plot_dir: Path) -> list[Path]:
         ax.set_ylabel("peak resident memory (MiB)")
         ax.set_ylim(bottom=0)
         ax.set_title("Memory vs dataset size (bench_prepare)", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        path = plot_dir / "memory_vs_dataset.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish_plot(plt, fig, ax, plot_dir / "memory_vs_dataset.png"))
     return written
 
 
