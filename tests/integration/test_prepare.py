@@ -157,3 +157,21 @@ def test_cli_prepare_folders_and_clear_error_for_a_missing_root(ray_session, tmp
                                   "--out", str(tmp_path / "out2")])
     assert missing.exit_code == 2
     assert "nope does not exist" in missing.output
+
+
+def test_warm_up_imports_the_decode_stack_on_one_worker_per_decode_slot():
+    """The import tasks `prepare` starts before indexing: one per decode slot of the cluster; each imports and runs
+    the decode stack (a worker without decord or torch fails it)."""
+    import ray
+
+    from bigsister_ray.data.pipeline import _warm_decoders
+
+    settings = Settings(data={"decode_cpus": 1.0})
+    slots = int(ray.available_resources().get("CPU", 0) // 1.0)
+    refs = _warm_decoders(settings)
+    assert len(refs) == slots >= 1
+    pids = ray.get(refs, timeout=120)
+    assert all(isinstance(pid, int) and pid > 0 for pid in pids)
+    half = _warm_decoders(Settings(data={"decode_cpus": 2.0}))
+    assert len(half) == slots // 2
+    ray.get(half, timeout=120)
