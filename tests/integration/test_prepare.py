@@ -159,7 +159,7 @@ def test_cli_prepare_folders_and_clear_error_for_a_missing_root(ray_session, tmp
     assert "nope does not exist" in missing.output
 
 
-def test_warm_up_imports_the_decode_stack_on_one_worker_per_decode_slot():
+def test_warm_up_imports_the_decode_stack_on_one_worker_per_decode_slot(ray_session):
     """The import tasks `prepare` starts before indexing: one per decode slot of the cluster; each imports and runs
     the decode stack (a worker without decord or torch fails it)."""
     import ray
