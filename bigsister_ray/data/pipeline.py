@@ -350,7 +350,7 @@ def _warm_decoders(settings) -> list[Any]:
     """
     import ray
 
-    slots = int(ray.available_resources().get("CPU", 0) // settings.data.decode_cpus)
+    slots = int(ray.cluster_resources().get("CPU", 0) // settings.data.decode_cpus)
     spec = settings.clip.model_dump(mode="json")
     task = ray.remote(num_cpus=settings.data.decode_cpus, max_retries=0, scheduling_strategy="SPREAD")(
         _import_decode_stack)

@@ -167,7 +167,7 @@ def test_warm_up_imports_the_decode_stack_on_one_worker_per_decode_slot(ray_sess
     from bigsister_ray.data.pipeline import _warm_decoders
 
     settings = Settings(data={"decode_cpus": 1.0})
-    slots = int(ray.available_resources().get("CPU", 0) // 1.0)
+    slots = int(ray.cluster_resources().get("CPU", 0) // 1.0)
     refs = _warm_decoders(settings)
     assert len(refs) == slots >= 1
     pids = ray.get(refs, timeout=120)
