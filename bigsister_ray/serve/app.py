@@ -2,7 +2,7 @@
 
 Handle composition (no DAGDriver/InputNode)::
 
-    Ingress (FastAPI) ──handles──▶ Decoder ──push(frames)──▶ Windower ──classify(window)──▶ Classifier (@serve.batch)
+    Ingress (FastAPI) ──handles──▶ Decoder ──push(frames)──▶ Windower ──classify_many(windows)──▶ Classifier (@serve.batch)
          │                          (StreamRunner per stream)       └──observe(scores)──▶ AlertManager ─▶ sinks
          └── /detect windows ─────────────────────────────────────────────────▶ Classifier
 
@@ -152,7 +152,7 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     torch_threads = max(1, int(settings.serve.classifier.num_cpus))
     classifier = Classifier.options(**opts["Classifier"]).bind(ckpt, torch_threads)
     alert_manager = AlertManager.options(**opts["AlertManager"]).bind(settings, ckpt)
-    windower = Windower.options(**opts["Windower"]).bind(ckpt, classifier, alert_manager)
+    windower = Windower.options(**opts["Windower"]).bind(ckpt, classifier, alert_manager, settings.serve.classifier.max_batch_size)
     decoder = Decoder.options(**opts["Decoder"]).bind(settings, ckpt, windower, resume=args.resume_streams)
     return Ingress.options(**opts["Ingress"]).bind(settings, decoder, windower, classifier, alert_manager)
 

@@ -1,8 +1,9 @@
 """The Classifier deployment: batches windows from every stream (and uploads) into one forward pass.
 
 ``classify(window)`` takes one ``T x S x S x 3`` uint8 window (the checkpoint's ClipSpec) and returns its
-softmax probabilities (with the checkpoint's temperature), in the checkpoint's label order. Concurrent calls
-are gathered by ``@serve.batch``; batch size and wait come from ``serve.classifier`` through ``user_config``,
+softmax probabilities (with the checkpoint's temperature), in the checkpoint's label order; ``classify_many``
+takes ``n`` windows at once (what the Windower and ``/detect`` send). Concurrent calls are gathered by
+``@serve.batch`` (counted in windows); batch size and wait come from ``serve.classifier`` through ``user_config``,
 so they change live with ``serve deploy`` (``reconfigure``). CPUs, GPUs and autoscaling come from the same
 section (see :func:`bigsister_ray.serve.app.build_app`). The forward pass runs on a worker thread so the
 replica keeps accepting (and batching) requests meanwhile.
@@ -61,6 +62,7 @@ class Classifier:
         self._pending = 0
         self._batches = 0
         self._windows = 0
+        self._requests = 0
         self._last_progress = time.monotonic()
         self._busy_since = self._last_progress
         self._last_batch_size = 0
@@ -79,33 +81,60 @@ class Classifier:
         arr = np.asarray(window)
         if arr.shape != self._shape or arr.dtype != np.uint8:
             raise ValueError(f"expected a window shaped {self._shape} uint8 (checkpoint {self._checkpoint}), got {arr.shape} {arr.dtype}")
+        return (await self._score(arr[None]))[0]
+
+    async def classify_many(self, windows: np.ndarray) -> list[list[float]]:
+        """Probabilities of ``n`` windows ``n x T x S x S x 3`` uint8 sent in one call (the Windower coalesces the
+        windows of its streams: one request, one object, instead of ``n``). They still batch with other callers'.
+        """
+        arr = np.asarray(windows)
+        if arr.ndim != 5 or arr.shape[1:] != self._shape or arr.dtype != np.uint8 or len(arr) == 0:
+            raise ValueError(f"expected windows shaped n x {' x '.join(map(str, self._shape))} uint8, n >= 1 "
+                             f"(checkpoint {self._checkpoint}), got {arr.shape} {arr.dtype}")
+        return await self._score(arr)
+
+    async def _score(self, arr: np.ndarray) -> list[list[float]]:
+        n = len(arr)
+        self._requests += 1
         if self._pending == 0:
             self._busy_since = time.monotonic()
-        self._pending += 1
+        self._pending += n
         try:
-            return await self._classify_batch(arr)
+            step = self._cfg.max_batch_size
+            if n <= step:
+                return await self._classify_batch(arr)
+            # more windows than one batch holds (the batch size changed live): several batches
+            parts = await asyncio.gather(*(self._classify_batch(arr[i:i + step]) for i in range(0, n, step)))
+            return [row for part in parts for row in part]
         finally:
-            self._pending -= 1
+            self._pending -= n
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
-    async def _classify_batch(self, windows: list[np.ndarray]) -> list[list[float]]:
+    # Items are ``k x T x S x S x 3`` arrays; a batch holds at most max_batch_size windows in all. Two batches may
+    # be open: one forms (and waits its turn) while the other runs, so the model never waits for a batch to form.
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, max_concurrent_batches=2,
+                 batch_size_fn=lambda items: sum(len(x) for x in items))
+    async def _classify_batch(self, items: list[np.ndarray]) -> list[list[list[float]]]:
         loop = asyncio.get_running_loop()
-        probs = await loop.run_in_executor(self._pool, self._forward, windows)
-        return [row.tolist() for row in probs]
+        probs = await loop.run_in_executor(self._pool, self._forward, items)
+        out, i = [], 0
+        for item in items:
+            out.append(probs[i:i + len(item)].tolist())
+            i += len(item)
+        return out
 
-    def _forward(self, windows: list[np.ndarray]) -> np.ndarray:
+    def _forward(self, items: list[np.ndarray]) -> np.ndarray:
         import torch
 
         from bigsister_ray.models.checkpoint import predict_proba
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            clips = torch.from_numpy(np.stack(windows))
+            clips = torch.from_numpy(items[0] if len(items) == 1 else np.concatenate(items))
             if self._device.type != "cpu":
                 clips = clips.to(self._device, non_blocking=True)
             probs = predict_proba(self._model, clips, self.meta)
         dt = time.perf_counter() - t0
-        n = len(windows)
+        n = len(clips)
         self._metrics.batch_size.observe(n)
         self._metrics.inference.observe(dt)
         self._metrics.windows.inc(n)
@@ -128,6 +157,7 @@ class Classifier:
             "device": str(self._device),
             "batches": self._batches,
             "windows": self._windows,
+            "requests": self._requests,
             "last_batch_size": self._last_batch_size,
             "pending": self._pending,
             "max_batch_size": self._cfg.max_batch_size,

@@ -160,6 +160,52 @@ def test_classifier_batches_concurrent_windows_into_softmax_probabilities(app):
         classifier.classify.remote(np.zeros((3, 32, 32, 3), np.uint8)).result()
 
 
+def test_classify_many_scores_windows_sent_together_like_one_by_one(app):
+    """What the Windower and /detect send: n windows in one call, also more than one batch holds (8 here)."""
+    rng = np.random.default_rng(1)
+    windows = rng.integers(0, 256, size=(11, TINY_SPEC.frames, TINY_SPEC.size, TINY_SPEC.size, 3), dtype=np.uint8)
+    classifier = _handle("Classifier")
+    before = classifier.info.remote().result()
+    together = np.asarray(classifier.classify_many.remote(windows).result())
+    after = classifier.info.remote().result()
+    one_by_one = np.asarray([classifier.classify.remote(w).result() for w in windows[:3]])
+    assert together.shape == (11, 2)
+    np.testing.assert_allclose(together[:3], one_by_one, atol=1e-5)
+    assert after["windows"] - before["windows"] == 11
+    assert after["batches"] - before["batches"] >= 2, "11 windows cannot fit one batch of 8"
+    for bad in (np.zeros((2, 3, 32, 32, 3), np.uint8), windows[0], windows[:0], windows.astype(np.float32)):
+        with pytest.raises(Exception, match="expected windows shaped n x"):
+            classifier.classify_many.remote(bad).result()
+
+
+def test_windower_sends_the_windows_of_concurrent_streams_together(app):
+    """Windows completed at the same moment on several streams reach the Classifier in fewer calls than windows."""
+    windower, classifier = _handle("Windower"), _handle("Classifier")
+    rng = np.random.default_rng(2)
+    spec = TINY_SPEC
+    streams = [f"coalesce-{i}" for i in range(6)]
+    before = classifier.info.remote().result()
+    requests_before = before.get("requests", 0)
+
+    async def push_all():
+        frames = [rng.integers(0, 256, (spec.frames, spec.size, spec.size, 3), dtype=np.uint8) for _ in streams]
+        stamps = [k / spec.fps for k in range(spec.frames)]
+        return await asyncio.gather(*(windower.push.remote(s, f, stamps) for s, f in zip(streams, frames)))
+
+    # Hold the forward pass for 2 s: at most 4 calls can be out at once, so however the six windows are spaced
+    # (a loaded machine), some of them must wait and leave together.
+    classifier.inject_stall.remote(2.0).result()
+    try:
+        out = asyncio.run(push_all())
+        after = classifier.info.remote().result()
+    finally:
+        for s in streams:
+            windower.forget.remote(s).result()
+    assert [o["windows_classified"] for o in out] == [1] * 6
+    assert after["windows"] - before["windows"] == 6
+    assert after["requests"] - requests_before < 6, "each window went to the Classifier on its own"
+
+
 def test_refused_stream_urls_say_why(app):
     c = app["client"]
     for url, why in (("ftp://camera.example/stream", "scheme"), ("../outside.mp4", ".."),

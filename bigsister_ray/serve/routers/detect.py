@@ -97,7 +97,7 @@ async def detect(request: Request, file: UploadFile = File(..., description="A v
                                     f"serve.upload_decode_timeout_s ({sv.upload_decode_timeout_s:g} s); send a shorter or smaller video") from err
             if batch is sentinel:
                 break
-            probs = await asyncio.gather(*(ctx.classifier.classify.remote(w.frames) for w in batch))
+            probs = await ctx.classifier.classify_many.remote(np.stack([w.frames for w in batch]))
             rows.extend((w.start_s, w.end_s, scores_dict(labels, np.asarray(p))) for w, p in zip(batch, probs))
         return detection_result(rows, labels, ctx.settings.alerts, info.get("thresholds") or {})
     finally:
