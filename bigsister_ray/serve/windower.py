@@ -2,9 +2,10 @@
 
 The Decoder pushes each stream's preprocessed frames here in chunks (frames move once). One
 :class:`~bigsister_ray.video.windows.WindowAssembler` per stream cuts ``clip.frames``-frame windows every
-``clip.stride`` frames; every complete window goes to the Classifier (which batches across streams), and the
-scored windows go, in order, to the AlertManager. ``push`` answers once its windows are scored, which paces a
-file source (never dropping) and lets a live source's drop-oldest buffer absorb a slow classifier.
+``clip.stride`` frames; the complete windows of all streams go to the Classifier together (``classify_many``,
+which batches them with other callers'), and the scored windows go, in order, to the AlertManager. ``push``
+answers once its windows are scored, which paces a file source (never dropping) and lets a live source's
+drop-oldest buffer absorb a slow classifier.
 
 A Classifier replica that dies (killed, out of memory, node lost) does not lose windows: a call that failed
 because its replica went away is retried (capped backoff, up to ``CLASSIFY_RETRY_S`` seconds) and lands on
@@ -95,9 +96,11 @@ class Windower:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 4.0)
 
-    # The windows of every stream that are waiting go to the Classifier in one call (one request and one object
-    # instead of one per window: Serve's per-request cost is several ms of CPU). No wait is added: while two calls
-    # are out, the windows that arrive queue here and leave together with the next call.
+    # The windows of all streams that are ready within 10 ms go to the Classifier in one call: one request and one
+    # object instead of one per window (Serve's per-request cost was 15 ms of the Classifier's CPU per window on
+    # a CPU node; benchmarks/RESULTS.md). Up to 4 calls are out at once, so the Classifier always has the next batch
+    # waiting. The size is the Classifier's max_batch_size at build time; if it changes live, the Classifier
+    # splits or joins these calls into its own batches.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
     async def _coalesce(self, windows: list[np.ndarray]) -> list[Any]:
         return await self._classifier.classify_many.remote(np.stack(windows))
