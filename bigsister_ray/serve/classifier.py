@@ -103,7 +103,7 @@ class Classifier:
             step = self._cfg.max_batch_size
             if n <= step:
                 return await self._classify_batch(arr)
-            # more windows than one batch holds (the batch size changed live): several batches
+            # more windows than one batch holds (an upload's batch, or the batch size changed live): several batches
             parts = await asyncio.gather(*(self._classify_batch(arr[i:i + step]) for i in range(0, n, step)))
             return [row for part in parts for row in part]
         finally:
@@ -129,7 +129,7 @@ class Classifier:
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            clips = torch.from_numpy(items[0] if len(items) == 1 else np.concatenate(items))
+            clips = torch.from_numpy(np.concatenate(items))  # a copy: the items are read-only views of Ray's object store
             if self._device.type != "cpu":
                 clips = clips.to(self._device, non_blocking=True)
             probs = predict_proba(self._model, clips, self.meta)

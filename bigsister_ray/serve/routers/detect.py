@@ -101,8 +101,9 @@ async def detect(request: Request, file: UploadFile = File(..., description="A v
             rows.extend((w.start_s, w.end_s, scores_dict(labels, np.asarray(p))) for w, p in zip(batch, probs))
         return detection_result(rows, labels, ctx.settings.alerts, info.get("thresholds") or {})
     finally:
-        # A timed-out decode still runs on its thread: the generator cannot be closed under it; it ends with it
-        # (the temporary file is unlinked now; the open reader keeps its data until then).
+        # Unlink first, with no await before it: a cancelled request (client gone) can be cancelled again while
+        # this block awaits, and the file must not outlive the request. The open reader keeps its data until closed.
+        path.unlink(missing_ok=True)
+        # A timed-out decode still runs on its thread: the generator cannot be closed under it; it ends with it.
         if batches is not None and not decoding:
             await asyncio.to_thread(batches.close)
-        path.unlink(missing_ok=True)
