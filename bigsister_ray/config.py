@@ -66,6 +66,9 @@ class RayConfig(Strict):
     address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (None: all).")
     namespace: str = Field("bigsister", description="Ray namespace for named actors and Serve.")
+    idle_workers: int = Field(16, ge=0, le=1024, description=(
+        "Idle worker processes a local Ray keeps alive on top of one per CPU (Ray's default kills the rest after "
+        "1 s idle, so every training epoch waited for new shard-read workers to start)."))
 
 
 class TaskConfig(Strict):

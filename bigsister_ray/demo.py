@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from bigsister_ray.config import Settings
 from bigsister_ray.errors import BigSisterError
+from bigsister_ray.runtime import ensure_ray
 
 __all__ = ["DemoResult", "demo_settings", "run_demo"]
 
@@ -130,10 +131,7 @@ def run_demo(settings: Settings | None = None, workdir: Path = Path("bigsister-d
     console.print(f"[bold]bigsister demo[/bold]: everything goes to {workdir}")
     started_ray = False
     try:
-        if not ray.is_initialized():
-            ray.init(address=settings.ray.address or "local", num_cpus=settings.ray.num_cpus,
-                     namespace=settings.ray.namespace, include_dashboard=False)
-            started_ray = True
+        started_ray = ensure_ray(settings, include_dashboard=False)
         with _step(console, "1/6 synthesize an AI-Hub-format dataset"):
             # Takes of one or two cameras: 24 choreographies and scenes instead of 12 for the same 30 videos. With 8
             # training takes the model knew those scenes but missed the fight on the demo's own camera.

@@ -57,6 +57,7 @@ from bigsister_ray.data.readers import read_source
 from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
 from bigsister_ray import storage
 from bigsister_ray.errors import ConfigError, DataError
+from bigsister_ray.runtime import ensure_ray
 
 __all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "shard_order", "prepare", "process_shard", "shard_schema",
            "write_errors", "check_local_root"]
@@ -311,22 +312,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _ensure_ray(settings) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"namespace": settings.ray.namespace}
-    if settings.ray.address:
-        kwargs["address"] = settings.ray.address
-    else:
-        # ray.address None means a local Ray of our own: "local" never attaches to another cluster on this machine.
-        kwargs["address"] = "local"
-        if settings.ray.num_cpus is not None:
-            kwargs["num_cpus"] = settings.ray.num_cpus
-    ray.init(**kwargs)
-
-
 def _import_decode_stack(spec: dict[str, Any]) -> int:
     """Ray task: import what :func:`process_shard` needs and run the resize once; returns the worker's pid."""
     import decord  # noqa: F401
@@ -442,7 +427,7 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
     spec: ClipSpec = settings.clip
     warming: list[Any] = []
     if not storage.exists(manifest_path(out)):  # a first run (or one that stopped): decoding is ahead, so warm up
-        _ensure_ray(settings)
+        ensure_ray(settings)
         warming = _warm_decoders(settings)
 
     videos, read_errors = read_source(source, Path(root), settings)  # type: ignore[arg-type]
@@ -472,7 +457,7 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
     if pending:
         import ray
 
-        _ensure_ray(settings)
+        ensure_ray(settings)
         rows = [{
             "path": p.path, "split": p.split, "digest": p.digest,
             "videos": json.dumps([{"video": v.model_dump(mode="json"), "clips": [c.model_dump(mode="json") for c in cs]}

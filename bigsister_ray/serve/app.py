@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bigsister_ray.errors import ConfigError
+from bigsister_ray.runtime import ensure_ray
 
 __all__ = ["AppArgs", "build_app", "run_serve", "deployment_options", "http_options", "check_clip_matches"]
 
@@ -169,13 +170,7 @@ def run_serve(settings: Any, *, block: bool = True, stop_event: threading.Event 
     if settings.serve.checkpoint is None:
         raise ConfigError("serve.checkpoint is not set: pass --checkpoint PATH or set serve.checkpoint in the config file")
     app = build_app(AppArgs.from_settings(settings))
-    started_ray = False
-    if not ray.is_initialized():
-        # ray.address None means a new local Ray ("local"), never whichever cluster happens to run on this host.
-        local = settings.ray.address is None
-        ray.init(address="local" if local else settings.ray.address, num_cpus=settings.ray.num_cpus if local else None,
-                 namespace=settings.ray.namespace, include_dashboard=False)
-        started_ray = True
+    started_ray = ensure_ray(settings, include_dashboard=False)
     serve.start(http_options=http_options(settings))
     stop = stop_event or threading.Event()
     try:

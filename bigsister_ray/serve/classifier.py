@@ -3,7 +3,7 @@
 ``classify(window)`` takes one ``T x S x S x 3`` uint8 window (the checkpoint's ClipSpec) and returns its
 softmax probabilities (with the checkpoint's temperature), in the checkpoint's label order; ``classify_many``
 takes ``n`` windows at once (what the Windower and ``/detect`` send). Concurrent calls are gathered by
-``@serve.batch`` (counted in windows); batch size and wait come from ``serve.classifier`` through ``user_config``,
+``@serve.batch``, one window per batch item; batch size and wait come from ``serve.classifier`` through ``user_config``,
 so they change live with ``serve deploy`` (``reconfigure``). CPUs, GPUs and autoscaling come from the same
 section (see :func:`bigsister_ray.serve.app.build_app`). The forward pass runs on a worker thread so the
 replica keeps accepting (and batching) requests meanwhile.
@@ -25,6 +25,10 @@ from ray import serve
 __all__ = ["Classifier", "ClassifierUserConfig"]
 
 log = logging.getLogger("ray.serve")
+
+#: Most a forming batch's wait is stretched while a forward pass runs (a slow first pass, e.g. CUDA start-up,
+#: must not hold later windows for long).
+MAX_EXTRA_WAIT_S = 1.0
 
 
 class ClassifierUserConfig(BaseModel):
@@ -66,6 +70,8 @@ class Classifier:
         self._last_progress = time.monotonic()
         self._busy_since = self._last_progress
         self._last_batch_size = 0
+        self._running = 0  # batches in or waiting for the forward thread
+        self._forward_s = 0.0  # moving average of a forward pass (s): how long a forming batch may wait extra
         log.info("Classifier: loaded %s (%s, %d labels, clip %s) on %s", checkpoint, self.meta.model_name,
                  len(self.meta.labels), self.meta.clip, self._device)
 
@@ -100,27 +106,36 @@ class Classifier:
             self._busy_since = time.monotonic()
         self._pending += n
         try:
-            step = self._cfg.max_batch_size
-            if n <= step:
-                return await self._classify_batch(arr)
-            # more windows than one batch holds (an upload's batch, or the batch size changed live): several batches
-            parts = await asyncio.gather(*(self._classify_batch(arr[i:i + step]) for i in range(0, n, step)))
-            return [row for part in parts for row in part]
+            # One batch item per window: the windows of one call fill batches exactly, with other callers' windows,
+            # whatever the call's size (an item of k windows that did not fit closed the batch early).
+            return list(await asyncio.gather(*(self._classify_batch(arr[i]) for i in range(n))))
         finally:
             self._pending -= n
 
-    # Items are ``k x T x S x S x 3`` arrays; a batch holds at most max_batch_size windows in all. Two batches may
-    # be open: one forms (and waits its turn) while the other runs, so the model never waits for a batch to form.
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, max_concurrent_batches=2,
-                 batch_size_fn=lambda items: sum(len(x) for x in items))
-    async def _classify_batch(self, items: list[np.ndarray]) -> list[list[list[float]]]:
+    # Two batches may be open: one forms (and waits its turn) while the other runs, so the model never waits for
+    # a batch to form. While a forward pass runs, the forming batch's wait is stretched by the forward's usual
+    # duration: those windows could not run before it ends anyway, and a batch closed early (Serve closes it
+    # after the wait, not when the model frees up) would run part-empty while the windows behind it wait.
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, max_concurrent_batches=2)
+    async def _classify_batch(self, items: list[np.ndarray]) -> list[list[float]]:
         loop = asyncio.get_running_loop()
-        probs = await loop.run_in_executor(self._pool, self._forward, items)
-        out, i = [], 0
-        for item in items:
-            out.append(probs[i:i + len(item)].tolist())
-            i += len(item)
-        return out
+        self._running += 1
+        self._classify_batch.set_batch_wait_timeout_s(self._cfg.batch_wait_timeout_s + min(self._forward_s, MAX_EXTRA_WAIT_S))
+        try:
+            probs = await loop.run_in_executor(self._pool, self._timed_forward, items)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._classify_batch.set_batch_wait_timeout_s(self._cfg.batch_wait_timeout_s)
+        return probs.tolist()
+
+    def _timed_forward(self, items: list[np.ndarray]) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self._forward(items)
+        finally:
+            dt = time.perf_counter() - t0
+            self._forward_s = dt if self._forward_s == 0 else 0.8 * self._forward_s + 0.2 * dt
 
     def _forward(self, items: list[np.ndarray]) -> np.ndarray:
         import torch
@@ -129,7 +144,7 @@ class Classifier:
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            clips = torch.from_numpy(np.concatenate(items))  # a copy: the items are read-only views of Ray's object store
+            clips = torch.from_numpy(np.stack(items))  # a copy: the items are read-only views of Ray's object store
             if self._device.type != "cpu":
                 clips = clips.to(self._device, non_blocking=True)
             probs = predict_proba(self._model, clips, self.meta)
@@ -159,6 +174,7 @@ class Classifier:
             "windows": self._windows,
             "requests": self._requests,
             "last_batch_size": self._last_batch_size,
+            "forward_s": self._forward_s,
             "pending": self._pending,
             "max_batch_size": self._cfg.max_batch_size,
             "batch_wait_timeout_s": self._cfg.batch_wait_timeout_s,

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bigsister_ray import storage
 from bigsister_ray.config import Settings
 from bigsister_ray.errors import BigSisterError, DataError
+from bigsister_ray.runtime import ensure_ray
 from bigsister_ray.train.loop import HISTORY_FILE, FaultInjection, LoopConfig, class_weights, train_loop_per_worker
 
 __all__ = ["TrainingError", "TrainResult", "train", "ensure_ray", "read_history", "shard_dataset", "BEST_DIR"]
@@ -76,20 +77,6 @@ class TrainResult(BaseModel):
             lines.append(f"calibration on validation: temperature {self.calibration.get('temperature', 1.0):.3f}, "
                          f"thresholds {self.calibration.get('thresholds', {})}")
         return "\n".join(lines)
-
-
-def ensure_ray(settings: Settings) -> None:
-    """Connect to ``ray.address`` or start a local Ray, unless this process is already connected."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"namespace": settings.ray.namespace, "include_dashboard": False}
-    if settings.ray.address:
-        ray.init(address=settings.ray.address, **kwargs)
-    else:
-        # "local": always a fresh local Ray, never a stray `ray start` cluster found on this machine.
-        ray.init(address="local", num_cpus=settings.ray.num_cpus, **kwargs)
 
 
 def read_history(run_dir: Path | str) -> list[dict[str, Any]]:
@@ -247,7 +234,7 @@ def train(data: Path | str, out: Path | str, settings: Settings, *,
     history_before = read_history(run_dir)
     last_before = max((h["epoch"] for h in history_before if h.get("event") == "epoch"), default=0)
 
-    ensure_ray(settings)
+    ensure_ray(settings, include_dashboard=False)
     storage.check_shared_storage(data, what="the prepared dataset")  # workers on every node read the shards
     storage.check_shared_storage(run_storage, what="the run folder")  # Ray Train writes checkpoints from the workers
     datasets = {"train": shard_dataset(train_paths, tc.data_cpus, shuffle=True, max_tasks=tc.data_read_tasks,

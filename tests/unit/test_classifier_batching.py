@@ -1,0 +1,85 @@
+"""The Classifier's batching, in this process: its class with Ray Serve's real ``@serve.batch`` and the real model.
+
+The forward pass is made slow (a sleep before the real one) so that "windows arrive while the model is busy" is a
+matter of tenths of a second, not of this machine's load. ``@serve.batch`` keeps one queue per decorated method
+for the whole process, bound to the event loop of its first call, so everything runs in one ``asyncio.run``
+with one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from tests._serve_support import TINY_SPEC, make_checkpoint
+
+FORWARD_S = 0.4
+
+
+def _window(seed: int) -> np.ndarray:
+    s = TINY_SPEC
+    return np.random.default_rng(seed).integers(0, 256, (s.frames, s.size, s.size, 3), dtype=np.uint8)
+
+
+def test_batches_fill_while_the_model_is_busy_and_not_longer(monkeypatch, tmp_path):
+    from ray.serve import batching
+
+    from bigsister_ray.serve.classifier import Classifier
+
+    # Outside a replica only this warning (it reads the replica's max_ongoing_requests) cannot run; the batching
+    # is Ray Serve's own.
+    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+    clf = Classifier.func_or_class(str(make_checkpoint(tmp_path / "ckpt")))  # the deployment's class
+    clf.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.02})
+    sizes: list[int] = []
+    real = clf._forward
+
+    def slow_forward(items):
+        sizes.append(len(items))
+        time.sleep(FORWARD_S)
+        return real(items)
+
+    clf._forward = slow_forward
+    windows = np.stack([_window(i) for i in range(10)])
+
+    async def run() -> dict:
+        out: dict = {"one_by_one": [await clf.classify(w) for w in windows[:3]]}  # also learns the forward's time
+        out["sizes_one_by_one"] = list(sizes)
+
+        # 1. windows arriving while a forward pass runs wait for one full batch
+        sizes.clear()
+        busy = asyncio.create_task(clf.classify(windows[3]))
+        await asyncio.sleep(0.05)  # the forward pass of window 3 is running
+        late = []
+        for i in range(4):  # one every 60 ms: each gap is 3x the configured 20 ms wait
+            late.append(asyncio.create_task(clf.classify(windows[4 + i])))
+            await asyncio.sleep(0.06)
+        await busy
+        out["late"] = await asyncio.gather(*late)
+        out["sizes_busy"] = list(sizes)
+
+        # 2. with the model idle again, a window waits only the configured time
+        await asyncio.sleep(0.1)
+        sizes.clear()
+        t0 = time.perf_counter()
+        await clf.classify(windows[8])
+        out["idle_s"] = time.perf_counter() - t0
+
+        # 3. one call larger than a batch is scored in full batches, with the same probabilities
+        sizes.clear()
+        out["together"] = await clf.classify_many(windows)
+        out["sizes_together"] = list(sizes)
+        return out
+
+    out = asyncio.run(run())
+    assert out["sizes_one_by_one"] == [1, 1, 1]
+    # Without the stretched wait each late window closes its own batch after 20 ms: [1, 1, 1, 1, 1].
+    assert out["sizes_busy"] == [1, 4], out["sizes_busy"]
+    assert all(len(p) == 2 and abs(sum(p) - 1) < 1e-4 for p in out["late"])
+    # 20 ms of wait + the 400 ms forward; a wait still stretched would add another forward's time (0.4 s).
+    assert out["idle_s"] < FORWARD_S + 0.3, out["idle_s"]
+    assert out["sizes_together"] == [4, 4, 2], out["sizes_together"]
+    np.testing.assert_allclose(np.asarray(out["together"][:3]), np.asarray(out["one_by_one"]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["together"][4:8]), np.asarray(out["late"]), rtol=1e-4, atol=1e-5)
