@@ -181,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             plain = [r for run in plain_runs for r in (run[1:] or run)]
             ray_rates = [r for run in ray_runs for r in (run[1:] or run)]
             p_med, r_med = statistics.median(plain), statistics.median(ray_rates)
+            # Paired: each round's Ray median over the same round's plain median (the machine's speed drifts).
+            paired = [statistics.median(r[1:] or r) / statistics.median(p[1:] or p) for p, r in zip(plain_runs, ray_runs)]
             out = {"clips": args.clips, "clip": f"{args.frames}x{args.size}x{args.size}", "threads": args.threads,
                    "batch": args.batch, "rounds": max(1, args.rounds),
                    "plain_clips_per_s": [[round(r, 1) for r in run] for run in plain_runs],
                    "ray_clips_per_s": [[round(r, 1) for r in run] for run in ray_runs], "plain_median": round(p_med, 2),
                    "ray_median": round(r_med, 2), "ratio_ray_over_plain": round(r_med / p_med, 3),
+                   "ratio_per_round": [round(x, 3) for x in paired], "ratio_paired_median": round(statistics.median(paired), 3),
                    "load_average": [round(x, 2) for x in os.getloadavg()]}
             if args.two_workers:
                 two = ray_loop(data, max(1, args.threads // 2), args.epochs, args.batch, workers=2)
