@@ -31,6 +31,17 @@ def test_batches_fill_while_the_model_is_busy_and_not_longer(monkeypatch, tmp_pa
     # Outside a replica only this warning (it reads the replica's max_ongoing_requests) cannot run; the batching
     # is Ray Serve's own.
     monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+    # The batch queue lives on the class's decorated method for the whole process: put it back as it was after
+    # the test, or a later test that deploys the Classifier would have to pickle this test's queue.
+    queue = Classifier.func_or_class._classify_batch.set_max_batch_size.__self__  # Serve's lazy queue wrapper
+    saved = (queue._queue, queue.max_batch_size, queue.batch_wait_timeout_s)
+    try:
+        _run(Classifier, tmp_path)
+    finally:
+        queue._queue, queue.max_batch_size, queue.batch_wait_timeout_s = saved
+
+
+def _run(Classifier, tmp_path) -> None:
     clf = Classifier.func_or_class(str(make_checkpoint(tmp_path / "ckpt")))  # the deployment's class
     clf.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.02})
     sizes: list[int] = []
