@@ -71,7 +71,8 @@ class Classifier:
         self._busy_since = self._last_progress
         self._last_batch_size = 0
         self._running = 0  # batches in or waiting for the forward thread
-        self._forward_s = 0.0  # moving average of a forward pass (s): how long a forming batch may wait extra
+        self._forward_s = 0.0  # moving average of a forward pass (s)
+        self._forward_started = time.monotonic()  # when the current (or last) forward pass started
         log.info("Classifier: loaded %s (%s, %d labels, clip %s) on %s", checkpoint, self.meta.model_name,
                  len(self.meta.labels), self.meta.clip, self._device)
 
@@ -108,33 +109,39 @@ class Classifier:
         try:
             # One batch item per window: the windows of one call fill batches exactly, with other callers' windows,
             # whatever the call's size (an item of k windows that did not fit closed the batch early).
+            self._classify_batch.set_batch_wait_timeout_s(self._batch_wait_s())
             return list(await asyncio.gather(*(self._classify_batch(arr[i]) for i in range(n))))
         finally:
             self._pending -= n
 
+    def _batch_wait_s(self) -> float:
+        """The wait of a batch that starts forming now: the configured wait, plus, while the forward thread is busy,
+        the time until it is expected to be free (those windows could not run earlier anyway, and a batch that
+        Serve closed after the configured wait would run part-empty while the windows behind it wait)."""
+        base = self._cfg.batch_wait_timeout_s
+        if self._running == 0:
+            return base
+        free_at = self._forward_started + self._forward_s * self._running  # the one running, then those queued
+        return base + min(max(0.0, free_at - time.monotonic()), MAX_EXTRA_WAIT_S)
+
     # Two batches may be open: one forms (and waits its turn) while the other runs, so the model never waits for
-    # a batch to form. While a forward pass runs, the forming batch's wait is stretched by the forward's usual
-    # duration: those windows could not run before it ends anyway, and a batch closed early (Serve closes it
-    # after the wait, not when the model frees up) would run part-empty while the windows behind it wait.
+    # a batch to form. Serve reads the wait when a batch's first window arrives; _score sets it just before.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, max_concurrent_batches=2)
     async def _classify_batch(self, items: list[np.ndarray]) -> list[list[float]]:
         loop = asyncio.get_running_loop()
         self._running += 1
-        self._classify_batch.set_batch_wait_timeout_s(self._cfg.batch_wait_timeout_s + min(self._forward_s, MAX_EXTRA_WAIT_S))
         try:
             probs = await loop.run_in_executor(self._pool, self._timed_forward, items)
         finally:
             self._running -= 1
-            if self._running == 0:
-                self._classify_batch.set_batch_wait_timeout_s(self._cfg.batch_wait_timeout_s)
         return probs.tolist()
 
     def _timed_forward(self, items: list[np.ndarray]) -> np.ndarray:
-        t0 = time.perf_counter()
+        self._forward_started = time.monotonic()
         try:
             return self._forward(items)
         finally:
-            dt = time.perf_counter() - t0
+            dt = time.monotonic() - self._forward_started
             self._forward_s = dt if self._forward_s == 0 else 0.8 * self._forward_s + 0.2 * dt
 
     def _forward(self, items: list[np.ndarray]) -> np.ndarray:

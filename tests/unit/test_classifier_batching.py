@@ -71,14 +71,22 @@ def _run(Classifier, tmp_path) -> None:
         out["late"] = await asyncio.gather(*late)
         out["sizes_busy"] = list(sizes)
 
-        # 2. with the model idle again, a window waits only the configured time
+        # 2. a window arriving near the end of a forward pass waits for that end, not for a whole forward more
+        busy = asyncio.create_task(clf.classify(windows[3]))
+        await asyncio.sleep(FORWARD_S - 0.05)
+        t0 = time.perf_counter()
+        await clf.classify(windows[9])
+        out["near_end_s"] = time.perf_counter() - t0
+        await busy
+
+        # 3. with the model idle again, a window waits only the configured time
         await asyncio.sleep(0.1)
         sizes.clear()
         t0 = time.perf_counter()
         await clf.classify(windows[8])
         out["idle_s"] = time.perf_counter() - t0
 
-        # 3. one call larger than a batch is scored in full batches, with the same probabilities
+        # 4. one call larger than a batch is scored in full batches, with the same probabilities
         sizes.clear()
         out["together"] = await clf.classify_many(windows)
         out["sizes_together"] = list(sizes)
@@ -89,6 +97,9 @@ def _run(Classifier, tmp_path) -> None:
     # Without the stretched wait each late window closes its own batch after 20 ms: [1, 1, 1, 1, 1].
     assert out["sizes_busy"] == [1, 4], out["sizes_busy"]
     assert all(len(p) == 2 and abs(sum(p) - 1) < 1e-4 for p in out["late"])
+    # ~50 ms left of the running pass + its 20 ms wait + its own 400 ms pass; stretched by a whole forward's time
+    # instead, it would wait 0.42 s before its own pass (0.82 s in all).
+    assert out["near_end_s"] < 0.05 + FORWARD_S + 0.2, out["near_end_s"]
     # 20 ms of wait + the 400 ms forward; a wait still stretched would add another forward's time (0.4 s).
     assert out["idle_s"] < FORWARD_S + 0.3, out["idle_s"]
     assert out["sizes_together"] == [4, 4, 2], out["sizes_together"]
