@@ -53,6 +53,8 @@ def _args(argv=None) -> argparse.Namespace:
                         "on the way back leaves the model idle).")
     p.add_argument("--rounds", type=int, default=3, help="Alternating direct/graph throughput rounds (medians reported).")
     p.add_argument("--skip-streams", action="store_true", help="Only the graph-vs-direct ratio.")
+    p.add_argument("--worker-niceness", type=int, default=None,
+                   help="ray.worker_niceness of the local Ray (default: the setting's default, 0; Ray's own is 15).")
     return p.parse_args(argv)
 
 
@@ -60,6 +62,7 @@ def _settings(root: Path, ckpt: Path, args):
     from bigsister_ray.config import Settings
 
     return Settings(
+        ray={} if args.worker_niceness is None else {"worker_niceness": args.worker_niceness},
         serve={"checkpoint": str(ckpt),
                "classifier": {"max_batch_size": args.batch, "batch_wait_timeout_s": 0.05, "num_cpus": args.classifier_cpus},
                "streams": {"media_root": str(root), "open_timeout_s": 10.0, "watchdog_s": 10.0}},
@@ -199,7 +202,9 @@ def main(argv=None) -> None:
           f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; clip {spec}; "
           f"batch {args.batch}; classifier threads {threads}", flush=True)
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    from bigsister_ray.runtime import ensure_ray
+
+    ensure_ray(settings, include_dashboard=False, log_to_driver=False)  # the local Ray `bigsister serve` starts
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(AppArgs.from_settings(settings, resume_streams=False)), name="bench", route_prefix="/")
