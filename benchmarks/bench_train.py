@@ -46,11 +46,11 @@ def _dataset(root: Path, clips: int, frames: int, size: int) -> Path:
     return root
 
 
-def _settings(threads: int, epochs: int, batch: int, workers: int = 1, niceness: int | None = None):
+def _settings(threads: int, epochs: int, batch: int, workers: int = 1):
     from bigsister_ray.config import Settings
 
     return Settings.model_validate({
-        "ray": {"num_cpus": max(2, threads * workers), **({} if niceness is None else {"worker_niceness": niceness})},
+        "ray": {"num_cpus": max(2, threads * workers)},
         "model": {"name": "tiny3d", "dropout": 0.0},
         "train": {"workers": workers, "cpus_per_worker": threads, "torch_threads": threads, "epochs": epochs,
                   "batch_size": batch, "lr": 3e-3, "early_stopping_patience": 10_000, "max_failures": 0},
@@ -91,15 +91,14 @@ def plain_loop(data: Path, threads: int, epochs: int, batch: int) -> list[float]
     return rates
 
 
-def ray_loop(data: Path, threads: int, epochs: int, batch: int, workers: int = 1, niceness: int | None = None
-             ) -> list[float]:
+def ray_loop(data: Path, threads: int, epochs: int, batch: int, workers: int = 1) -> list[float]:
     """Clips/s per epoch reported by the Ray Train loop (TorchTrainer, Ray Data shards)."""
     import ray
 
     from bigsister_ray.train.trainer import read_history, train
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(threads, epochs, batch, workers, niceness)
+        settings = _settings(threads, epochs, batch, workers)
         train(data, Path(tmp) / f"bench-{workers}w", settings)
         history = read_history(Path(tmp) / f"bench-{workers}w")
     ray.shutdown()
@@ -166,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2,
                    help="Alternating plain/Ray rounds (plain, Ray, plain, Ray, ...): a load that changes during the "
                         "run hits both sides; medians over every round's epochs after its first.")
-    p.add_argument("--worker-niceness", type=int, default=None,
-                   help="ray.worker_niceness of the local Ray (default: the setting's default, 0; Ray's own is 15).")
     p.add_argument("--peak-tflops", type=float, default=None, help="Dense bf16 peak of the GPU, for MFU.")
     p.add_argument("--skip-cpu", action="store_true")
     args = p.parse_args(argv)
@@ -180,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             plain_runs, ray_runs = [], []
             for _ in range(max(1, args.rounds)):
                 plain_runs.append(plain_loop(data, args.threads, args.epochs, args.batch))
-                ray_runs.append(ray_loop(data, args.threads, args.epochs, args.batch, niceness=args.worker_niceness))
+                ray_runs.append(ray_loop(data, args.threads, args.epochs, args.batch))
             plain = [r for run in plain_runs for r in (run[1:] or run)]
             ray_rates = [r for run in ray_runs for r in (run[1:] or run)]
             p_med, r_med = statistics.median(plain), statistics.median(ray_rates)
@@ -188,15 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             paired = [statistics.median(r[1:] or r) / statistics.median(p[1:] or p) for p, r in zip(plain_runs, ray_runs)]
             out = {"clips": args.clips, "clip": f"{args.frames}x{args.size}x{args.size}", "threads": args.threads,
                    "batch": args.batch, "rounds": max(1, args.rounds),
-                   "worker_niceness": _settings(1, 1, 1, niceness=args.worker_niceness).ray.worker_niceness,
                    "plain_clips_per_s": [[round(r, 1) for r in run] for run in plain_runs],
                    "ray_clips_per_s": [[round(r, 1) for r in run] for run in ray_runs], "plain_median": round(p_med, 2),
                    "ray_median": round(r_med, 2), "ratio_ray_over_plain": round(r_med / p_med, 3),
                    "ratio_per_round": [round(x, 3) for x in paired], "ratio_paired_median": round(statistics.median(paired), 3),
                    "load_average": [round(x, 2) for x in os.getloadavg()]}
             if args.two_workers:
-                two = ray_loop(data, max(1, args.threads // 2), args.epochs, args.batch, workers=2,
-                               niceness=args.worker_niceness)
+                two = ray_loop(data, max(1, args.threads // 2), args.epochs, args.batch, workers=2)
                 out["ray_2_workers_clips_per_s"] = [round(r, 1) for r in two]
                 out["ray_2_workers_median"] = round(statistics.median(two[1:] or two), 2)
             print(json.dumps(out), flush=True)

@@ -69,11 +69,6 @@ class RayConfig(Strict):
     idle_workers: int = Field(16, ge=0, le=1024, description=(
         "Idle worker processes a local Ray keeps alive on top of one per CPU (Ray's default kills the rest after "
         "1 s idle, so every training epoch waited for new shard-read workers to start)."))
-    worker_niceness: int = Field(0, ge=0, le=19, description=(
-        "Unix niceness of a local Ray's worker processes (where training, decoding and the model run). 0: the "
-        "priority of the command that started them, like a plain PyTorch script; Ray's own default is 15, under "
-        "which every other busy process on the machine, Ray's own included, runs first. Set 15 to leave a shared "
-        "machine to its other users."))
 
 
 class TaskConfig(Strict):

@@ -9,14 +9,6 @@ that is all of them: the processes that ran the shard-read tasks of one epoch ar
 the next epoch waits about 2 s for new ones to start and import pyarrow, on the same cores as the training step.
 Measured with ``benchmarks/bench_train.py`` (see ``benchmarks/RESULTS.md``). On a cluster started with
 ``ray start`` the same limit is the ``RAY_num_workers_soft_limit`` environment variable (``cluster.yaml`` sets it).
-
-And a local Ray's workers run at the niceness of ``ray.worker_niceness`` (default 0), not Ray's 15. Ray lowers its
-workers' priority so that its own processes (raylet, GCS, dashboard) always run first; on a small machine that
-also means every other busy process does: the training step's two torch threads stalled whenever one of them
-woke, and the Classifier lost its core to whatever else ran (a decoder in the driver, a camera encoder, a
-browser), where a plain PyTorch process at niceness 0 would not have. Measured in ``benchmarks/RESULTS.md``
-(fifth session). ``ray start`` reads the same setting from ``RAY_worker_niceness``; ``cluster.yaml`` leaves
-Ray's default on dedicated nodes, where only Ray's own processes compete.
 """
 
 from __future__ import annotations
@@ -27,11 +19,10 @@ from typing import Any
 __all__ = ["ensure_ray", "local_system_config"]
 
 
-def local_system_config(num_cpus: int | None, idle_workers: int, worker_niceness: int = 0) -> dict[str, Any]:
-    """The ``_system_config`` of a local Ray: idle worker processes kept = CPUs + ``idle_workers``, and the
-    workers' niceness."""
+def local_system_config(num_cpus: int | None, idle_workers: int) -> dict[str, Any]:
+    """The ``_system_config`` of a local Ray: idle worker processes kept = CPUs + ``idle_workers``."""
     cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
-    return {"num_workers_soft_limit": int(cpus) + int(idle_workers), "worker_niceness": int(worker_niceness)}
+    return {"num_workers_soft_limit": int(cpus) + int(idle_workers)}
 
 
 def ensure_ray(settings: Any, **init_kwargs: Any) -> bool:
@@ -50,5 +41,5 @@ def ensure_ray(settings: Any, **init_kwargs: Any) -> bool:
         ray.init(address=rc.address, **kwargs)
     else:
         ray.init(address="local", num_cpus=rc.num_cpus,
-                 _system_config=local_system_config(rc.num_cpus, rc.idle_workers, rc.worker_niceness), **kwargs)
+                 _system_config=local_system_config(rc.num_cpus, rc.idle_workers), **kwargs)
     return True
