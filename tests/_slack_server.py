@@ -7,6 +7,10 @@ request at a time: ``fail_next(n, status=429, retry_after=1)``, ``fail_next(n, s
 ``fail_next(n, drop=True)`` (close the connection without an answer), ``fail_next(n, drop_after=True)`` (do the
 work, then close the connection: the response is lost), ``fail_next(n, error="invalid_auth")``;
 ``stop()`` / ``start()`` take the whole server away and bring it back on the same port.
+
+Each server has its own token. A Web API request with any other token is answered ``invalid_auth`` and is not
+counted: it neither takes a scripted failure nor shows in ``requests`` (a client left over from an earlier test,
+still retrying against a port the OS has since given to this server, must not change what this test sees).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class Failure:
 
 @dataclass
 class FakeSlack:
-    token: str = "xoxb-test-0123456789-SECRET"
+    token: str = field(default_factory=lambda: f"xoxb-test-{uuid.uuid4().hex[:12]}-SECRET")
     channels: dict[str, str] = field(default_factory=lambda: {"C0INCIDENT": "incidents"})
     host: str = "127.0.0.1"
     port: int = 0
@@ -131,8 +135,9 @@ class FakeSlack:
 
             drop_response = False
 
-            def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-                if self.drop_response:
+            def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+                      record: bool = True) -> None:
+                if self.drop_response and record:
                     fake.requests.append((self.path, 0))
                     self.close_connection = True
                     self.connection.shutdown(2)
@@ -145,7 +150,8 @@ class FakeSlack:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(raw)
-                fake.requests.append((self.path, status))
+                if record:
+                    fake.requests.append((self.path, status))
 
             def _params(self, raw: bytes) -> dict[str, Any]:
                 ctype = self.headers.get("Content-Type", "")
@@ -158,6 +164,10 @@ class FakeSlack:
                 raw = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
                 method = path.rsplit("/", 1)[-1] if path.startswith("/api/") else path.split("/")[1]
+                auth = self.headers.get("Authorization", "")
+                if path.startswith("/api/") and auth and auth != f"Bearer {fake.token}":
+                    self._json(200, {"ok": False, "error": "invalid_auth"}, record=False)  # not this server's client
+                    return
                 failure = fake._take_failure(method)
                 if failure is not None and failure.drop_after:
                     self.drop_response = True

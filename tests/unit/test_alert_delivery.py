@@ -280,6 +280,19 @@ def test_errors_retrying_cannot_fix_fail_at_once_with_reason_and_show_in_health(
     assert again.health()["alerts"]["last_failed"] == {"incident_id": iid, "reason": inc.alert_reason}
 
 
+def test_the_fake_slack_does_not_count_another_servers_client(slack):
+    """A client of an earlier test's server (its port since reused) must not take this test's scripted failure."""
+    import httpx
+
+    slack.fail_next(1, error="channel_not_found", methods=("chat.postMessage",))
+    other = FakeSlack()
+    assert other.token != slack.token
+    r = httpx.post(slack.base_url + "chat.postMessage", headers={"Authorization": f"Bearer {other.token}"},
+                   data={"channel": "#incidents", "text": "stray"}, timeout=10)
+    assert r.json() == {"ok": False, "error": "invalid_auth"}
+    assert slack.requests == [] and slack.pending_failures() == 1 and slack.messages == []
+
+
 def test_wrong_token_is_invalid_auth_from_the_server(slack, store, tmp_path):
     settings = make_settings(slack, tmp_path, token="xoxb-wrong-token")
     svc = service_for(store, settings)
