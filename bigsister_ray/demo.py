@@ -193,7 +193,7 @@ def run_demo(settings: Settings | None = None, workdir: Path = Path("bigsister-d
             if incident.get("start_s") is not None and incident["start_s"] < FIGHT_SPAN_S[0] - settings.clip.duration_s:
                 console.print(f"[yellow]note[/yellow]: this incident opened at {incident['start_s']:.0f} s, before the "
                               f"fight began at {FIGHT_SPAN_S[0]:.0f} s (the model scored the scene as a fight early); its "
-                              f"peak window starts at {incident.get('peak_start_s') or 0:.0f} s, in the fight")
+                              f"peak window starts at {incident.get('peak_start_s') or 0:.0f} s, in the fight or within one clip before it")
             console.print("[bold red]INCIDENT[/bold red] " + json.dumps(
                 {k: incident.get(k) for k in ("id", "stream_name", "label", "severity", "status", "peak_score", "start_s",
                                               "end_s", "alert_status") if k in incident}))
