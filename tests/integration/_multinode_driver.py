@@ -85,6 +85,22 @@ def _serve_config(checkpoint: str, work: Path, port: int) -> dict[str, Any]:
     return config
 
 
+def _settled_tasks(list_tasks: Any, api: str, name: str, timeout_s: float = 60.0) -> tuple[list[Any], float]:
+    """The state API's tasks whose name contains ``name``, once every one of them has finished and has a node id.
+
+    Task events reach the state API asynchronously: right after ``prepare`` returns, a finished task can still be
+    listed without its node (CI once saw ``node_id`` None for one shard task). Poll until the record is whole, or
+    return what there is after ``timeout_s`` so the test shows it. Also returns the seconds it waited."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    while True:
+        tasks = [t for t in list_tasks(address=api, detail=True, limit=10_000, raise_on_missing_output=False)
+                 if name in (t.name or "")]
+        if (tasks and all(t.node_id and t.state == "FINISHED" for t in tasks)) or time.monotonic() > deadline:
+            return tasks, round(time.monotonic() - start, 1)
+        time.sleep(1.0)
+
+
 def _dump(out: Path, result: dict[str, Any]) -> None:
     out.write_text(json.dumps(result, indent=1, default=str))
 
@@ -123,9 +139,8 @@ def main(out: Path, work: Path) -> None:
         t = time.perf_counter()
         synthesize(work / "aihub", videos=8, seconds=4.0, seed=0, settings=settings, size=(96, 72))
         summary = prepare("aihub", work / "aihub", work / "prepared", settings, progress=None)
-        tasks = [t_ for t_ in list_tasks(address=api, detail=True, limit=10_000, raise_on_missing_output=False)
-                 if "process_shard" in (t_.name or "")]
-        result["prepare"] = {"clips_written": summary.clips_written,
+        tasks, waited = _settled_tasks(list_tasks, api, "process_shard")
+        result["prepare"] = {"clips_written": summary.clips_written, "state_api_wait_s": waited,
                              "tasks": [{"name": t_.name, "state": t_.state, "node_id": t_.node_id} for t_ in tasks]}
         result["stages"]["prepare_s"] = round(time.perf_counter() - t, 1)
         _dump(out, result)

@@ -71,7 +71,7 @@ def test_preprocessing_uses_every_node(observed):
     assert observed["prepare"]["clips_written"] > 0
     assert len(tasks) >= len(observed["nodes"]), f"fewer shard tasks than nodes: {tasks}"
     used = {t["node_id"] for t in tasks}
-    assert used == set(observed["nodes"]), f"preprocessing ran on {len(used)} of {len(observed['nodes'])} nodes"
+    assert used == set(observed["nodes"]), f"preprocessing ran on {len(used)} of {len(observed['nodes'])} nodes: {tasks}"
 
 
 def test_training_workers_spread_over_accelerator_nodes(observed):
