@@ -130,6 +130,9 @@ class TrainConfig(Strict):
     augment: bool = Field(True, description="Random crop, horizontal flip and temporal jitter of training clips on the workers.")
     color_jitter: float = Field(0.0, ge=0, lt=1, description="Training augmentation: brightness, contrast and per-channel "
                                 "gains of each clip scaled by up to this fraction, e.g. 0.2 (0: off); only with train.augment.")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="Keep an exponential moving average of the weights with this "
+                             "decay per step (e.g. 0.98) and validate and checkpoint the average (0: off). Steadier on "
+                             "small or noisy data, where validation swings from epoch to epoch.")
     shuffle_buffer_clips: int = Field(64, ge=0, description="Clips each worker holds in its local shuffle buffer (0: none), on top of "
                                       "the shards' random order; memory per worker is this many decoded clips.")
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept by validation macro-F1 (the latest is always kept too, for resuming).")

@@ -41,6 +41,7 @@ __all__ = [
     "augment_clips",
     "class_weights",
     "run_epoch",
+    "WeightEMA",
     "epoch_metrics",
     "format_epoch",
     "train_loop_per_worker",
@@ -50,6 +51,49 @@ __all__ = [
 
 TRAIN_STATE_FILE = "train_state.pt"
 HISTORY_FILE = "history.jsonl"
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights (``train.ema_decay``), updated after every step.
+
+    Validation scores, and checkpoints hold, the averaged weights: on a small or noisy dataset the weights of one
+    step swing from epoch to epoch, the average of the last few hundred steps does not. Floating-point buffers
+    (BatchNorm running statistics) are averaged too; integer ones (``num_batches_tracked``) are copied. The
+    decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first steps so the random initial weights
+    fade out quickly.
+    """
+
+    def __init__(self, model: Any, decay: float) -> None:
+        import copy
+
+        import torch
+
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.steps = 0
+        self.module = copy.deepcopy(model).eval()
+        for p_ in self.module.parameters():
+            p_.requires_grad_(False)
+        self._torch = torch
+
+    def update(self, model: Any) -> None:
+        """Move the average towards ``model``'s current weights (same architecture)."""
+        torch = self._torch
+        d = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
+        self.steps += 1
+        with torch.no_grad():
+            for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
+                if avg.dtype.is_floating_point:
+                    avg.lerp_(cur.detach().to(avg.dtype), 1.0 - d)
+                else:
+                    avg.copy_(cur)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state.get("steps", 0))
 
 
 class FaultInjection(BaseModel):
@@ -179,10 +223,12 @@ def run_epoch(
     autocast_dtype: Any = None,
     keep_logits: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> EpochStats:
     """One pass over ``batches`` (dicts with ``frames`` bytes and ``label_idx``): trains when an
     ``optimizer`` is given (model in train mode), otherwise scores under ``torch.no_grad`` in eval mode.
-    ``on_batch(i)`` is called before batch ``i`` (the fault-injection hook)."""
+    ``on_batch(i)`` is called before batch ``i`` (the fault-injection hook); ``after_step()`` after each optimizer
+    step (the weight average's update)."""
     import torch
 
     from bigsister_ray.clip import to_model_input
@@ -216,6 +262,8 @@ def run_epoch(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
             pred = logits.detach().argmax(dim=1).cpu().numpy()
             stats.loss_sum += float(loss.detach()) * y_np.size
             stats.clips += int(y_np.size)
@@ -348,11 +396,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, tc.epochs), eta_min=tc.lr * 0.02)
     state: dict[str, Any] = {"epoch": 0, "best_score": -1.0, "best_epoch": None, "bad_epochs": 0, "stopped": False}
+    saved: dict[str, Any] | None = None
+    resumed_avg: dict[str, Any] | None = None
     if resume is not None:
         with resume.as_directory() as d:
             loaded = load_checkpoint(Path(d) / "model.pt")
-            model.load_state_dict(loaded.model.state_dict())
             saved = torch.load(Path(d) / TRAIN_STATE_FILE, map_location="cpu", weights_only=False)
+        if "model_raw" in saved:  # model.pt holds the weight average; the weights being trained are here
+            model.load_state_dict(saved["model_raw"])
+            resumed_avg = loaded.model.state_dict()
+        else:
+            model.load_state_dict(loaded.model.state_dict())
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scheduler.T_max = max(1, tc.epochs)  # a rerun may ask for more epochs than the first run
@@ -363,6 +417,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _append_history(cfg.run_dir, {"event": "resumed", "from_epoch": state["epoch"], "time": time.time()})
     model = ray.train.torch.prepare_model(model)
     net = model.module if hasattr(model, "module") else model
+    ema = WeightEMA(net, tc.ema_decay) if tc.ema_decay > 0 else None
+    if ema is not None and saved is not None:
+        if resumed_avg is not None:
+            ema.module.load_state_dict(resumed_avg)
+        ema.load_state_dict(saved.get("ema", {}))
+    scored_net = ema.module if ema is not None else net  # what validation scores and the checkpoint holds
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device) if cfg.class_weights else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     eval_loss_fn = torch.nn.CrossEntropyLoss()
@@ -394,10 +454,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model, _iter_shard("train", tc.batch_size, tc.shuffle_buffer_clips, tc.seed * 1000 + epoch), cfg.clip, norm, num_classes,
             device=device, optimizer=optimizer, loss_fn=loss_fn, augment=tc.augment, color_jitter=tc.color_jitter, rng=rng,
             autocast_dtype=autocast_dtype, on_batch=on_batch,
+            after_step=(lambda: ema.update(net)) if ema is not None else None,
         )
         scheduler.step()
         val_stats = run_epoch(
-            net, _iter_shard("val", tc.batch_size, 0, 0) if cfg.has_val else iter(()), cfg.clip, norm,
+            scored_net, _iter_shard("val", tc.batch_size, 0, 0) if cfg.has_val else iter(()), cfg.clip, norm,
             num_classes, device=device, loss_fn=eval_loss_fn, autocast_dtype=autocast_dtype,
         )
         c = num_classes * num_classes
@@ -416,6 +477,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["train_seconds"] = seconds
         metrics["val_seconds"] = val_stats.seconds
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
+        if ema is not None:
+            metrics["ema_steps"] = ema.steps  # steps averaged so far (continues across a resume)
         score = metrics.get("val_macro_f1", metrics["train_macro_f1"])
         metrics["score"] = score
         improved = score > state["best_score"] + 1e-9
@@ -435,11 +498,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     model_name=model_name, labels=list(cfg.labels), clip=cfg.clip, norm=norm,
                     data_fingerprint=cfg.data_fingerprint,
                     metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))},
-                    epoch=epoch, extra={"run": _run_name(cfg.run_dir), "world_size": world},
+                    epoch=epoch, extra={"run": _run_name(cfg.run_dir), "world_size": world,
+                                        **({"ema_decay": ema.decay} if ema is not None else {})},
                 )
-                save_checkpoint(Path(tmp) / "model.pt", net.state_dict(), meta)
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": dict(state)},
-                           Path(tmp) / TRAIN_STATE_FILE)
+                save_checkpoint(Path(tmp) / "model.pt", scored_net.state_dict(), meta)
+                train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": dict(state)}
+                if ema is not None:
+                    train_state.update(model_raw=net.state_dict(), ema=ema.state_dict())
+                torch.save(train_state, Path(tmp) / TRAIN_STATE_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             _append_history(cfg.run_dir, {"event": "epoch", **metrics, "time": time.time(),
                                           "report_seconds": time.perf_counter() - report_start,

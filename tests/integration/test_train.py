@@ -21,6 +21,7 @@ from tests._prepared import make_prepared
 SPEC = ClipSpec(frames=8, fps=8.0, size=32, stride=4)
 #: Enough epochs that the >95% training accuracy is reached with margin (8 sometimes stopped at 0.93).
 EPOCHS = 12
+EMA_DECAY = 0.9
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -58,7 +59,8 @@ def learned(ray_local, prepared, tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     out, marker = base / "learn", base / "fault-fired"
     fault = FaultInjection(epoch=2, rank=1, after_batches=1, marker=str(marker))
-    result = train(prepared, out, _settings(), fault=fault)
+    # With the weight average on: the resume must restore both the trained weights and their average.
+    result = train(prepared, out, _settings(ema_decay=EMA_DECAY), fault=fault)
     return out, result, marker
 
 
@@ -88,6 +90,9 @@ def test_killed_worker_resumes_from_the_last_checkpoint(learned):
     # epoch 1 ran once, the restarted group resumed from it, epochs 2.. followed: no restart at zero
     assert events == [("epoch", 1), ("resumed", 1)] + [("epoch", k) for k in range(2, EPOCHS + 1)], events
     assert result.resumed_from_epoch == 1 and result.epochs_this_call == EPOCHS
+    # the weight average came back too: its step count goes on from epoch 1's (about doubles), not from zero
+    steps = {e["epoch"]: e["ema_steps"] for e in _epochs(out)}
+    assert steps[1] > 0 and steps[2] > 1.5 * steps[1], steps
 
 
 def test_best_checkpoint_is_the_best_validation_epoch_and_is_calibrated(learned, prepared):
@@ -103,6 +108,7 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_is_calibrated(learned,
     assert meta.epoch == result.best_epoch
     assert meta.labels == ["fight", "assault", "normal"] and meta.clip == SPEC
     assert meta.data_fingerprint == read_manifest(prepared).fingerprint
+    assert meta.extra["ema_decay"] == EMA_DECAY  # the checkpoint holds the weight average
     # fitted on validation (1.0 exactly when the validation clips are perfectly separated: no NLL minimum)
     assert meta.temperature > 0 and meta.metrics["calibration"]["temperature"] == pytest.approx(meta.temperature)
     assert set(meta.thresholds) <= {"fight", "assault"} and meta.thresholds
@@ -151,6 +157,7 @@ def test_a_rerun_with_the_same_name_resumes(learned, prepared):
     from bigsister_ray.train.trainer import train
 
     out, _, _ = learned
+    # without the weight average this time: the trained weights (not their average) are what it continues from
     again = train(prepared, out, _settings(epochs=EPOCHS + 1))
     assert again.resumed_from_epoch == EPOCHS and again.epochs_this_call == 1 and again.last_epoch == EPOCHS + 1
     assert [e["epoch"] for e in _epochs(out)] == list(range(1, EPOCHS + 2))

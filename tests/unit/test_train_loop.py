@@ -96,3 +96,55 @@ def test_color_jitter_changes_exposure_per_clip_not_per_frame():
     assert all(np.array_equal(out[0], f) for f in out)
     off = augment_clips(clip, np.random.default_rng(7), crop_scale=1.0, jitter=0, color=0.0).numpy()[0]
     assert np.array_equal(off, clip[0]) or np.array_equal(off, clip[0, :, :, ::-1])
+
+
+def test_weight_ema_averages_floats_ramps_up_and_copies_integer_buffers():
+    import torch
+
+    from bigsister_ray.train.loop import WeightEMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    ema = WeightEMA(model, decay=0.9)
+    assert ema.module is not model and not any(p.requires_grad for p in ema.module.parameters())
+    # step 1: decay min(0.9, 1/10) = 0.1, so the average moves 90% of the way to the new weights
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].running_mean.fill_(2.0)
+        model[1].num_batches_tracked.fill_(7)
+    ema.update(model)
+    assert torch.allclose(ema.module[0].weight, torch.full((2, 3), 0.9))
+    assert torch.allclose(ema.module[1].running_mean, torch.full((2,), 1.8))
+    assert int(ema.module[1].num_batches_tracked) == 7
+    # once ramped up (steps >= 80: (1 + n) / (10 + n) >= 0.9), each step moves 10%
+    ema.steps = 100
+    before = ema.module[0].weight.clone()
+    ema.update(model)
+    assert torch.allclose(ema.module[0].weight, 0.9 * before + 0.1 * 1.0)
+    # the average is its own copy: changing the model does not change it
+    with torch.no_grad():
+        model[0].weight.fill_(-5.0)
+    assert torch.all(ema.module[0].weight > 0)
+    assert ema.state_dict() == {"steps": 101, "decay": 0.9}
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightEMA(model, decay=1.0)
+
+
+def test_run_epoch_calls_after_step_once_per_optimizer_step():
+    import torch
+
+    from bigsister_ray.models import build_model, get_model_spec
+
+    rng = np.random.default_rng(0)
+    clips = [synthetic_clip(k % 2, SPEC, rng) for k in range(12)]
+    batches = [{"frames": [c.tobytes() for c in clips[i:i + 4]], "label_idx": [k % 2 for k in range(i, i + 4)]}
+               for i in range(0, 12, 4)]
+    model = build_model("tiny3d", 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    calls = []
+    run_epoch(model, batches, SPEC, get_model_spec("tiny3d").norm, 2, optimizer=opt, after_step=lambda: calls.append(1))
+    assert len(calls) == 3
+    run_epoch(model, batches, SPEC, get_model_spec("tiny3d").norm, 2, after_step=lambda: calls.append(1))
+    assert len(calls) == 3, "scoring takes no step"
