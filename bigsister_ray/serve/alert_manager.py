@@ -99,17 +99,37 @@ class AlertManager:
 
     async def observe(self, stream_id: str, windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Feed ``stream_id``'s scored windows (``start_s, end_s, scores, at, snapshot``); return the events."""
+        async with self._lock:
+            return await self._observe(stream_id, windows)
+
+    async def observe_many(self, batch: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+        """:meth:`observe` for several streams in one request (the Windower gathers what its streams scored while
+        the previous request was out: one request per round trip instead of one per window, so the single
+        AlertManager replica keeps up with many cameras). Entries are applied in order; one that fails does not
+        stop the others. Returns ``{"events": [...]}`` or ``{"error": "..."}`` per entry."""
+        out: list[dict[str, Any]] = []
+        async with self._lock:
+            for stream_id, windows in batch:
+                try:
+                    out.append({"events": await self._observe(stream_id, windows)})
+                except Exception as err:
+                    log.error("AlertManager: %d scored windows of stream %s not applied: %r", len(windows), stream_id, err)
+                    out.append({"error": repr(err)})
+        return out
+
+    async def _observe(self, stream_id: str, windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from bigsister_ray.alerts.rules import WindowScore
 
         out = []
-        async with self._lock:
+        overrides = self._overrides.get(stream_id)
+        if overrides is None:  # the database is read once per stream (again after a failed read)
             overrides = await asyncio.to_thread(self._stream_overrides, stream_id)
-            for w in windows:
-                at = datetime.fromtimestamp(w["at"], tz=timezone.utc) if w.get("at") is not None else None
-                ws = WindowScore(start_s=float(w["start_s"]), end_s=float(w["end_s"]), scores=w["scores"], at=at)
-                for event in self.engine.update(stream_id, ws, overrides or None):
-                    await self._emit(event, w.get("snapshot"))
-                    out.append(event_to_dict(event))
+        for w in windows:
+            at = datetime.fromtimestamp(w["at"], tz=timezone.utc) if w.get("at") is not None else None
+            ws = WindowScore(start_s=float(w["start_s"]), end_s=float(w["end_s"]), scores=w["scores"], at=at)
+            for event in self.engine.update(stream_id, ws, overrides or None):
+                await self._emit(event, w.get("snapshot"))
+                out.append(event_to_dict(event))
         return out
 
     async def _emit(self, event: Any, snapshot: Any) -> None:

@@ -32,6 +32,8 @@ log = logging.getLogger("ray.serve")
 LATENCY_SAMPLES = 4096
 #: How long a window is retried while the Classifier replica it was sent to is replaced.
 CLASSIFY_RETRY_S = 60.0
+#: Most streams' scored windows sent to the AlertManager in one request.
+OBSERVE_BATCH = 64
 
 
 def _replica_gone(err: BaseException) -> bool:
@@ -64,6 +66,8 @@ class Windower:
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._metrics = WindowerMetrics()
         self._coalesce.set_max_batch_size(max_batch_size)
+        self._observations: list[tuple[str, list[dict[str, Any]], asyncio.Future]] = []
+        self._observer: asyncio.Task | None = None
 
     async def push(self, stream_id: str, frames: np.ndarray, timestamps: Sequence[float], decoded_at: float | None = None
                    ) -> dict[str, int]:
@@ -131,9 +135,38 @@ class Windower:
         self._classified[stream_id] = self._classified.get(stream_id, 0) + len(scored)
         self._metrics.windows_classified.inc(len(scored), tags={"stream": stream_id})
         try:
-            await self._alerts.observe.remote(stream_id, scored)
+            await self._observe(stream_id, scored)
         except Exception as err:  # the alert path failing must not stop classification; logged and counted
             log.error("stream %s: %d scored windows not delivered to the AlertManager: %r", stream_id, len(scored), err)
+
+    async def _observe(self, stream_id: str, scored: list[dict[str, Any]]) -> None:
+        """Hand ``stream_id``'s scored windows to the AlertManager; returns once they are applied.
+
+        What the streams score while a request to the AlertManager is out waits and goes in the next one
+        (``observe_many``): one request per round trip, however many streams, and no wait when it is idle. A
+        stream's windows stay in order: its ``push`` holds the stream's lock until they are applied."""
+        fut = asyncio.get_running_loop().create_future()
+        self._observations.append((stream_id, scored, fut))
+        if self._observer is None or self._observer.done():
+            self._observer = asyncio.create_task(self._send_observations())
+        result = await fut
+        if "error" in result:
+            raise RuntimeError(f"the AlertManager could not apply them: {result['error']}")
+
+    async def _send_observations(self) -> None:
+        while self._observations:
+            batch, self._observations = self._observations[:OBSERVE_BATCH], self._observations[OBSERVE_BATCH:]
+            try:
+                results = await self._alerts.observe_many.remote([(sid, scored) for sid, scored, _ in batch])
+            except Exception as err:  # the AlertManager unreachable: every waiting stream hears it
+                results = err
+            for i, (_, _, fut) in enumerate(batch):
+                if fut.done():
+                    continue
+                if isinstance(results, BaseException):
+                    fut.set_exception(results)
+                else:
+                    fut.set_result(results[i])
 
     async def end_of_stream(self, stream_id: str) -> None:
         """A file stream ended: after its last window, let the AlertManager close what is open."""
