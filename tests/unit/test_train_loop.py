@@ -12,6 +12,13 @@ from tests._prepared import synthetic_clip
 SPEC = ClipSpec(frames=8, fps=8.0, size=32, stride=4)
 
 
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[dict]:
+    """``n`` synthetic clips of alternating classes 0, 1, in batches of ``size`` as the shard iterator yields them."""
+    clips = [synthetic_clip(k % 2, SPEC, rng) for k in range(n)]
+    return [{"frames": [c.tobytes() for c in clips[i:i + size]], "label_idx": [k % 2 for k in range(i, i + size)]}
+            for i in range(0, n, size)]
+
+
 def test_augment_keeps_shape_and_dtype_and_changes_clips():
     rng = np.random.default_rng(0)
     clips = np.stack([synthetic_clip(k % 2, SPEC, rng) for k in range(6)])
@@ -68,9 +75,7 @@ def test_run_epoch_trains_and_scores_with_the_shared_step():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    clips = [synthetic_clip(k % 2, SPEC, rng) for k in range(32)]
-    batches = [{"frames": [c.tobytes() for c in clips[i:i + 8]], "label_idx": [k % 2 for k in range(i, i + 8)]}
-               for i in range(0, 32, 8)]
+    batches = _batches(32, 8, rng)
     model = build_model("tiny3d", 2)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     norm = get_model_spec("tiny3d").norm
@@ -137,10 +142,7 @@ def test_run_epoch_calls_after_step_once_per_optimizer_step():
 
     from bigsister_ray.models import build_model, get_model_spec
 
-    rng = np.random.default_rng(0)
-    clips = [synthetic_clip(k % 2, SPEC, rng) for k in range(12)]
-    batches = [{"frames": [c.tobytes() for c in clips[i:i + 4]], "label_idx": [k % 2 for k in range(i, i + 4)]}
-               for i in range(0, 12, 4)]
+    batches = _batches(12, 4, np.random.default_rng(0))
     model = build_model("tiny3d", 2)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     calls = []
