@@ -57,8 +57,8 @@ def _settings(threads: int, epochs: int, batch: int, workers: int = 1):
     })
 
 
-def plain_loop(data: Path, threads: int, epochs: int, batch: int) -> list[float]:
-    """Clips/s per epoch of the same step in one process (pyarrow reading the shards)."""
+def plain_loop(data: Path, threads: int, epochs: int, batch: int) -> list[dict]:
+    """Per epoch of the same step in one process (pyarrow reading the shards): clips/s, seconds, data wait."""
     import numpy as np
     import pyarrow.parquet as pq
     import torch
@@ -83,16 +83,18 @@ def plain_loop(data: Path, threads: int, epochs: int, batch: int) -> list[float]
             for rb in pq.ParquetFile(paths[i]).iter_batches(batch_size=batch, columns=["frames", "label_idx"]):
                 yield rb.to_pydict()
 
-    rates = []
+    epochs_out = []
     for _ in range(epochs):
         stats = run_epoch(model, batches(), manifest.clip, norm, len(manifest.labels), optimizer=opt,
                           loss_fn=loss_fn, augment=True, color_jitter=settings.train.color_jitter, rng=rng)
-        rates.append(stats.clips / stats.seconds)
-    return rates
+        epochs_out.append({"clips_per_s": stats.clips / stats.seconds, "seconds": stats.seconds,
+                           "data_wait_s": stats.data_wait_s, "first_batch_s": stats.first_batch_s})
+    return epochs_out
 
 
-def ray_loop(data: Path, threads: int, epochs: int, batch: int, workers: int = 1) -> list[float]:
-    """Clips/s per epoch reported by the Ray Train loop (TorchTrainer, Ray Data shards)."""
+def ray_loop(data: Path, threads: int, epochs: int, batch: int, workers: int = 1) -> list[dict]:
+    """Per epoch of the Ray Train loop (TorchTrainer, Ray Data shards), from its history: clips/s, seconds, data wait
+    (the slowest worker's)."""
     import ray
 
     from bigsister_ray.train.trainer import read_history, train
@@ -102,7 +104,8 @@ def ray_loop(data: Path, threads: int, epochs: int, batch: int, workers: int = 1
         train(data, Path(tmp) / f"bench-{workers}w", settings)
         history = read_history(Path(tmp) / f"bench-{workers}w")
     ray.shutdown()
-    return [h["clips_per_s"] for h in history if h["event"] == "epoch"]
+    return [{"clips_per_s": h["clips_per_s"], "seconds": h["train_seconds"], "data_wait_s": h["train_data_wait_s"],
+             "first_batch_s": h["train_first_batch_s"]} for h in history if h["event"] == "epoch"]
 
 
 def gpu_i3d(peak_tflops: float | None, steps: int = 10, batch: int = 8) -> list[dict]:
@@ -174,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_cpu:
         with tempfile.TemporaryDirectory() as tmp:
             data = _dataset(Path(tmp) / "prepared", args.clips, args.frames, args.size)
-            plain_runs, ray_runs = [], []
+            plain_runs, ray_runs, waits = [], [], {"plain": [], "ray": []}
             for _ in range(max(1, args.rounds)):
-                plain_runs.append(plain_loop(data, args.threads, args.epochs, args.batch))
-                ray_runs.append(ray_loop(data, args.threads, args.epochs, args.batch))
+                for side, loop, runs in (("plain", plain_loop, plain_runs), ("ray", ray_loop, ray_runs)):
+                    epochs = loop(data, args.threads, args.epochs, args.batch)
+                    runs.append([e["clips_per_s"] for e in epochs])
+                    waits[side] += [(e["data_wait_s"], e["first_batch_s"], e["seconds"]) for e in epochs[1:] or epochs]
             plain = [r for run in plain_runs for r in (run[1:] or run)]
             ray_rates = [r for run in ray_runs for r in (run[1:] or run)]
             p_med, r_med = statistics.median(plain), statistics.median(ray_rates)
@@ -189,9 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                    "ray_clips_per_s": [[round(r, 1) for r in run] for run in ray_runs], "plain_median": round(p_med, 2),
                    "ray_median": round(r_med, 2), "ratio_ray_over_plain": round(r_med / p_med, 3),
                    "ratio_per_round": [round(x, 3) for x in paired], "ratio_paired_median": round(statistics.median(paired), 3),
+                   # Of each side's measured epochs: the share of the training phase spent waiting for batches, and
+                   # the median wait for an epoch's first batch (the data pipeline starting).
+                   **{f"{side}_data_wait_share": round(sum(w for w, _, _ in ws) / sum(s for _, _, s in ws), 3)
+                      for side, ws in waits.items()},
+                   **{f"{side}_first_batch_s": round(statistics.median(f for _, f, _ in ws), 2) for side, ws in waits.items()},
                    "load_average": [round(x, 2) for x in os.getloadavg()]}
             if args.two_workers:
-                two = ray_loop(data, max(1, args.threads // 2), args.epochs, args.batch, workers=2)
+                two = [e["clips_per_s"] for e in ray_loop(data, max(1, args.threads // 2), args.epochs, args.batch, workers=2)]
                 out["ray_2_workers_clips_per_s"] = [round(r, 1) for r in two]
                 out["ray_2_workers_median"] = round(statistics.median(two[1:] or two), 2)
             print(json.dumps(out), flush=True)

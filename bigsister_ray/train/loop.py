@@ -19,6 +19,7 @@ dict (:class:`LoopConfig`, validated on the first line). Each epoch it
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -131,6 +132,8 @@ class EpochStats:
     loss_sum: float = 0.0
     clips: int = 0
     seconds: float = 0.0
+    data_wait_s: float = 0.0  # of ``seconds``, blocked waiting for the next batch (input-bound when large)
+    first_batch_s: float = 0.0  # of ``data_wait_s``, until the first batch arrived (the pipeline starting)
     confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
     logits: list[np.ndarray] | None = None
     targets: list[np.ndarray] | None = None
@@ -240,8 +243,17 @@ def run_epoch(
     model.train(training)
     start = time.perf_counter()
     device_type = torch.device(device).type
+    it = iter(batches)
     with torch.set_grad_enabled(training):
-        for i, batch in enumerate(batches):
+        for i in itertools.count():
+            waited = time.perf_counter()
+            batch = next(it, None)
+            waited = time.perf_counter() - waited
+            stats.data_wait_s += waited
+            if i == 0:
+                stats.first_batch_s = waited
+            if batch is None:
+                break
             if on_batch is not None:
                 on_batch(i)
             y_np = np.asarray(batch["label_idx"], dtype=np.int64)
@@ -297,7 +309,10 @@ def format_epoch(m: dict[str, Any], epochs: int) -> str:
                 f"{split}: loss {m[f'{split}_loss']:.4f} acc {m[f'{split}_accuracy']:.3f} "
                 f"macro-F1 {m[f'{split}_macro_f1']:.3f}"
             )
-    parts.append(f"{m['clips_per_s']:.1f} clips/s")
+    rate = f"{m['clips_per_s']:.1f} clips/s"
+    if m.get("train_seconds") and "train_data_wait_s" in m:
+        rate += f" ({100 * m['train_data_wait_s'] / m['train_seconds']:.0f}% waiting for data)"
+    parts.append(rate)
     if m.get("is_best"):
         parts.append("(best)")
     return " | ".join(parts)
@@ -466,7 +481,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             train_stats.confusion.ravel(), val_stats.confusion.ravel(),
             [train_stats.loss_sum, train_stats.clips, val_stats.loss_sum, val_stats.clips],
         ]).astype(np.float64))
-        seconds = float(_allreduce(np.array([train_stats.seconds]), op="max")[0])
+        seconds, data_wait, first_batch = (float(v) for v in _allreduce(
+            np.array([train_stats.seconds, train_stats.data_wait_s, train_stats.first_batch_s]), op="max"))
         train_cm = summed[:c].reshape(num_classes, num_classes).round().astype(np.int64)
         val_cm = summed[c : 2 * c].reshape(num_classes, num_classes).round().astype(np.int64)
         t_loss, t_n, v_loss, v_n = summed[2 * c :]
@@ -475,6 +491,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics.update(epoch_metrics("val", val_cm, v_loss, int(v_n), cfg.labels))
         metrics["clips_per_s"] = t_n / seconds if seconds > 0 else 0.0
         metrics["train_seconds"] = seconds
+        metrics["train_data_wait_s"] = data_wait  # the slowest worker's wait for batches (first batch included)
+        metrics["train_first_batch_s"] = first_batch
         metrics["val_seconds"] = val_stats.seconds
         metrics["lr"] = float(optimizer.param_groups[0]["lr"])
         if ema is not None:

@@ -92,6 +92,35 @@ def test_run_epoch_trains_and_scores_with_the_shared_step():
                     "macro-F1 0.400 | 12.5 clips/s")
 
 
+def test_run_epoch_measures_the_wait_for_data():
+    import time
+
+    import torch
+
+    from bigsister_ray.models import build_model, get_model_spec
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    batches = _batches(16, 4, np.random.default_rng(0))
+
+    def slow(first: float, each: float):
+        for i, b in enumerate(batches):
+            time.sleep(first if i == 0 else each)
+            yield b
+        time.sleep(each)  # the end of the data is waited for too
+
+    model = build_model("tiny3d", 2, dropout=0.0)
+    stats = run_epoch(model, slow(0.3, 0.1), SPEC, get_model_spec("tiny3d").norm, 2)
+    assert stats.clips == 16
+    assert 0.3 <= stats.first_batch_s < 0.3 + 0.25
+    assert 0.3 + 4 * 0.1 <= stats.data_wait_s < stats.seconds
+    quick = run_epoch(model, iter(batches), SPEC, get_model_spec("tiny3d").norm, 2)
+    assert quick.data_wait_s < 0.1 < stats.data_wait_s - 0.5
+    line = format_epoch({"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.75, "train_macro_f1": 0.7, "clips_per_s": 8.0,
+                         "train_seconds": 20.0, "train_data_wait_s": 5.0}, 3)
+    assert line.endswith("| 8.0 clips/s (25% waiting for data)")
+
+
 def test_color_jitter_changes_exposure_per_clip_not_per_frame():
     clip = np.full((1, 8, 16, 16, 3), 100, dtype=np.uint8)
     clip[0, :, :8] = 60  # some structure, for contrast to act on
