@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     base = demo_settings(Settings(), work)
-    ensure_ray(base, include_dashboard=False)
+    ensure_ray(base, train=True, include_dashboard=False)
     if not (work / "prepared").exists():
         synthesize(work / "aihub", videos=30, seconds=16.0, seed=7, settings=base,
                    labels=[x for x in base.task.labels if x != "normal"], cameras_per_take=1.25)

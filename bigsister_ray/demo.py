@@ -144,7 +144,7 @@ def run_demo(settings: Settings | None = None, workdir: Path = Path("bigsister-d
     console.print(f"[bold]bigsister demo[/bold]: everything goes to {workdir}")
     started_ray = False
     try:
-        started_ray = ensure_ray(settings, include_dashboard=False)
+        started_ray = ensure_ray(settings, train=True, include_dashboard=False)
         with _step(console, "1/6 synthesize an AI-Hub-format dataset"):
             # Takes of one or two cameras: 24 choreographies and scenes instead of 12 for the same 30 videos. With 8
             # training takes the model knew those scenes but missed the fight on the demo's own camera.

@@ -9,14 +9,37 @@ that is all of them: the processes that ran the shard-read tasks of one epoch ar
 the next epoch waits about 2 s for new ones to start and import pyarrow, on the same cores as the training step.
 Measured with ``benchmarks/bench_train.py`` (see ``benchmarks/RESULTS.md``). On a cluster started with
 ``ray start`` the same limit is the ``RAY_num_workers_soft_limit`` environment variable (``cluster.yaml`` sets it).
+
+A local Ray started without the dashboard has no state API. Ray Train's ``PlacementGroupCleaner`` asks that API
+every second whether the training controller is alive and warns each time it cannot (about 200 identical lines in
+one ``bigsister demo``), so a local Ray started for training without the dashboard has its workers drop that one
+warning (:func:`quiet_worker_logs`, Ray's ``worker_process_setup_hook``; ``ensure_ray(..., train=True)``).
+Everything else they log still reaches the driver. Only for training: a job with a runtime environment gets no
+pre-started worker processes, so its first tasks wait about 0.8 s longer for a worker (measured; RESULTS.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
-__all__ = ["ensure_ray", "local_system_config"]
+__all__ = ["ensure_ray", "local_system_config", "quiet_worker_logs"]
+
+#: The logger of Ray Train's placement-group cleaner, and the warning it repeats while the state API is absent.
+PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+STATE_API_ABSENT = "Failed to query Ray Train Controller actor state"
+
+
+def _not_state_api_absent(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(STATE_API_ABSENT)
+
+
+def quiet_worker_logs() -> None:
+    """Worker setup hook of a local Ray without the dashboard: drop the cleaner's state-API warning (see above)."""
+    logger = logging.getLogger(PG_CLEANER_LOGGER)
+    if _not_state_api_absent not in logger.filters:
+        logger.addFilter(_not_state_api_absent)
 
 
 def local_system_config(num_cpus: int | None, idle_workers: int) -> dict[str, Any]:
@@ -25,11 +48,12 @@ def local_system_config(num_cpus: int | None, idle_workers: int) -> dict[str, An
     return {"num_workers_soft_limit": int(cpus) + int(idle_workers)}
 
 
-def ensure_ray(settings: Any, **init_kwargs: Any) -> bool:
+def ensure_ray(settings: Any, *, train: bool = False, **init_kwargs: Any) -> bool:
     """Connect to ``settings.ray.address`` or start a local Ray, unless this process is already connected.
 
-    ``init_kwargs`` go to :func:`ray.init` (e.g. ``include_dashboard=False``). Returns True when this call
-    started or joined Ray (the caller then owns the ``ray.shutdown``), False when Ray was already up.
+    ``init_kwargs`` go to :func:`ray.init` (e.g. ``include_dashboard=False``). ``train``: this Ray will run Ray
+    Train (a local one without the dashboard then quiets the cleaner's warning, see above). Returns True when this
+    call started or joined Ray (the caller then owns the ``ray.shutdown``), False when Ray was already up.
     """
     import ray
 
@@ -40,6 +64,8 @@ def ensure_ray(settings: Any, **init_kwargs: Any) -> bool:
     if rc.address:
         ray.init(address=rc.address, **kwargs)
     else:
+        if train and kwargs.get("include_dashboard") is False and "runtime_env" not in kwargs:
+            kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"}
         ray.init(address="local", num_cpus=rc.num_cpus,
                  _system_config=local_system_config(rc.num_cpus, rc.idle_workers), **kwargs)
     return True

@@ -234,7 +234,7 @@ def train(data: Path | str, out: Path | str, settings: Settings, *,
     history_before = read_history(run_dir)
     last_before = max((h["epoch"] for h in history_before if h.get("event") == "epoch"), default=0)
 
-    ensure_ray(settings, include_dashboard=False)
+    ensure_ray(settings, train=True, include_dashboard=False)
     storage.check_shared_storage(data, what="the prepared dataset")  # workers on every node read the shards
     storage.check_shared_storage(run_storage, what="the run folder")  # Ray Train writes checkpoints from the workers
     datasets = {"train": shard_dataset(train_paths, tc.data_cpus, shuffle=True, max_tasks=tc.data_read_tasks,

@@ -73,3 +73,45 @@ def test_local_ray_keeps_idle_workers_that_ray_would_kill():
     # Ray's own default: the same idle workers are killed within 3 s.
     default = _idle_workers_alive("ray-default")
     assert default["alive"] < default["workers"], f"Ray kept every idle worker without the setting: {default}"
+
+
+# A worker logs on the logger of Ray Train's placement-group cleaner: its state-API warning, then another warning.
+_LOG_SCRIPT = textwrap.dedent("""
+    import logging, sys, time
+    import ray
+    from bigsister_ray.config import Settings
+    from bigsister_ray.runtime import PG_CLEANER_LOGGER, STATE_API_ABSENT, ensure_ray
+
+    if sys.argv[1] == "ray-default":
+        ray.init(address="local", num_cpus=1, include_dashboard=False)
+    else:
+        assert ensure_ray(Settings.model_validate({"ray": {"num_cpus": 1}}), train=True, include_dashboard=False)
+
+    @ray.remote(num_cpus=0)
+    def cleaner_logs():
+        log = logging.getLogger(PG_CLEANER_LOGGER)
+        log.warning(STATE_API_ABSENT + ". State API may be temporarily unavailable. Continuing to monitor.")
+        log.warning("Failed to clean up placement group: boom")
+        return True
+
+    assert ray.get(cleaner_logs.remote())
+    time.sleep(2.0)  # worker logs reach the driver asynchronously
+    ray.shutdown()
+""")
+
+
+def _worker_log(mode: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", _LOG_SCRIPT, mode], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(400)
+def test_local_ray_without_dashboard_drops_only_the_state_api_warning():
+    from bigsister_ray.runtime import STATE_API_ABSENT
+
+    ours = _worker_log("ensure_ray")
+    assert "Failed to clean up placement group: boom" in ours, ours[-3000:]  # other warnings still reach the driver
+    assert STATE_API_ABSENT not in ours, ours[-3000:]
+    plain = _worker_log("ray-default")  # without the setup hook the warning is printed
+    assert STATE_API_ABSENT in plain and "boom" in plain, plain[-3000:]
