@@ -141,12 +141,18 @@ def graph_rate(app_name: str, spec, streams: int, seconds: float, settle: float 
         return sum(counts)
 
     before = classifier.info.remote().result()
+    t0 = time.perf_counter()
     windows = asyncio.run(run())
     after = classifier.info.remote().result()
+    wall = time.perf_counter() - t0
     batches = max(1, after["batches"] - before["batches"])
+    busy = after["busy_s"] - before["busy_s"]
     for i in range(streams):
         windower.forget.remote(f"bench-{i}").result()
-    return {"windows_per_s": windows / seconds, "mean_batch": (after["windows"] - before["windows"]) / batches}
+    # busy_share: the Classifier's forward passes over the run's wall time (filling and draining included);
+    # forward_per_batch_s: against the direct call's time per batch, a slower pass means the model's CPU was shared.
+    return {"windows_per_s": windows / seconds, "mean_batch": (after["windows"] - before["windows"]) / batches,
+            "busy_share": busy / wall, "forward_per_batch_s": busy / batches}
 
 
 def streams_sustained(base: str, spec, args, windower) -> tuple[int, dict, list[dict]]:
@@ -255,6 +261,9 @@ def main(argv=None) -> None:
         result["graph_windows_per_s"] = round(g, 1)
         result["graph_runs"] = [round(x["windows_per_s"], 1) for x in graphs]
         result["graph_mean_batch"] = round(mean_batch, 2)
+        result["classifier_busy_share"] = [round(x["busy_share"], 3) for x in graphs]
+        result["classifier_forward_per_batch_s"] = round(float(np.median([x["forward_per_batch_s"] for x in graphs])), 4)
+        result["direct_forward_per_batch_s"] = round(args.batch / d, 4)
         result["ratio"] = round(g / d, 3)
         # Paired: each graph run against the mean of the direct runs either side of it (this machine's speed drifts
         # by 10-15% within minutes, which the ratio of medians does not cancel).

@@ -72,6 +72,7 @@ class Classifier:
         self._last_batch_size = 0
         self._running = 0  # batches in or waiting for the forward thread
         self._forward_s = 0.0  # moving average of a forward pass (s)
+        self._busy_s = 0.0  # forward passes so far, in all (s): its growth over wall time is the model's utilisation
         self._forward_started = time.monotonic()  # when the current (or last) forward pass started
         log.info("Classifier: loaded %s (%s, %d labels, clip %s) on %s", checkpoint, self.meta.model_name,
                  len(self.meta.labels), self.meta.clip, self._device)
@@ -143,6 +144,7 @@ class Classifier:
         finally:
             dt = time.monotonic() - self._forward_started
             self._forward_s = dt if self._forward_s == 0 else 0.8 * self._forward_s + 0.2 * dt
+            self._busy_s += dt
 
     def _forward(self, items: list[np.ndarray]) -> np.ndarray:
         import torch
@@ -182,6 +184,7 @@ class Classifier:
             "requests": self._requests,
             "last_batch_size": self._last_batch_size,
             "forward_s": self._forward_s,
+            "busy_s": self._busy_s,
             "pending": self._pending,
             "max_batch_size": self._cfg.max_batch_size,
             "batch_wait_timeout_s": self._cfg.batch_wait_timeout_s,

@@ -45,10 +45,12 @@ def _run(Classifier, tmp_path) -> None:
     clf = Classifier.func_or_class(str(make_checkpoint(tmp_path / "ckpt")))  # the deployment's class
     clf.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.02})
     sizes: list[int] = []
+    passes = [0]
     real = clf._forward
 
     def slow_forward(items):
         sizes.append(len(items))
+        passes[0] += 1
         time.sleep(FORWARD_S)
         return real(items)
 
@@ -105,3 +107,6 @@ def _run(Classifier, tmp_path) -> None:
     assert out["sizes_together"] == [4, 4, 2], out["sizes_together"]
     np.testing.assert_allclose(np.asarray(out["together"][:3]), np.asarray(out["one_by_one"]), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out["together"][4:8]), np.asarray(out["late"]), rtol=1e-4, atol=1e-5)
+    # info() adds up the time of every forward pass (the utilisation bench_serve reports)
+    busy = clf.info()["busy_s"]
+    assert passes[0] * FORWARD_S <= busy < passes[0] * (FORWARD_S + 0.1), (busy, passes[0])
