@@ -87,6 +87,7 @@ class TaskConfig(Strict):
 
 class DataConfig(Strict):
     clips_per_event: int = Field(4, ge=1, le=1000, description="Positive clips cut around each annotated behaviour.")
+    clips_per_video: int = Field(1, ge=1, le=1000, description="Clips cut from a video without annotated times (folder datasets): spread evenly over it, no closer than one window stride; 1: the centre clip only.")
     negatives_per_video: int = Field(2, ge=0, le=1000, description="'normal' clips mined outside the annotated spans of each video.")
     negative_margin_s: float = Field(2.0, ge=0, description="Seconds kept clear around every annotated span when mining negatives.")
     use_actions: bool = Field(True, description="Cut positives around action ranges where present (more precise than AI Hub event intervals).")

@@ -12,7 +12,9 @@
    so a 0.2 s event gives one clip rather than four copies of it.
 4. **Negatives** (``normal``, when the task has it) are mined outside every span widened by
    ``data.negative_margin_s``, only where a whole clip fits: up to ``data.negatives_per_video`` per video.
-5. A video without spans is one **whole** clip (folder datasets, manifests without times).
+5. A video without spans is **whole**: its centre clip, or up to ``data.clips_per_video`` clips spread evenly over
+   it, no closer than one window stride (folder datasets, manifests without times; a fight in a 5 s video is not
+   always in its centre 2 s).
 6. **Split by group** (:func:`assign_splits`): every clip of a group lands in the same split, so one AI Hub take
    (``<scene>-<take>``, filmed by 2-3 cameras in 2-3 seasons) or one source video is never on both sides.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "merge_spans",
     "positive_windows",
     "negative_windows",
+    "whole_windows",
     "index_fingerprint",
 ]
 
@@ -192,6 +195,17 @@ def negative_windows(video: VideoRecord, spec: ClipSpec, count: int, margin_s: f
 
 
 # ------------------------------------------------------------------------------------------- dedupe
+def whole_windows(video: VideoRecord, spec: ClipSpec, per_video: int) -> list[tuple[float, float]]:
+    """Clip windows ``(start_s, end_s)`` of a video without spans: ``(0, duration)`` (the centre clip) when one
+    fits, else up to ``per_video`` windows of the clip's length from the start to the end, a stride or more apart."""
+    duration = video.known_duration_s or 0.0
+    room = duration - spec.duration_s
+    n = min(per_video, 1 + int(math.floor(room / spec.stride_s + 1e-9))) if room > 0 else 1
+    if n <= 1:
+        return [(0.0, round(duration, 6))]
+    return [(round(k * room / (n - 1), 6), round(k * room / (n - 1) + spec.duration_s, 6)) for k in range(n)]
+
+
 def _size_of(video: VideoRecord) -> int | None:
     if "size_bytes" in video.meta:
         try:
@@ -245,7 +259,7 @@ def build_index_report(videos: Sequence[VideoRecord], settings) -> IndexResult:
             if label is None:
                 dropped.append(video.path)
                 continue
-            planned.append((video, label, "whole", 0.0, round(video.known_duration_s or 0.0, 6)))
+            planned.extend((video, label, "whole", start, end) for start, end in whole_windows(video, spec, data.clips_per_video))
             continue
         if label is not None:
             for start, end in positive_windows(video, spec, data.clips_per_event, data.use_actions):

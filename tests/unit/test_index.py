@@ -84,6 +84,26 @@ def test_whole_clip_for_videos_without_spans_and_task_mapping():
         build_index(videos, Settings(clip=SPEC, task={"unknown": "error"}))
 
 
+def test_clips_per_video_spreads_windows_over_videos_without_spans():
+    videos = [_video(path=f"/d/{name}.mp4", label="fight", group="g", duration=d)
+              for name, d in (("long", 10.0), ("mid", 4.7), ("short", 2.5), ("tiny", 1.5))]
+    one = build_index(videos, Settings(clip=SPEC))  # default: the centre clip of each video
+    assert sorted((c.video, c.start_s, c.end_s) for c in one) == [
+        ("/d/long.mp4", 0.0, 10.0), ("/d/mid.mp4", 0.0, 4.7), ("/d/short.mp4", 0.0, 2.5), ("/d/tiny.mp4", 0.0, 1.5)]
+    clips = build_index(videos, Settings(clip=SPEC, data={"clips_per_video": 3}))
+    by_video: dict[str, list[tuple[float, float]]] = {}
+    for c in clips:
+        by_video.setdefault(c.video, []).append((c.start_s, c.end_s))
+    # 2 s windows from the start to the end, at least a stride (1 s) apart; no room for a second: the centre clip
+    assert sorted(by_video["/d/long.mp4"]) == [(0.0, 2.0), (4.0, 6.0), (8.0, 10.0)]
+    assert sorted(by_video["/d/mid.mp4"]) == [(0.0, 2.0), (1.35, 3.35), (2.7, 4.7)]
+    assert by_video["/d/short.mp4"] == [(0.0, 2.5)] and by_video["/d/tiny.mp4"] == [(0.0, 1.5)]
+    assert len({c.clip_id for c in clips}) == len(clips) == 8
+    assert {c.kind for c in clips} == {"whole"} and len({c.split for c in clips}) == 1
+    many = build_index(videos[1:2], Settings(clip=SPEC, data={"clips_per_video": 50}))
+    assert [(c.start_s, c.end_s) for c in many] == [(0.0, 2.0), (1.35, 3.35), (2.7, 4.7)]  # 4.7 s: room for 3
+
+
 def test_dedupe_by_stem_and_size():
     a = _video(path="/d/inside_croki_01/s/12-1_cam01_fight01.mp4", size="100")
     b = _video(path="/d/insidedoor_02/s/12-1_cam01_fight01.mp4", size="100")  # byte-identical copy
