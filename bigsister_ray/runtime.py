@@ -15,7 +15,8 @@ every second whether the training controller is alive and warns each time it can
 one ``bigsister demo``), so a local Ray started for training without the dashboard has its workers drop that one
 warning (:func:`quiet_worker_logs`, Ray's ``worker_process_setup_hook``; ``ensure_ray(..., train=True)``).
 Everything else they log still reaches the driver. Only for training: a job with a runtime environment gets no
-pre-started worker processes, so its first tasks wait about 0.8 s longer for a worker (measured; RESULTS.md).
+pre-started worker processes, so its first tasks wait longer for workers, about 1.5 s in all at the start of a run
+(``benchmarks/worker_start.py``; RESULTS.md).
 """
 
 from __future__ import annotations

@@ -194,7 +194,6 @@ def negative_windows(video: VideoRecord, spec: ClipSpec, count: int, margin_s: f
     return [_window(c, spec, duration) for c in _spread(centres, min(count, fits))]
 
 
-# ------------------------------------------------------------------------------------------- dedupe
 def whole_windows(video: VideoRecord, spec: ClipSpec, per_video: int) -> list[tuple[float, float]]:
     """Clip windows ``(start_s, end_s)`` of a video without spans: ``(0, duration)`` (the centre clip) when one
     fits, else up to ``per_video`` windows of the clip's length from the start to the end, a stride or more apart."""
@@ -206,6 +205,7 @@ def whole_windows(video: VideoRecord, spec: ClipSpec, per_video: int) -> list[tu
     return [(round(k * room / (n - 1), 6), round(k * room / (n - 1) + spec.duration_s, 6)) for k in range(n)]
 
 
+# ------------------------------------------------------------------------------------------- dedupe
 def _size_of(video: VideoRecord) -> int | None:
     if "size_bytes" in video.meta:
         try:
