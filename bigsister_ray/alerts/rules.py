@@ -150,6 +150,14 @@ def _check_classes(keys, where: str) -> None:
             raise ConfigError(f"{where}.{key}: unknown class {key!r}, expected one of {', '.join(ALL_LABELS)} (or '*')")
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_iso(value: object) -> datetime | None:
+    return datetime.fromisoformat(str(value)) if value is not None else None
+
+
 def _thin(timeline: list[tuple[float, float]]) -> list[tuple[float, float]]:
     if len(timeline) <= MAX_TIMELINE_POINTS:
         return timeline
@@ -247,6 +255,57 @@ class RuleEngine:
     def reset(self, stream_id: str) -> None:
         """Forget everything about ``stream_id`` (open incidents are dropped without events)."""
         self._state.pop(stream_id, None)
+
+    def export_state(self, stream_id: str) -> dict[str, object]:
+        """``stream_id``'s rule state (k-of-n history, open incident, cooldown) as JSON-ready data.
+
+        :meth:`import_state` on another engine (another process, after the stream moved) continues exactly
+        where this one stopped: the open incident keeps its key, and the cooldown still holds.
+        """
+        out: dict[str, object] = {}
+        for label, st in self._state.get(stream_id, {}).items():
+            op = None
+            if st.open is not None:
+                op = asdict(st.open)
+                op["started_at"] = _iso(st.open.started_at)
+                op["timeline"] = [list(p) for p in st.open.timeline]
+            out[label] = {
+                "history": [[h[0], h[1], _iso(h[2]), h[3], h[4]] for h in st.history],
+                "open": op,
+                "cooldown_until_s": None if math.isinf(st.cooldown_until_s) else st.cooldown_until_s,
+            }
+        return out
+
+    def import_state(self, stream_id: str, state: Mapping[str, object] | None) -> None:
+        """Replace ``stream_id``'s rule state with one from :meth:`export_state` (None or {}: a fresh start).
+
+        Raises ValueError naming the class when the state is malformed (the caller starts the stream fresh).
+        """
+        states: dict[str, _ClassState] = {}
+        for label, raw in (state or {}).items():
+            try:
+                st = _ClassState()
+                for h in raw["history"]:  # type: ignore[index]
+                    st.history.append((float(h[0]), float(h[1]), _parse_iso(h[2]), float(h[3]), bool(h[4])))
+                cooldown = raw.get("cooldown_until_s")  # type: ignore[union-attr]
+                st.cooldown_until_s = -math.inf if cooldown is None else float(cooldown)
+                op = raw.get("open")  # type: ignore[union-attr]
+                if op is not None:
+                    fields = dict(op)
+                    fields["started_at"] = _parse_iso(fields.get("started_at"))
+                    fields["timeline"] = [(float(t), float(v)) for t, v in fields["timeline"]]
+                    st.open = _Open(**fields)
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"rule state of stream {stream_id!r}, class {label!r}: {err!r}") from err
+            states[str(label)] = st
+        if states:
+            self._state[stream_id] = states
+        else:
+            self._state.pop(stream_id, None)
+
+    def open_keys(self, stream_id: str) -> list[str]:
+        """Event keys of ``stream_id``'s open incidents."""
+        return [st.open.key for st in self._state.get(stream_id, {}).values() if st.open is not None]
 
     def open_incidents(self, stream_id: str) -> list[str]:
         """Classes with an open incident on ``stream_id``."""

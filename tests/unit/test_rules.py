@@ -205,3 +205,32 @@ def test_rules_for_unknown_classes_are_config_errors():
         RuleEngine(LABELS, AlertsConfig(per_class={"figth": AlertRule()}))
     # a real class the model does not have is fine (the config may serve several checkpoints)
     RuleEngine(LABELS, AlertsConfig(per_class={"kidnap": AlertRule()}))
+
+
+def test_rule_state_moved_to_another_engine_continues_the_same_incident_and_its_cooldown():
+    import json
+
+    ws = windows([0.9, 0.9, 0.9, 0.95, 0.8, 0.1, 0.1, 0.9, 0.9, 0.9, 0.9], at=True)
+    whole = feed(RuleEngine(LABELS, alerts(cooldown_s=5.0)), ws)  # one engine sees every window
+    first = RuleEngine(LABELS, alerts(cooldown_s=5.0))
+    before = feed(first, ws[:4])
+    assert [e.kind for e in before] == ["opened", "updated"]
+    state = json.loads(json.dumps(first.export_state("cam")))  # what the database keeps
+    assert first.open_keys("cam") == [before[0].key]
+    second = RuleEngine(LABELS, alerts(cooldown_s=5.0))
+    second.import_state("cam", state)
+    after = feed(second, ws[4:])
+    moved = before + after
+    assert [e.kind for e in moved] == [e.kind for e in whole] == ["opened", "updated", "closed"]
+    assert {e.key for e in moved} == {before[0].key}  # one incident across the move
+    assert [(e.start_s, e.end_s, e.peak_score) for e in moved] == [(e.start_s, e.end_s, e.peak_score) for e in whole]
+    # The hits at 7-10 s fall inside the cooldown that started before the move: nothing opens.
+    assert second.export_state("cam")["fight"]["cooldown_until_s"] == pytest.approx(moved[-1].end_s + 5.0)
+
+
+def test_a_malformed_rule_state_is_refused_with_the_class_named():
+    engine = RuleEngine(LABELS, alerts())
+    with pytest.raises(ValueError, match="class 'fight'"):
+        engine.import_state("cam", {"fight": {"history": [["x"]], "open": None, "cooldown_until_s": None}})
+    engine.import_state("cam", None)
+    assert engine.export_state("cam") == {}
