@@ -7,6 +7,8 @@ For each resource: a ``*Base`` with the shared fields, the ``table=True`` model,
                location, options, last known state, created_at, deleted_at (soft delete)
     Incident   one detected behaviour on one stream: class, severity, start/end, peak, score timeline,
                snapshot JPEG, review status, and the delivery state of its alert and of its close reply
+    StreamLease    which shard owns a stream: owner, node, fencing token, expiry, and the state its owner saved
+    ShardRecord    a live stream shard: node, capacity, load, last heartbeat
 
 Review status moves only along :data:`TRANSITIONS`. Alert delivery state: ``pending -> sent | failed``.
 Times are stored in UTC and always come back timezone-aware (:class:`UTCDateTime`).
@@ -40,6 +42,10 @@ __all__ = [
     "IncidentCreate",
     "IncidentPublic",
     "IncidentUpdate",
+    "StreamLease",
+    "StreamLeasePublic",
+    "ShardRecord",
+    "ShardRecordPublic",
 ]
 
 
@@ -262,3 +268,54 @@ class IncidentUpdate(SQLModel):
     timeline: list[list[float]] | None = None
     snapshot: bytes | None = None
     severity: str | None = None
+
+
+# ---- stream leases and shards -------------------------------------------------------------------
+class StreamLease(SQLModel, table=True):
+    """Who owns a stream. One row per stream that was ever claimed; ``owner`` is None while it is free.
+
+    ``token`` grows by one on every claim by a new owner and is never reused, so a write fenced with an older
+    token is refused after the stream moved (see :mod:`bigsister_ray.incidents.leases`).
+    """
+
+    __tablename__ = "stream_leases"
+
+    stream_id: str = Field(primary_key=True, max_length=64, description="The Stream id.")
+    owner: str | None = Field(default=None, max_length=200, description="Shard id holding the lease; None when free.")
+    node_id: str | None = Field(default=None, max_length=200, description="Ray node id of the owner.")
+    token: int = Field(default=0, description="Fencing token: +1 on every claim, never reused.")
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
+    state: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)),
+                                         description="Alert-rule state and resume position, saved by the owner.")
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+class StreamLeasePublic(SQLModel):
+    stream_id: str
+    owner: str | None = None
+    node_id: str | None = None
+    token: int
+    expires_at: datetime | None = None
+    updated_at: datetime
+
+
+class ShardRecord(SQLModel, table=True):
+    """A stream shard's heartbeat: where it runs and how many streams it has and can take."""
+
+    __tablename__ = "stream_shards"
+
+    shard_id: str = Field(primary_key=True, max_length=200)
+    node_id: str = Field(max_length=200)
+    capacity: int = Field(description="Streams the shard can hold.")
+    load: int = Field(description="Streams the shard holds now.")
+    heartbeat_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+    started_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class ShardRecordPublic(SQLModel):
+    shard_id: str
+    node_id: str
+    capacity: int
+    load: int
+    heartbeat_at: datetime
+    started_at: datetime

@@ -27,13 +27,14 @@ import socket
 import threading
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from bigsister_ray.alerts.notifiers import AmbiguousDeliveryError, Delivery, IncidentAlert, Notifier
 from bigsister_ray.alerts.rules import IncidentEvent
 from bigsister_ray.errors import AlertDeliveryError
 from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, utcnow
-from bigsister_ray.incidents.store import DeliveryKind, IncidentStore, IncidentStoreError
+from bigsister_ray.incidents.fencing import Fence
+from bigsister_ray.incidents.store import DeliveryKind, IncidentStore, IncidentStoreError, StaleLeaseError
 
 __all__ = ["IncidentService"]
 
@@ -87,10 +88,13 @@ class IncidentService:
         stream_name: str,
         location: str | None = None,
         snapshot_jpeg: bytes | None = None,
+        fence: Fence | None = None,
     ) -> int | None:
         """Persist ``event`` (opened/updated/closed), then deliver what is due. Returns the incident id.
 
-        Raises IncidentStoreError when the database cannot take the incident (nothing was sent then).
+        Raises IncidentStoreError when the database cannot take the incident (nothing was sent then), and its
+        subclass StaleLeaseError when ``fence`` (the caller's lease on the stream) is no longer current: the
+        stream has moved to another shard, nothing was written, and retrying cannot succeed.
         Delivery problems never raise: they are recorded on the incident and retried.
         """
         if event.kind not in ("opened", "updated", "closed"):
@@ -116,7 +120,9 @@ class IncidentService:
             snapshot=snapshot_jpeg,
         )
         try:
-            incident_id = self.store.record_event(data, closed=closed, now=self._clock())
+            incident_id = self.store.record_event(data, closed=closed, now=self._clock(), fence=fence)
+        except StaleLeaseError:
+            raise  # the database is fine: the caller lost the stream
         except IncidentStoreError as err:
             self._set_db_error(str(err))
             raise
@@ -129,12 +135,13 @@ class IncidentService:
             self.deliver(incident_id)
         return incident_id
 
-    def end_dangling(self, stream_id: str | None = None) -> list[int]:
+    def end_dangling(self, stream_id: str | None = None, *, keep_keys: Collection[str] = ()) -> list[int]:
         """End incidents a previous rule engine left open (call when a fresh RuleEngine starts: it knows none).
 
+        ``keep_keys``: event keys the new engine carries on (restored rule state): those stay open.
         Their close replies are queued like any other; returns the ids.
         """
-        ids = self.store.end_dangling(stream_id=stream_id, now=self._clock())
+        ids = self.store.end_dangling(stream_id=stream_id, now=self._clock(), keep_keys=keep_keys)
         if ids:
             log.warning("ended %d incident(s) left open by a previous rule engine: %s", len(ids), ids)
             if self.sweeper_running:

@@ -7,13 +7,11 @@ Safe with several writers (threads, processes, replicas on several nodes):
 * PostgreSQL: row locks (``SELECT ... FOR UPDATE``) where an event updates an incident.
 * Alert delivery is claimed with a conditional ``UPDATE`` (a lease with an owner and an expiry), so one
   alert is sent by one sender even when several sweepers run; a crashed sender's lease expires.
+* A write on behalf of a stream's owner may carry a :class:`~bigsister_ray.incidents.fencing.Fence`, checked
+  in the same transaction (see :mod:`bigsister_ray.incidents.leases`).
 
-Errors::
-
-    BigSisterError
-    └── IncidentStoreError          the database cannot be reached or refused a write (URL redacted)
-        ├── IncidentNotFoundError   no incident/stream with that id
-        └── InvalidTransitionError  a review status change that TRANSITIONS does not allow
+The schema is managed by Alembic (:mod:`bigsister_ray.incidents.migrate`): :meth:`IncidentStore.upgrade`.
+Errors are drawn in :mod:`bigsister_ray.incidents.errors` and re-exported here.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Collection, Iterator, Literal
 
 from sqlalchemy import event, func, or_, update
 from sqlalchemy.engine import Engine, make_url
@@ -30,15 +28,24 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from bigsister_ray.errors import BigSisterError
+from bigsister_ray.incidents.errors import (
+    IncidentNotFoundError,
+    IncidentStoreError,
+    InvalidTransitionError,
+    MigrationError,
+    StaleLeaseError,
+)
+from bigsister_ray.incidents.fencing import Fence, check_fence
 from bigsister_ray.incidents.models import (
     TRANSITIONS,
     AlertStatus,
     Incident,
     IncidentCreate,
     IncidentPublic,
+    ShardRecord,
     Stream,
     StreamCreate,
+    StreamLease,
     StreamPublic,
     StreamUpdate,
     redact_url,
@@ -50,35 +57,14 @@ __all__ = [
     "IncidentStoreError",
     "IncidentNotFoundError",
     "InvalidTransitionError",
+    "StaleLeaseError",
+    "MigrationError",
     "DeliveryKind",
 ]
 
 log = logging.getLogger(__name__)
 
 DeliveryKind = Literal["alert", "close"]
-
-
-class IncidentStoreError(BigSisterError):
-    """The database cannot be reached or refused a write."""
-
-
-class IncidentNotFoundError(IncidentStoreError, KeyError):
-    """No row with that id."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else "not found"
-
-
-class InvalidTransitionError(IncidentStoreError):
-    """A review status change that is not allowed from the current status."""
-
-    def __init__(self, incident_id: int, current: str, target: str) -> None:
-        allowed = sorted(TRANSITIONS.get(current, ()))
-        super().__init__(
-            f"incident {incident_id} is {current!r}: cannot move to {target!r} "
-            f"(allowed from {current!r}: {', '.join(allowed) if allowed else 'nothing, it is final'})"
-        )
-        self.incident_id, self.current, self.target = incident_id, current, target
 
 
 def _normalise_url(url: str) -> str:
@@ -163,7 +149,7 @@ class IncidentStore:
 
     def create_tables(self) -> None:
         """Create the tables that do not exist yet (safe to call from several processes)."""
-        tables = [Stream.__table__, Incident.__table__]
+        tables = [Stream.__table__, Incident.__table__, StreamLease.__table__, ShardRecord.__table__]
         for attempt in range(3):
             try:
                 SQLModel.metadata.create_all(self.engine, tables=tables)
@@ -228,26 +214,39 @@ class IncidentStore:
             s.flush()
             return StreamPublic.from_row(row)
 
-    def delete_stream(self, stream_id: str) -> bool:
-        """Soft-delete (its incidents stay). False when unknown or already deleted."""
+    def delete_stream(self, stream_id: str, *, now: datetime | None = None) -> bool:
+        """Soft-delete (its incidents stay) and free its lease at once, so its owner's next fenced write or
+        renewal fails. The lease keeps its token. False when unknown or already deleted."""
+        now = now or utcnow()
         with self.session() as s:
             res = s.execute(
-                update(Stream).where(Stream.id == stream_id, Stream.deleted_at.is_(None)).values(deleted_at=utcnow())
+                update(Stream).where(Stream.id == stream_id, Stream.deleted_at.is_(None)).values(deleted_at=now)
             )
-            return res.rowcount == 1
+            if res.rowcount != 1:
+                return False
+            s.execute(update(StreamLease).where(StreamLease.stream_id == stream_id)
+                      .values(owner=None, node_id=None, expires_at=None, updated_at=now))
+            return True
 
     # ---- incidents: events -----------------------------------------------------------------------
-    def record_event(self, data: IncidentCreate, *, closed: bool = False, now: datetime | None = None) -> int:
+    def record_event(self, data: IncidentCreate, *, closed: bool = False, now: datetime | None = None,
+                     fence: Fence | None = None) -> int:
         """Insert the incident ``data.event_key`` or merge a later event into it; return its id.
 
         A new incident starts with its alert ``pending`` (due now). A later event extends the end and the
         timeline, raises the peak (and replaces the snapshot when a new one comes with a higher peak).
         ``closed`` sets ``ended_at`` and makes the close reply ``pending`` (``skipped`` when the alert failed).
+        ``fence``: the writer's lease on ``data.stream_id``, checked in the same transaction; raises
+        :class:`StaleLeaseError` (and writes nothing) when it is no longer current at ``now``.
         """
         now = now or utcnow()
+        if fence is not None and fence.stream_id != data.stream_id:
+            raise ValueError(f"fence: expected a fence for stream {data.stream_id!r}, got one for {fence.stream_id!r}")
         for attempt in range(2):
             try:
                 with self.session() as s:
+                    if fence is not None:
+                        check_fence(s, fence, dialect=self.dialect, now=now)
                     q = select(Incident).where(Incident.event_key == data.event_key)
                     if self.dialect == "postgresql":
                         q = q.with_for_update()
@@ -300,15 +299,19 @@ class IncidentStore:
                 row.close_status = AlertStatus.pending.value
                 row.close_next_attempt_at = now
 
-    def end_dangling(self, *, stream_id: str | None = None, now: datetime | None = None) -> list[int]:
+    def end_dangling(self, *, stream_id: str | None = None, now: datetime | None = None,
+                     keep_keys: Collection[str] = ()) -> list[int]:
         """End incidents still open in the database (``ended_at`` unset), e.g. after the rule engine that was
         tracking them restarted: ``ended_at`` becomes their last update, and the close reply is queued
-        (skipped where the alert failed). Returns their ids.
+        (skipped where the alert failed). Incidents whose event key is in ``keep_keys`` stay open (a stream
+        that moved to another shard with its rule state keeps its open incident). Returns their ids.
         """
         now = now or utcnow()
         conds = [Incident.ended_at.is_(None)]
         if stream_id is not None:
             conds.append(Incident.stream_id == stream_id)
+        if keep_keys:
+            conds.append(Incident.event_key.not_in(list(keep_keys)))
         with self.session() as s:
             q = select(Incident).where(*conds)
             if self.dialect == "postgresql":

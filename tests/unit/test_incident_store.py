@@ -257,3 +257,11 @@ def test_end_dangling_ends_only_open_incidents(store):
     assert store.get_incident(a).ended_at == T0 and store.get_incident(a).close_status == "pending"
     assert store.get_incident(b).close_status == "skipped"
     assert store.get_incident(c).ended_at == T0 + timedelta(seconds=5)
+
+
+def test_end_dangling_keeps_the_incidents_a_moved_stream_carries_on(store):
+    kept = store.record_event(make("m1", stream="cam-1"), now=T0)
+    ended = store.record_event(make("m2", stream="cam-1"), now=T0)
+    assert store.end_dangling(stream_id="cam-1", now=T0 + timedelta(minutes=1), keep_keys=["m1", "elsewhere"]) == [ended]
+    assert store.get_incident(kept).ended_at is None and store.get_incident(kept).close_status is None
+    assert store.end_dangling(stream_id="cam-1", now=T0 + timedelta(minutes=2)) == [kept]
