@@ -26,7 +26,7 @@ from sqlalchemy import event, func, or_, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
 from bigsister_ray.incidents.errors import (
     IncidentNotFoundError,
@@ -42,7 +42,6 @@ from bigsister_ray.incidents.models import (
     Incident,
     IncidentCreate,
     IncidentPublic,
-    ShardRecord,
     Stream,
     StreamCreate,
     StreamLease,
@@ -148,15 +147,16 @@ class IncidentStore:
             raise IncidentStoreError(f"database {self.safe_url}: {type(err).__name__}: {err.orig if getattr(err, 'orig', None) else err}") from err
 
     def create_tables(self) -> None:
-        """Create the tables that do not exist yet (safe to call from several processes)."""
-        tables = [Stream.__table__, Incident.__table__, StreamLease.__table__, ShardRecord.__table__]
-        for attempt in range(3):
-            try:
-                SQLModel.metadata.create_all(self.engine, tables=tables)
-                return
-            except (IntegrityError, SQLAlchemyError) as err:  # a concurrent creator won the race
-                if attempt == 2:
-                    raise IncidentStoreError(f"database {self.safe_url}: cannot create tables: {err}") from err
+        """Bring the schema to the newest revision (:meth:`upgrade`); kept for callers that create tables."""
+        self.upgrade()
+
+    def upgrade(self) -> str:
+        """Upgrade the database to the newest migration (safe from several processes at once); return the revision.
+
+        Raises MigrationError (an IncidentStoreError) when the schema cannot be upgraded."""
+        from bigsister_ray.incidents.migrate import upgrade
+
+        return upgrade(self)
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""

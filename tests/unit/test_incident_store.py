@@ -1,38 +1,26 @@
 """The incidents store on a real SQLite file and, when BIGSISTER_TEST_POSTGRES_URL is set, a real PostgreSQL.
 
 `.ci/run` starts PostgreSQL with `.ci/start_postgres.sh` and exports the URL; without it the PostgreSQL
-parameter skips. Several processes and threads write at once: nothing may be lost or claimed twice.
+parameter skips (tests/_postgres.py). Several processes and threads write at once: nothing may be lost or claimed twice.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlmodel import SQLModel
 
-from bigsister_ray.incidents.models import AlertStatus, Incident, IncidentCreate, Stream, StreamCreate, StreamUpdate
+from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, StreamCreate, StreamUpdate
 from bigsister_ray.incidents.store import IncidentNotFoundError, IncidentStore, IncidentStoreError, InvalidTransitionError
+from tests._postgres import fresh_postgres
 
-PG_URL_ENV = "BIGSISTER_TEST_POSTGRES_URL"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def _pg_url() -> str | None:
-    # tests/conftest.py clears BIGSISTER_* per test; read what the CI shell exported at collection time
-    return _PG_URL
-
-
-_PG_URL = os.environ.get(PG_URL_ENV)
 
 
 def _fresh(url: str) -> IncidentStore:
     store = IncidentStore(url, busy_timeout_ms=10_000)
-    if store.dialect == "postgresql":
-        SQLModel.metadata.drop_all(store.engine, tables=[Incident.__table__, Stream.__table__])
     store.create_tables()
     return store
 
@@ -41,10 +29,7 @@ def _fresh(url: str) -> IncidentStore:
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'incidents.db'}"
-    url = _pg_url()
-    if not url:
-        pytest.skip(f"{PG_URL_ENV} is not set (.ci/run exports it after .ci/start_postgres.sh)")
-    return url
+    return fresh_postgres("bigsister_store_test")  # a database of its own, created empty for each test
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Revisions of the incidents schema, oldest first by number."""

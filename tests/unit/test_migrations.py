@@ -1,0 +1,155 @@
+"""Alembic migrations of the incidents database, on a real SQLite file and a real PostgreSQL.
+
+An upgraded empty database has exactly the models' schema (Alembic's autogenerate compare finds nothing); a
+database made by the pre-migration ``create_tables`` is stamped and upgraded with its rows; several processes
+upgrading at once all succeed; ``bigsister db upgrade`` / ``db current`` report the revision.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
+from typer.testing import CliRunner
+
+from bigsister_ray.incidents.leases import LeaseStore
+from bigsister_ray.incidents.migrate import current_revision, head_revision, target_metadata
+from bigsister_ray.incidents.models import Incident, IncidentCreate, Stream, StreamCreate
+from bigsister_ray.incidents.store import IncidentStore, MigrationError
+from tests._postgres import fresh_postgres
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+TABLES = {"alembic_version", "stream", "incident", "stream_leases", "stream_shards"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'migrations.db'}"
+    return fresh_postgres("bigsister_migrations_test")
+
+
+@pytest.fixture
+def store(db_url):
+    s = IncidentStore(db_url, busy_timeout_ms=20_000)
+    yield s
+    s.dispose()
+
+
+def schema_diff(store: IncidentStore, metadata: sa.MetaData | None = None) -> list:
+    with store.engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata or target_metadata())
+
+
+def incident(key: str) -> IncidentCreate:
+    return IncidentCreate(event_key=key, stream_id="cam-1", stream_name="Lobby", label="fight", severity="high",
+                          started_at=T0, start_s=1.0, end_s=5.0, peak_score=0.9, peak_start_s=2.0, peak_end_s=4.0,
+                          timeline=[[1.0, 0.9]], snapshot=b"\xff\xd8jpeg")
+
+
+def test_an_empty_database_upgrades_to_exactly_the_models_schema(store):
+    assert current_revision(store) is None
+    assert store.upgrade() == head_revision() == "0002"
+    assert current_revision(store) == "0002"
+    assert set(inspect(store.engine).get_table_names()) == TABLES
+    assert schema_diff(store) == []
+    # the comparison is able to fail: a column the database lacks is reported
+    changed = target_metadata()
+    changed.tables["stream_leases"].append_column(sa.Column("lease_note", sa.String(40)))
+    assert [d[0] for d in schema_diff(store, changed)] == ["add_column"]
+    assert store.upgrade() == "0002"  # again: nothing to do
+    store.create_tables()  # the old entry point upgrades too
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+
+
+def test_a_database_from_the_old_create_tables_is_stamped_and_upgraded_without_losing_rows(store):
+    SQLModel.metadata.create_all(store.engine, tables=[Stream.__table__, Incident.__table__])  # what it used to do
+    store.add_stream(StreamCreate(name="Lobby", url="rtsp://u:secret@cam/1", id="cam-1", options={"k": 2}))
+    iid = store.record_event(incident("old-1"), now=T0)
+    store.record_event(incident("old-2"), closed=True, now=T0)
+    assert current_revision(store) is None
+    assert store.upgrade() == "0002"
+    assert schema_diff(store) == []
+    assert [s.id for s in store.list_streams()] == ["cam-1"] and store.get_stream_url("cam-1") == "rtsp://u:secret@cam/1"
+    assert store.list_incidents()[1] == 2 and store.get_snapshot(iid) == b"\xff\xd8jpeg"
+    fence = LeaseStore(store).claim("cam-1", "shard-a", "node-1", 30, now=T0)
+    assert fence is not None and fence.token == 1  # the new tables work on the old data
+
+
+def test_a_database_newer_than_the_code_or_with_missing_tables_is_refused(store, db_url):
+    store.upgrade()
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(MigrationError, match="0099.*knows revisions up to 0002"):
+        store.upgrade()
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("DROP TABLE stream"))
+    with pytest.raises(MigrationError, match=r"has the tables \['incident', 'stream_leases', 'stream_shards'\] but no "
+                                             r"alembic_version table"):
+        store.upgrade()
+
+
+def _upgrade_in_process(url: str, barrier, queue) -> None:
+    store = IncidentStore(url, busy_timeout_ms=60_000)
+    barrier.wait(60)
+    try:
+        queue.put(store.upgrade())
+    except Exception as err:  # reported to the parent, which fails the test
+        queue.put(f"{type(err).__name__}: {err}")
+    finally:
+        store.dispose()
+
+
+def test_several_processes_upgrading_at_once_all_succeed(db_url, store):
+    ctx = mp.get_context("spawn")
+    n = 3
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_upgrade_in_process, args=(db_url, barrier, queue)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert results == ["0002"] * n
+    assert schema_diff(store) == []
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+
+
+def test_db_commands_upgrade_and_report_the_revision(tmp_path):
+    from bigsister_ray.cli import app
+
+    db = tmp_path / "cli.db"
+    cfg = tmp_path / "settings.yaml"
+    cfg.write_text(f"database:\n  url: sqlite:///{db}\n")
+    runner = CliRunner()
+    before = runner.invoke(app, ["db", "current", "--config", str(cfg)])
+    assert before.exit_code == 0 and before.stdout.strip() == "none"
+    up = runner.invoke(app, ["db", "upgrade", "--config", str(cfg)])
+    assert up.exit_code == 0, up.output
+    assert up.stdout.strip() == "0002"
+    after = runner.invoke(app, ["db", "current", "--config", str(cfg)])
+    assert after.exit_code == 0 and after.stdout.strip() == "0002"
+    cfg.write_text("database:\n  url: mysql://root@localhost/x\n")
+    bad = runner.invoke(app, ["db", "upgrade", "--config", str(cfg)])
+    assert bad.exit_code == 2 and "expected sqlite:// or postgresql://" in bad.output
+
+
+def test_the_migrations_ship_inside_the_package():
+    from setuptools import find_packages
+
+    from bigsister_ray.incidents import migrations
+
+    root = Path(migrations.__file__).resolve().parents[3]
+    packages = set(find_packages(str(root), include=["bigsister_ray*"]))
+    assert {"bigsister_ray.incidents.migrations", "bigsister_ray.incidents.migrations.versions"} <= packages
