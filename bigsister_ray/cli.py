@@ -249,6 +249,44 @@ def show_config(
         _fail(err)
 
 
+db_app = typer.Typer(help="The incidents database (database.url): schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Upgrade database.url to the newest schema revision and print it (safe while other processes run)."""
+    try:
+        from bigsister_ray.incidents.store import IncidentStore
+
+        store = IncidentStore.from_settings(_settings(config))
+        try:
+            typer.echo(store.upgrade())
+        finally:
+            store.dispose()
+    except BigSisterError as err:
+        _fail(err)
+
+
+@db_app.command("current")
+def db_current(config: ConfigOpt = None) -> None:
+    """Print the schema revision of database.url ("none" before the first upgrade)."""
+    try:
+        from bigsister_ray.incidents.migrate import current_revision, head_revision
+        from bigsister_ray.incidents.store import IncidentStore
+
+        store = IncidentStore.from_settings(_settings(config))
+        try:
+            revision = current_revision(store)
+        finally:
+            store.dispose()
+        typer.echo(revision or "none")
+        if revision != head_revision():
+            typer.secho(f"the newest revision is {head_revision()}: run `bigsister db upgrade`", err=True)
+    except BigSisterError as err:
+        _fail(err)
+
+
 def main() -> None:
     app()
 
