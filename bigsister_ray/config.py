@@ -174,7 +174,8 @@ class StreamsConfig(Strict):
     open_timeout_s: float = Field(10.0, gt=0, description="Connecting and probing a source (PyAV open timeout).")
     backoff_jitter: float = Field(0.2, ge=0, lt=1, description="Each retry delay is multiplied by a random factor in 1 +- this.")
     probe_s: float = Field(1.0, gt=0, le=10, description="Seconds of a live source FFmpeg analyses before decoding (analyzeduration).")
-    decode_threads: int = Field(1, ge=0, le=64, description="FFmpeg decoder threads per stream (0: FFmpeg's default, all cores).")
+    decode_threads: int = Field(1, ge=0, le=64, description="FFmpeg decoder threads per stream (0: all cores). One keeps the CPU cost per camera lowest when a node decodes many cameras; raise it only for a few very high-resolution cameras per node.")
+    hwaccel: Literal["none", "cuda"] = Field("none", description="Decode on the GPU with NVDEC (cuda). A node without a usable CUDA device decodes on the CPU and says so in the stream's status (decoder, last_error).")
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> "StreamsConfig":

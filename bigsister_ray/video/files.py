@@ -1,10 +1,16 @@
-"""Video files: probe and decode only the sampled frames, with decord.
+"""Video files: probe with decord, decode only the sampled frames, scaled at decode time.
 
-A decord reader is opened inside the function that uses it (so inside the Ray worker, never in a parent that
-forks) and is shared by every clip of its video: :func:`iter_clip_frames` opens one reader per video, decodes
-exactly the frames :func:`bigsister_ray.clip.sample_indices` picks for each clip, and puts them through
-:func:`bigsister_ray.clip.preprocess_frames` (the one shared preprocessing) right away, so full-resolution
-frames never leave the worker.
+decord gives the facts clips are sampled from (frame count and fps: :func:`probe`, :func:`open_reader`) and
+full-resolution RGB frames by index (:func:`decode_frames`). Clip pixels come from :class:`ScaledFrameReader`:
+PyAV decodes the sampled frames and :func:`bigsister_ray.clip.scale_frame` turns each one, from the decoder's
+own YUV pixels, into the small RGB frame of the ClipSpec. The serving stream readers call the same function on
+the same decoder's frames, so a clip is the same bytes in training and in serving (decord bundles an older
+FFmpeg whose scaler rounds differently, so its own scaled output cannot be used for this). No
+full-resolution RGB frame is made.
+
+Readers are opened inside the function that uses them (so inside the Ray worker, never in a parent that
+forks) and are shared by every clip of their video: :func:`iter_clip_frames` opens one per video and
+decodes exactly the frames :func:`bigsister_ray.clip.sample_indices` picks for its clips.
 
 A missing, zero-byte, truncated or corrupt file raises :class:`bigsister_ray.errors.VideoDecodeError` naming
 the file (:func:`probe`, :func:`decode_frames`), or is yielded as an
@@ -21,13 +27,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from bigsister_ray.clip import ClipSpec, preprocess_frames, sample_indices
+from bigsister_ray.clip import ClipSpec, sample_indices, scale_frame
 from bigsister_ray.errors import VideoDecodeError
 
 if TYPE_CHECKING:
     from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
 
-__all__ = ["VideoInfo", "open_reader", "probe", "decode_frames", "clip_indices", "iter_clip_frames", "file_size"]
+__all__ = ["VideoInfo", "open_reader", "probe", "decode_frames", "ScaledFrameReader", "clip_indices", "iter_clip_frames",
+           "file_size"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,101 @@ def decode_frames(path: str | Path, indices: Sequence[int], num_threads: int = 1
     return frames[inverse] if uniq.size != idx.size or not np.array_equal(uniq, idx) else frames
 
 
+class ScaledFrameReader:
+    """Frames of one video by index (decord's numbering: presentation order from 0), scaled at decode time.
+
+    One PyAV container, opened here and used by one thread. :meth:`fill` decodes forward and converts only the
+    frames asked for (:func:`bigsister_ray.clip.scale_frame`); a frame far ahead, or behind, is reached by a
+    seek to the keyframe before it, after which frame numbers come from timestamps (exact for constant frame
+    rate; decoding from the start counts frames, exact for any video). Errors are :class:`VideoDecodeError`
+    naming the file.
+    """
+
+    #: Decode forward rather than seek when the next frame is at most this many seconds ahead.
+    SEEK_AHEAD_S = 2.0
+
+    def __init__(self, path: str | Path, spec: ClipSpec, fps: float, num_threads: int = 1) -> None:
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        self.path, self.spec, self.fps = str(path), spec, float(fps)
+        try:
+            self._container = av.open(self.path)
+            self._stream = self._container.streams.video[0]
+        except (av.FFmpegError, IndexError, OSError) as err:
+            raise VideoDecodeError(f"{path}: cannot open video for decoding (truncated or corrupt?): {err}") from err
+        self._stream.thread_type = "AUTO"
+        self._stream.codec_context.thread_count = num_threads
+        tb = self._stream.time_base
+        self._tb = float(tb) if tb else 0.0
+        self._start = self._stream.start_time or 0
+        self._reformatter = VideoReformatter()
+        self._frames = self._container.decode(self._stream)
+        self._pos = -1  # index of the last decoded frame
+        self._counting = True  # decoding from the start: frame numbers are a count
+        self._ended = False
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "ScaledFrameReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _seek(self, index: int) -> None:
+        import av
+
+        if self._tb <= 0:  # no time base: only a count from the start can number frames
+            target, self._counting = self._start, True
+        else:
+            target = self._start + int((index / self.fps) / self._tb)
+            self._counting = index == 0
+        try:
+            self._container.seek(target, stream=self._stream, backward=True)
+        except av.FFmpegError as err:
+            raise VideoDecodeError(f"{self.path}: cannot seek to frame {index}: {err}") from err
+        self._frames = self._container.decode(self._stream)
+        self._pos, self._ended = -1, False
+
+    def _index(self, frame) -> int:
+        if self._counting or frame.pts is None or self._tb <= 0:
+            return self._pos + 1
+        return int(round((frame.pts - self._start) * self._tb * self.fps))
+
+    def fill(self, targets: Sequence[int], cache: dict[int, np.ndarray], keep: "set[int] | None" = None) -> None:
+        """Put the scaled frames ``targets`` (sorted) into ``cache``; frames in ``keep`` met on the way too."""
+        import av
+
+        keep = keep if keep is not None else set()
+        for target in targets:
+            if target in cache:
+                continue
+            if target <= self._pos or target - self._pos > max(16, self.SEEK_AHEAD_S * self.fps):
+                self._seek(target)
+            while target not in cache:
+                try:
+                    frame = next(self._frames)
+                except StopIteration:
+                    frame = None
+                except av.FFmpegError as err:
+                    raise VideoDecodeError(f"{self.path}: cannot decode frame {self._pos + 1} (truncated or corrupt?): "
+                                           f"{err}") from err
+                if frame is None:
+                    raise VideoDecodeError(f"{self.path}: the video ended at frame {self._pos} before frame {target} "
+                                           "(truncated or corrupt?)")
+                idx = self._index(frame)
+                if idx > target and not self._counting:
+                    # The seek landed after the frame (an inexact index): number frames by counting instead.
+                    self._seek(0)
+                    self._counting = True
+                    continue
+                self._pos = idx
+                if idx == target or (idx in keep and idx not in cache):
+                    cache[idx] = scale_frame(frame, self.spec, self._reformatter)
+
+
 def clip_indices(clip: "ClipRecord", info: VideoInfo, spec: ClipSpec) -> np.ndarray:
     """The frame indices of one clip of the index (centred on its ``[start_s, end_s]``; short videos loop)."""
     return sample_indices(info.num_frames, info.fps, spec, clip.start_s, clip.end_s)
@@ -164,37 +266,45 @@ def iter_clip_frames(
 ) -> Iterator[tuple["ClipRecord", "np.ndarray | InputError"]]:
     """For each clip of ``video``: ``(clip, uint8 T x S x S x 3)`` or ``(clip, InputError)``.
 
-    One decord reader serves every clip of the video and is opened here (inside the worker). A video that
-    cannot be opened yields an :class:`InputError` for each of its clips; a clip whose frames cannot be
-    decoded yields one for that clip and the others go on. Frames are decoded ``chunk`` at a time and resized
-    at once, so a worker never holds more than ``chunk`` full-resolution frames.
+    decord numbers the frames (:func:`probe`); one :class:`ScaledFrameReader` decodes them, both opened here
+    (inside the worker). Clips are decoded in the order of their first frame (results come in that order);
+    frames shared by overlapping clips are decoded once, and only the small frames of clips still to come are
+    held. A video that cannot be opened yields an :class:`InputError` for each of its clips; a clip whose frames
+    cannot be decoded yields one for that clip and the others go on. ``chunk`` is accepted for compatibility;
+    no full-resolution frame is held, so memory does not depend on it.
     """
     from bigsister_ray.data.records import InputError
 
+    del chunk
     if not clips:
         return
     try:
         reader = open_reader(video.path, num_threads=num_threads)
         info = _info(reader, video.path, decode_first=False)  # the clips' own frames prove the stream decodes
+        del reader
+        frames = ScaledFrameReader(video.path, spec, info.fps, num_threads=num_threads)
     except VideoDecodeError as err:
         for clip in clips:
             yield clip, InputError(path=video.path, stage="decode", reason=str(err))
         return
-    try:
-        for clip in clips:
+    with frames:
+        planned = [(clip, clip_indices(clip, info, spec)) for clip in clips]
+        planned.sort(key=lambda ci: int(ci[1].min()))
+        cache: dict[int, np.ndarray] = {}
+        for n, (clip, idx) in enumerate(planned):
+            # Frames later clips need (overlapping windows) are kept while they are decoded anyway.
+            later = {int(i) for _, nxt in planned[n + 1 : n + 8] for i in nxt if i <= idx.max()}
             try:
-                idx = clip_indices(clip, info, spec)
-                # Decode and resize a few frames at a time: a 4K frame is 25 MB, a whole clip of them is not kept.
-                parts = [
-                    preprocess_frames(decode_frames(video.path, idx[i : i + chunk], reader=reader), spec)
-                    for i in range(0, len(idx), chunk)
-                ]
+                frames.fill(sorted({int(i) for i in idx}), cache, keep=later)
+                clip_frames = np.stack([cache[int(i)] for i in idx])
             except (VideoDecodeError, ValueError) as err:
                 yield clip, InputError(path=video.path, stage="decode", reason=f"clip {clip.clip_id}: {err}")
                 continue
-            yield clip, parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-    finally:
-        del reader
+            finally:
+                upcoming = int(planned[n + 1][1].min()) if n + 1 < len(planned) else None
+                for i in [i for i in cache if upcoming is None or i < upcoming]:
+                    del cache[i]
+            yield clip, clip_frames
 
 
 def file_size(path: str | Path) -> int | None:

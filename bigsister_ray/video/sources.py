@@ -244,16 +244,24 @@ def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict
             "reconnect_streamed": "0",
             "reconnect_on_network_error": "0",
             "user_agent": "bigsister-ray",
+            # A live HLS playlist is followed as players do: start three segments behind its end, reload it as
+            # it grows, keep reloading while the publisher is briefly late, and retry a segment download once
+            # before skipping it. (Ignored by the other demuxers.)
+            "live_start_index": "-3",
+            "max_reload": "1000",
+            "m3u8_hold_counters": "1000",
+            "seg_max_retry": "1",
         })
     return opts
 
 
 def open_source(source: Source, *, open_timeout_s: float, read_timeout_s: float, probe_s: float = 1.0,
-                extra_options: dict[str, str] | None = None) -> "av.container.InputContainer":
+                extra_options: dict[str, str] | None = None, hwaccel=None) -> "av.container.InputContainer":
     """Open ``source`` with PyAV, bounded in time; the caller closes the container (in the same thread).
 
     ``open_timeout_s`` bounds connecting and probing, ``read_timeout_s`` every later read (PyAV's interrupt
-    callback, re-armed per packet, plus FFmpeg's socket timeout). Raises :class:`StreamError` (redacted) when the
+    callback, re-armed per packet, plus FFmpeg's socket timeout). ``hwaccel``: PyAV's ``HWAccel`` to decode on
+    a device (:func:`bigsister_ray.video.decode.hwaccel_for`). Raises :class:`StreamError` (redacted) when the
     source cannot be opened or has no video stream; ``err.__cause__`` is PyAV's error.
     """
     import av
@@ -263,7 +271,8 @@ def open_source(source: Source, *, open_timeout_s: float, read_timeout_s: float,
         options.update(_live_options(source, read_timeout_s, probe_s))
     options.update(extra_options or {})
     try:
-        container = av.open(source.target, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s))
+        container = av.open(source.target, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s),
+                            hwaccel=hwaccel)
     except av.error.FFmpegError as err:
         hint = "" if source.is_live else f" (expected a video file of a supported container: {_FILE_FORMATS})"
         raise StreamError(f"cannot open {source.redacted}: {describe_av_error(err, source)}{hint}") from err

@@ -3,9 +3,11 @@
 :class:`StreamRunner` owns three kinds of threads, named ``bigsister-stream-<id>-...``:
 
 - the **supervisor** runs the state machine below and starts one **reader** per connection attempt;
-- the **reader** opens the source (:func:`~bigsister_ray.video.sources.open_source`), decodes, keeps frames at
-  ``spec.fps`` by timestamp (:class:`FrameSampler`), resizes each kept frame once with
-  :func:`bigsister_ray.clip.preprocess_frames` and puts it into a bounded :class:`FrameBuffer`
+- the **reader** opens the source (:func:`~bigsister_ray.video.sources.open_source`), decodes
+  (:mod:`bigsister_ray.video.decode`: decoder threads, optional NVDEC), keeps frames at ``spec.fps`` by
+  timestamp (:class:`FrameSampler`), has FFmpeg scale each kept frame from the decoder's YUV pixels straight to
+  the clip size with :func:`bigsister_ray.clip.scale_frame` (the function the training data path uses; frames
+  the sampler drops are never converted) and puts it into a bounded :class:`FrameBuffer`
   (``max_buffer_windows * spec.frames`` frames);
 - the **consumer** takes chunks from the buffer and calls ``on_frames(stream_id, frames N x S x S x 3 uint8,
   timestamps_s)``.
@@ -27,11 +29,18 @@ its read returns; containers are only ever touched by the thread that opened the
 
 Live sources never wait for a slow consumer: when the buffer is full the OLDEST frames are dropped and counted
 (``frames_dropped``). Files never drop: the reader waits for room. Files are replayed at real-time pace, or as
-fast as the consumer takes them with ``realtime=False``.
+fast as the consumer takes them with ``realtime=False``. A live HLS playlist is followed as players do: FFmpeg
+starts three segments behind its end and reloads it as it grows, and its frames are released at real-time
+pace (segments arrive whole, so unpaced frames would come in bursts one segment apart).
 
 Timestamps (``timestamps_s``) are seconds on the sampling grid, ``1 / spec.fps`` apart: for a file, media time
-from the start of the file; for a live source, time since :meth:`StreamRunner.start`, kept increasing across
-reconnects. Live MJPEG (whose timestamps are invented by FFmpeg) is timed by frame arrival.
+from the start of the file; for a live source, ``start_at_s`` + time since :meth:`StreamRunner.start`, kept
+increasing across reconnects. Live MJPEG (whose timestamps are invented by FFmpeg) is timed by frame arrival.
+
+**Moving a stream.** :meth:`StreamRunner.status` gives ``last_ts_s``, the timestamp of the last frame handed to
+``on_frames``. A runner started elsewhere with ``start_at_s = last_ts_s + 1 / spec.fps`` continues it: a live
+source's timestamps go on from there, and a file seeks to that media time and resumes on the same sampling
+grid (the same frames and timestamps as an uninterrupted replay).
 """
 
 from __future__ import annotations
@@ -44,14 +53,16 @@ import threading
 import time
 from collections import deque
 from datetime import datetime, timezone
-from typing import Callable, Generic, Literal, TypeVar
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from bigsister_ray.clip import ClipSpec, preprocess_frames
+from bigsister_ray.clip import ClipSpec
 from bigsister_ray.config import StreamsConfig
 from bigsister_ray.errors import StreamError
+from bigsister_ray.video.buffering import Backoff, FrameBuffer, FrameSampler
+from bigsister_ray.video.decode import KeptFrameScaler, configure_decoder, hwaccel_for, seek_media_time
 from bigsister_ray.video.sources import (
     ARRIVAL_TIME_FORMATS,
     Source,
@@ -78,8 +89,6 @@ log = logging.getLogger(__name__)
 StreamState = Literal["connecting", "live", "reconnecting", "error", "stopped"]
 #: ``on_frames(stream_id, frames N x S x S x 3 uint8, timestamps_s)``; called from the consumer thread.
 OnFrames = Callable[[str, np.ndarray, list[float]], None]
-
-T = TypeVar("T")
 
 _FPS_WINDOW_S = 5.0
 
@@ -109,205 +118,8 @@ class StreamStatus(BaseModel):
     backoff_s: float | None = None
     next_retry_s: float | None = None
     finished: bool = False
-
-
-# ============================================================================================ building blocks
-class FrameSampler(Generic[T]):
-    """Keep frames at ``fps`` by timestamp, the way :func:`bigsister_ray.clip.sample_indices` picks them.
-
-    The sample at time ``t`` is the last frame whose timestamp is ``<= t`` (so a frame is released when the next
-    one arrives). A timestamp going backwards or jumping forward by more than ``max_gap_s`` starts a new
-    segment; output timestamps stay increasing and ``1 / fps`` apart within a segment. Output time =
-    source time + an offset chosen so that each segment starts at or after ``start_at`` (see :meth:`reset`).
-    """
-
-    _EPS = 1e-6
-
-    def __init__(self, fps: float, max_gap_s: float = 2.0, start_at: float = 0.0) -> None:
-        if fps <= 0:
-            raise ValueError(f"expected fps > 0, got {fps}")
-        self.step = 1.0 / fps
-        self.max_gap_s = max(max_gap_s, 2 * self.step)
-        self._next_out = start_at
-        self._anchor_t = 0.0
-        self._k = 0
-        self._offset = 0.0
-        self._prev: tuple[T, float] | None = None
-        self._last_dt: float | None = None
-
-    def _target(self) -> float:
-        return self._anchor_t + self._k * self.step
-
-    def _anchor(self, t: float) -> None:
-        self._anchor_t, self._k = t, 0
-        self._offset = self._next_out - t
-        self._last_dt = None
-
-    def _emit(self, item: T) -> tuple[T, float]:
-        out_t = round(self._target() + self._offset, 6)  # microseconds: 0.3, not 0.30000000000000004
-        self._k += 1
-        self._next_out = out_t + self.step
-        return item, out_t
-
-    def _drain(self, limit: float) -> list[tuple[T, float]]:
-        """Emit the held frame for every target ``< limit`` (and not before the frame itself)."""
-        out: list[tuple[T, float]] = []
-        if self._prev is None:
-            return out
-        item, pt = self._prev
-        while self._target() < limit - self._EPS:
-            if pt <= self._target() + self._EPS:
-                out.append(self._emit(item))
-            else:  # cannot happen within a segment; skip a target the frame is after
-                self._k += 1
-        return out
-
-    def push(self, item: T, t: float) -> list[tuple[T, float]]:
-        """Feed one decoded frame at source time ``t``; returns the ``(item, out_time)`` now decided."""
-        if not math.isfinite(t):
-            raise ValueError(f"expected a finite timestamp, got {t}")
-        out: list[tuple[T, float]] = []
-        if self._prev is None:
-            self._anchor(t)
-        else:
-            pt = self._prev[1]
-            if t < pt - self._EPS or t - pt > self.max_gap_s:
-                out += self.flush()
-                self._anchor(t)
-            else:
-                if t > pt:
-                    self._last_dt = t - pt
-                out += self._drain(t)
-        self._prev = (item, t)
-        return out
-
-    def flush(self) -> list[tuple[T, float]]:
-        """End of a segment: release the held frame for the targets it still covers."""
-        if self._prev is None:
-            return []
-        dt = self._last_dt if self._last_dt is not None else self.step
-        out = self._drain(self._prev[1] + min(dt, self.max_gap_s))
-        self._prev = None
-        return out
-
-    def reset(self, start_at: float | None = None) -> None:
-        """New connection: forget the held frame; the next segment starts at or after ``start_at``."""
-        self._prev, self._last_dt = None, None
-        if start_at is not None:
-            self._next_out = max(self._next_out, start_at)
-
-    @property
-    def next_out(self) -> float:
-        return self._next_out
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: ``min(max, initial * 2**n) * U(1 - jitter, 1 + jitter)``.
-
-    :meth:`next_delay` returns the delay for the current failure and advances ``n``; :meth:`reset` returns to
-    ``initial`` (called only after a connection has stayed healthy). With ``jitter < 1/3`` consecutive delays
-    strictly grow until the cap.
-    """
-
-    def __init__(self, initial_s: float, max_s: float, jitter: float = 0.2, rng: random.Random | None = None) -> None:
-        if initial_s <= 0 or max_s <= 0:
-            raise ValueError(f"expected positive backoff bounds, got initial={initial_s} max={max_s}")
-        if not 0 <= jitter < 1:
-            raise ValueError(f"expected 0 <= jitter < 1, got {jitter}")
-        self.initial_s, self.max_s, self.jitter = initial_s, max(max_s, initial_s), jitter
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def nominal(self) -> float:
-        """The un-jittered delay of the next failure."""
-        return min(self.max_s, self.initial_s * (2.0 ** min(self.failures, 60)))
-
-    def next_delay(self) -> float:
-        base = self.nominal()
-        self.failures += 1
-        return base * (1.0 + self._rng.uniform(-self.jitter, self.jitter))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-class FrameBuffer:
-    """Bounded frame queue between the reader and the consumer.
-
-    ``drop_oldest=True`` (live): :meth:`put` never waits; a full buffer loses its oldest frame (counted in
-    ``dropped``). ``drop_oldest=False`` (files): :meth:`put` waits for room.
-    """
-
-    def __init__(self, capacity: int, drop_oldest: bool) -> None:
-        if capacity < 1:
-            raise ValueError(f"expected capacity >= 1, got {capacity}")
-        self.capacity, self.drop_oldest = capacity, drop_oldest
-        self._q: deque[tuple[np.ndarray, float]] = deque()
-        self._cv = threading.Condition()
-        self._closed = False
-        self._ended = False
-        self.dropped = 0
-
-    def __len__(self) -> int:
-        with self._cv:
-            return len(self._q)
-
-    def put(self, frame: np.ndarray, ts: float, cancelled: Callable[[], bool] = lambda: False) -> bool:
-        """Add one frame; False when the buffer was closed (or ``cancelled()``) before there was room."""
-        with self._cv:
-            if self.drop_oldest:
-                while len(self._q) >= self.capacity:
-                    self._q.popleft()
-                    self.dropped += 1
-            else:
-                while len(self._q) >= self.capacity and not self._closed and not cancelled():
-                    self._cv.wait(0.1)
-            if self._closed or cancelled():
-                return False
-            self._q.append((frame, ts))
-            self._cv.notify_all()
-            return True
-
-    def end(self) -> None:
-        """No more frames will come (a file ended): the consumer drains what is left, then stops."""
-        with self._cv:
-            self._ended = True
-            self._cv.notify_all()
-
-    def close(self) -> None:
-        """Stop now: waiting producers and consumers return; buffered frames are discarded."""
-        with self._cv:
-            self._closed = True
-            self._q.clear()
-            self._cv.notify_all()
-
-    @property
-    def done(self) -> bool:
-        with self._cv:
-            return self._closed or (self._ended and not self._q)
-
-    def get_chunk(self, max_frames: int, max_wait_s: float) -> list[tuple[np.ndarray, float]]:
-        """Up to ``max_frames`` frames: waits for the first, then up to ``max_wait_s`` more for a full chunk.
-
-        Returns ``[]`` when closed, or ended and empty.
-        """
-        with self._cv:
-            while not self._q and not self._closed and not self._ended:
-                self._cv.wait(0.25)
-            if self._closed:
-                return []
-            deadline = time.monotonic() + max_wait_s
-            while len(self._q) < max_frames and not self._closed and not self._ended:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cv.wait(left)
-            if self._closed:
-                return []
-            n = min(max_frames, len(self._q))
-            out = [self._q.popleft() for _ in range(n)]
-            self._cv.notify_all()
-            return out
+    last_ts_s: float | None = None
+    decoder: Literal["cpu", "cuda"] = "cpu"
 
 
 class _Attempt:
@@ -325,8 +137,9 @@ class _Attempt:
         self.permanent = False
         self.eof = False
         self.watchdog = False
-        self.pace_origin: tuple[float, float] | None = None  # (monotonic, timestamp) of real-time replay
-        self.last_converted: tuple[object, np.ndarray] | None = None  # (decoded frame, its preprocessed copy)
+        self.paced = False  # frames released at real-time pace (file replay, live HLS)
+        self.pace_origin: tuple[float, float] | None = None  # (monotonic, timestamp) of real-time pacing
+        self.scaler: KeptFrameScaler | None = None
 
 
 class _Watchdog(Exception):
@@ -341,6 +154,8 @@ class StreamRunner:
     checked here (scheme, media root): a bad one raises :class:`StreamError` at once; a missing file or an
     unreachable camera shows up in :meth:`status` instead. ``on_end(stream_id)`` (optional) is called from the
     consumer thread after the last frame of a file. ``chunk_frames`` defaults to ``spec.stride``.
+    ``start_at_s``: where a moved stream continues (see "Moving a stream" in the module doc): the first
+    timestamp of a live source, the media time a file resumes from.
     """
 
     def __init__(
@@ -355,8 +170,12 @@ class StreamRunner:
         on_end: Callable[[str], None] | None = None,
         chunk_frames: int | None = None,
         rng: random.Random | None = None,
+        start_at_s: float = 0.0,
     ) -> None:
+        if not (math.isfinite(start_at_s) and start_at_s >= 0):
+            raise ValueError(f"start_at_s: expected a finite number of seconds >= 0, got {start_at_s!r}")
         self.stream_id = str(stream_id)
+        self.start_at_s = float(start_at_s)
         self.spec = spec
         self.cfg = streams_cfg
         self.realtime = realtime
@@ -368,7 +187,8 @@ class StreamRunner:
         self._backoff = Backoff(streams_cfg.backoff_initial_s, streams_cfg.backoff_max_s,
                                 streams_cfg.backoff_jitter, rng)
         self._buffer = FrameBuffer(streams_cfg.max_buffer_windows * spec.frames, drop_oldest=self._source.is_live)
-        self._sampler: FrameSampler[np.ndarray] = FrameSampler(spec.fps, max_gap_s=max(2.0, 4 * spec.stride_s))
+        self._sampler: FrameSampler[object] = FrameSampler(spec.fps, max_gap_s=max(2.0, 4 * spec.stride_s),
+                                                           start_at=self.start_at_s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._state: StreamState = "stopped"
@@ -381,6 +201,9 @@ class StreamRunner:
         self._counts = dict(frames_decoded=0, frames_sampled=0, frames_delivered=0, reconnects=0,
                             watchdog_restarts=0, callback_errors=0, windows_classified=0)
         self._last_error: str | None = None
+        self._last_ts: float | None = None
+        self._decoder: Literal["cpu", "cuda"] = "cpu"
+        self._hwaccel_warned = False
         self._backoff_s: float | None = None
         self._retry_at: float | None = None
         self._finished = False
@@ -481,6 +304,8 @@ class StreamRunner:
                 backoff_s=self._backoff_s,
                 next_retry_s=next_retry,
                 finished=self._finished,
+                last_ts_s=self._last_ts,
+                decoder=self._decoder,
                 **self._counts,
             )
 
@@ -598,8 +423,9 @@ class StreamRunner:
                 if not src.is_live:
                     # Check the file again now (it may have been replaced by a link since registration).
                     src = resolve_source(src.url, self.cfg.media_root, must_exist=True)
+                hwaccel = self._hwaccel()
                 container = open_source(src, open_timeout_s=self.cfg.open_timeout_s,
-                                        read_timeout_s=self.cfg.watchdog_s, probe_s=self.cfg.probe_s)
+                                        read_timeout_s=self.cfg.watchdog_s, probe_s=self.cfg.probe_s, hwaccel=hwaccel)
             except StreamError as err:
                 attempt.error = err
                 attempt.permanent = not self._source.is_live
@@ -632,18 +458,39 @@ class StreamRunner:
                     log.debug("stream %s: closing the container failed: %s", self.stream_id,
                               redact_text(str(err), [self._source.url]))
 
+    def _hwaccel(self):
+        """PyAV's HWAccel for ``serve.streams.hwaccel`` (None: CPU); an unusable device is reported once."""
+        hwaccel, problem = hwaccel_for(self.cfg.hwaccel)
+        with self._lock:
+            self._decoder = "cuda" if hwaccel is not None else "cpu"
+            first = problem is not None and not self._hwaccel_warned
+            if first:
+                self._hwaccel_warned = True
+                self._set_error(str(problem))
+        if first:
+            log.warning("stream %s: %s", self.stream_id, problem)
+        return hwaccel
+
     def _decode(self, container, attempt: _Attempt) -> None:
         import av
 
         live = self._source.is_live
         vstream = container.streams.video[0]
-        vstream.codec_context.thread_count = self.cfg.decode_threads
-        vstream.thread_type = "AUTO" if not live else "SLICE"
+        configure_decoder(vstream, self.cfg.decode_threads, live)
+        attempt.scaler = KeptFrameScaler(self.spec)
+        attempt.paced = (not live and self.realtime) or container.format.name == "hls"
         arrival = live and container.format.name in ARRIVAL_TIME_FORMATS
         t_conn = time.monotonic()
         assert self._started_mono is not None
-        start_at = (t_conn - self._started_mono) if live else 0.0
-        self._sampler.reset(start_at=start_at if live else None)
+        if live:
+            self._sampler.reset(start_at=self.start_at_s + (t_conn - self._started_mono))
+        else:
+            resume = self._sampler.next_out  # start_at_s, or where a restarted replay left off
+            if resume > 0:
+                seek_media_time(container, vstream, resume)
+                self._sampler.reset(start_at=resume, grid_at=resume)
+            else:
+                self._sampler.reset()
         base_time = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
         rate = float(vstream.average_rate or vstream.guessed_rate or self.spec.fps)
         n_frames = 0
@@ -684,13 +531,10 @@ class StreamRunner:
         attempt.eof = True
 
     def _keep(self, frame, ts: float, attempt: _Attempt) -> bool:
-        """Convert, resize once, pace (files in real time), enqueue. False when the attempt must end."""
-        if attempt.last_converted is not None and attempt.last_converted[0] is frame:
-            small = attempt.last_converted[1]  # spec.fps above the source's: the same frame again, converted once
-        else:
-            small = preprocess_frames(frame.to_ndarray(format="rgb24"), self.spec)[0]
-            attempt.last_converted = (frame, small)
-        if not self._source.is_live and self.realtime:
+        """Scale to the clip size, pace (file replay, live HLS), enqueue. False when the attempt must end."""
+        assert attempt.scaler is not None
+        small = attempt.scaler(frame)
+        if attempt.paced:
             if attempt.pace_origin is None:
                 attempt.pace_origin = (time.monotonic(), ts)
             wall0, ts0 = attempt.pace_origin
@@ -748,12 +592,14 @@ class StreamRunner:
                 self._on_frames(self.stream_id, frames, stamps)
             except Exception as err:  # noqa: BLE001 - a failing consumer must not kill the stream; counted and shown
                 with self._lock:
+                    self._last_ts = stamps[-1]
                     self._counts["callback_errors"] += 1
                     self._set_error(f"on_frames failed: {type(err).__name__}: {err}")
                 log.warning("stream %s: on_frames failed: %s", self.stream_id, self._last_error)
                 continue
             with self._lock:
                 self._counts["frames_delivered"] += len(chunk)
+                self._last_ts = stamps[-1]
         if self._stop.is_set():
             return
         with self._lock:

@@ -1,10 +1,12 @@
 """Serve and train see the same tensors for the same frames.
 
-The serving path is the Decoder's: a :class:`StreamRunner` replaying a file (PyAV, ``preprocess_frames`` once
-near the source), windows cut by the Windower's :class:`WindowAssembler`, then the Classifier's
-``to_model_input``. The training path is the data pipeline's: ``iter_clip_frames`` (decord) for a clip of the
-index covering the same seconds, then the training loop's ``to_model_input``. The video is rendered at the
-ClipSpec's fps, so both paths sample the same source frames and the tensors must be bit-identical.
+The serving path is the Decoder's: a :class:`StreamRunner` replaying a file (PyAV; FFmpeg's scaler makes each
+kept frame clip-sized straight from the decoder's YUV frame with ``clip.scale_frame``), windows cut by the
+Windower's :class:`WindowAssembler`, then the Classifier's ``to_model_input``. The training path is the data
+pipeline's: ``iter_clip_frames`` (decord numbers the frames, PyAV decodes them through the same
+``clip.scale_frame``) for a clip of the index covering the same seconds, then the training loop's
+``to_model_input``. The video is rendered at the ClipSpec's fps, so both paths sample the same source frames
+and the tensors must be bit-identical.
 """
 
 from __future__ import annotations
