@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = serve_settings(root, ckpt, max_ongoing_requests=args.max_ongoing, max_queued_requests=args.max_queued)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     app = "bench-overload"
-    base = start_app(settings, app, resume_streams=False)
+    base = start_app(settings, app)
     headers = {"X-API-Key": WRITE_KEY}
 
     def one(client: httpx.Client) -> tuple[int, float]:

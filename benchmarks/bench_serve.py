@@ -234,7 +234,7 @@ def main(argv=None) -> None:
     ensure_ray(settings, include_dashboard=False, log_to_driver=False)  # the local Ray `bigsister serve` starts
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(AppArgs.from_settings(settings, resume_streams=False)), name="bench", route_prefix="/")
+    serve.run(build_app(AppArgs.from_settings(settings)), name="bench", route_prefix="/")
     base = f"http://127.0.0.1:{port}"
     result: dict = {}
     try:

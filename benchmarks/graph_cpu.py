@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(os.environ.get("REPO", Path(__file__).resolve().parents[1]))
-DEPLOYMENTS = ("Windower", "AlertManager", "Classifier", "Decoder", "Ingress")
+DEPLOYMENTS = ("StreamShard", "Classifier", "Ingress")
 
 
 def main(argv=None) -> None:
@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     settings = _settings(root, ckpt, _args(["--batch", str(a.batch)]))
     ensure_ray(settings, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    serve.run(build_app(AppArgs.from_settings(settings, resume_streams=False)), name="bench", route_prefix="/")
+    serve.run(build_app(AppArgs.from_settings(settings)), name="bench", route_prefix="/")
     print(f"code: {bigsister_ray.__file__}", flush=True)
     try:
         pids = {"driver": os.getpid()}

@@ -204,7 +204,7 @@ def serve(
     config: ConfigOpt = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint to serve (default: serve.checkpoint).")] = None,
 ) -> None:
-    """Start the Serve app (ingress, decoder, windower, classifier, alert manager) on embedded defaults."""
+    """Start the Serve app (ingress, stream shards, classifier) on embedded defaults."""
     try:
         settings = _settings(config, **{"serve.checkpoint": str(checkpoint) if checkpoint else None})
         from bigsister_ray.serve.app import run_serve

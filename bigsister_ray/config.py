@@ -42,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "ClassifierConfig",
     "StreamsConfig",
+    "ShardsConfig",
     "ServeConfig",
     "SlackConfig",
     "WebhookConfig",
@@ -164,7 +165,29 @@ class ClassifierConfig(Strict):
         return self
 
 
+class ShardsConfig(Strict):
+    """Stream shards: each replica decodes, windows and applies the alert rules of the streams it holds a lease on."""
+
+    min_shards: int = Field(1, ge=1, description="Fewest StreamShard replicas, whatever the number of streams.")
+    max_shards: int = Field(8, ge=1, description="Most StreamShard replicas (the cluster's CPU nodes bound it too).")
+    num_cpus: float = Field(0.0, ge=0, description="CPUs each shard reserves (its stream threads decode and resize); "
+                            "0 lets shards share a node's CPUs with the rest of the graph.")
+    max_per_node: int = Field(0, ge=0, description="Most shards on one node (0: no limit); 1 spreads them one per node.")
+    lease_ttl_s: float = Field(10.0, gt=0, le=600, description="A stream's lease lasts this long unless its shard renews it "
+                               "(every lease_ttl_s / 3); a shard stops a stream whose lease it could not renew in time.")
+    moves_per_interval: int = Field(2, ge=1, description="Most streams one shard hands over to a less loaded one per renewal "
+                                    "interval when shards are added (orphaned streams are claimed at once).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ShardsConfig":
+        if self.min_shards > self.max_shards:
+            raise ValueError(f"serve.shards.min_shards ({self.min_shards}) must be <= max_shards ({self.max_shards})")
+        return self
+
+
 class StreamsConfig(Strict):
+    per_shard: int = Field(16, ge=1, description="Streams one StreamShard holds at most; shards are added as streams are "
+                           "registered (ceil(streams / per_shard), within serve.shards bounds).")
     media_root: Path = Field(Path("media"), description="Local files registered as file:// or plain paths must lie under this folder.")
     backoff_initial_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
@@ -196,10 +219,10 @@ class ServeConfig(Strict):
     max_ongoing_requests: int = Field(32, ge=1, description="Requests one Ingress replica works on at once.")
     max_queued_requests: int = Field(64, ge=-1, description="Requests waiting for an Ingress replica; beyond, 503 at once (-1: unbounded, not advised).")
     public_url: str = Field("http://127.0.0.1:8000", description="Base URL used in alert links to incidents.")
-    decoder_cpus: float = Field(0.0, ge=0, description="CPUs reserved for the Decoder replica (its stream threads decode and resize).")
     app_name: str = Field("bigsister", min_length=1, description="Serve application name.")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
 
 
 class SlackConfig(Strict):

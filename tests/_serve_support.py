@@ -92,14 +92,14 @@ def _serve_port() -> int:
     return int(client.http_config.port)
 
 
-def start_app(settings, name: str, resume_streams: bool = True) -> str:
+def start_app(settings, name: str) -> str:
     """Run the serving app under ``name`` (route prefix /) on the shared Ray; returns its base URL."""
     from ray import serve
 
     from bigsister_ray.serve.app import AppArgs, build_app
 
     port = _serve_port()
-    serve.run(build_app(AppArgs.from_settings(settings, resume_streams=resume_streams)), name=name, route_prefix="/")
+    serve.run(build_app(AppArgs.from_settings(settings)), name=name, route_prefix="/")
     return f"http://127.0.0.1:{port}"
 
 
@@ -197,3 +197,33 @@ def fit_head(model, windows, targets, steps: int = 500) -> float:
         fc.weight.copy_(w / scale)
         fc.bias.copy_(b)
         return float(((feats @ fc.weight.T + fc.bias).argmax(1) == y).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------- grey-ramp detector
+def ramp_windows(spec: ClipSpec = TINY_SPEC, period: int = 40):
+    """Every window of one period of tests/_stream_server.py's camera (frame ``i`` a flat grey of
+    ``frame_level(i)``), cut as a shard cuts them (``spec.frames`` frames every ``spec.stride``), and whether each
+    is "bright" (its mean level at least 118: the second half of the ramp)."""
+    import numpy as np
+
+    from tests._stream_server import frame_level
+
+    windows, bright = [], []
+    for start in range(0, period, spec.stride):
+        levels = [frame_level(start + k) for k in range(spec.frames)]
+        windows.append(np.stack([np.full((spec.size, spec.size, 3), lv, np.uint8) for lv in levels]))
+        bright.append(sum(levels) / len(levels) >= 118)
+    return np.stack(windows), bright
+
+
+def ramp_checkpoint(path: Path, spec: ClipSpec = TINY_SPEC, threshold: float = 0.5) -> Path:
+    """TEST-ONLY: a tiny3d checkpoint (``fight``, ``normal``) that scores ``fight`` high on the bright half of the
+    test camera's grey ramp and low on the dark half: a camera of tests/_stream_server.py then opens and closes
+    one incident every ramp period (40 frames) under k=1, n=1, close_after=1 rules, at known stream times.
+    The motion features of :func:`motion_tiny3d` with a linear head fitted on the ramp's own windows."""
+    windows, bright = ramp_windows(spec)
+    model = motion_tiny3d()
+    acc = fit_head(model, windows, [0 if b else 1 for b in bright], steps=800)
+    if acc < 1.0:
+        raise AssertionError(f"the grey-ramp head does not separate the ramp's windows (training accuracy {acc:.2f})")
+    return make_checkpoint(path, spec, model=model, thresholds={"fight": threshold})

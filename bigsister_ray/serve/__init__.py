@@ -1,4 +1,4 @@
-"""Ray Serve: the serving graph (Ingress -> Decoder -> Windower -> Classifier -> AlertManager) and detection.
+"""Ray Serve: the serving graph (Ingress -> StreamShard x N -> Classifier x M, incidents from the shards) and detection.
 
 * :func:`build_app` / :class:`AppArgs`: the application (``deploy/serve_config.yaml`` points at it);
 * :func:`run_serve`: ``bigsister serve`` on a local Ray, blocking until Ctrl-C;

@@ -32,7 +32,7 @@ def _incidents_router(ctx: ServeContext) -> Any | None:
 def create_api(ctx: ServeContext) -> FastAPI:
     """The ingress app: /streams, /detect, /incidents, /healthz, /readyz, /docs."""
     from bigsister_ray.errors import BigSisterError
-    from bigsister_ray.serve.routers import detect_router, health_router, streams_router
+    from bigsister_ray.serve.routers import detect_router, health_router, shards_router, streams_router
 
     app = FastAPI(
         title="bigsister-ray",
@@ -55,6 +55,7 @@ def create_api(ctx: ServeContext) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(streams_router)
+    app.include_router(shards_router)
     app.include_router(detect_router)
     incidents = _incidents_router(ctx)
     if incidents is not None:

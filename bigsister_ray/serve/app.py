@@ -1,11 +1,14 @@
-"""The serving graph: ``build_app(args)`` binds Ingress -> Decoder -> Windower -> Classifier -> AlertManager.
+"""The serving graph: ``build_app(args)`` binds the Ingress to the StreamShards and the Classifier.
 
 Handle composition (no DAGDriver/InputNode)::
 
-    Ingress (FastAPI) ──handles──▶ Decoder ──push(frames)──▶ Windower ──classify_many(windows)──▶ Classifier (@serve.batch)
-         │                          (StreamRunner per stream)       └──observe(scores)──▶ AlertManager ─▶ sinks
-         └── /detect windows ─────────────────────────────────────────────────▶ Classifier
+    Ingress (FastAPI) ──poke()──▶ StreamShard x N ──classify_many(windows)──▶ Classifier x M (@serve.batch)
+         │                       (streams leased in the database;      │
+         │                        decode + window + alert rules)       └──▶ incidents (fenced) ─▶ outbox ─▶ Slack
+         └── /detect windows ────────────────────────────────────────────▶ Classifier
 
+StreamShards scale with the registered streams (``ceil(streams / serve.streams.per_shard)`` within
+``serve.shards``; :func:`bigsister_ray.serve.ownership.shard_count_policy`) and spread over the CPU nodes.
 ``deploy/serve_config.yaml`` points ``import_path`` at :func:`build_app` (``serve run`` / ``serve deploy``);
 ``bigsister serve`` calls :func:`run_serve`, which starts a local Ray and Serve on the settings' host and port.
 """
@@ -23,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from bigsister_ray.errors import ConfigError
 from bigsister_ray.runtime import ensure_ray
 
-__all__ = ["AppArgs", "build_app", "run_serve", "deployment_options", "http_options", "check_clip_matches"]
+__all__ = ["AppArgs", "build_app", "run_serve", "deployment_options", "http_options", "check_clip_matches",
+           "check_database_for_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,6 @@ class AppArgs(BaseModel):
     config: Path | None = Field(None, description="YAML settings file, as `bigsister --config` takes.")
     checkpoint: Path | None = Field(None, description="Checkpoint to serve (overrides serve.checkpoint).")
     settings: dict[str, Any] = Field(default_factory=dict, description="Settings overrides, nested like the YAML file.")
-    resume_streams: bool = Field(True, description="Resume the streams registered in the database when the Decoder starts.")
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> "AppArgs":
@@ -74,7 +77,7 @@ class AppArgs(BaseModel):
 def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
     """Serve options of each deployment, from ``settings.serve`` (resources, batching, autoscaling, queues)."""
     sv = settings.serve
-    c = sv.classifier
+    c, sh = sv.classifier, sv.shards
     return {
         "Classifier": {
             "ray_actor_options": {"num_cpus": c.num_cpus, "num_gpus": c.num_gpus},
@@ -92,12 +95,23 @@ def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
             "max_ongoing_requests": max(sv.max_ongoing_requests, 4 * c.max_batch_size),
             "max_queued_requests": -1,
         },
-        "Windower": {"ray_actor_options": {"num_cpus": 0}, "num_replicas": 1, "max_ongoing_requests": 10_000,
-                     "max_queued_requests": -1},
-        "AlertManager": {"ray_actor_options": {"num_cpus": 0}, "num_replicas": 1, "max_ongoing_requests": 1_000,
-                         "max_queued_requests": -1},
-        "Decoder": {"ray_actor_options": {"num_cpus": sv.decoder_cpus}, "num_replicas": 1, "max_ongoing_requests": 1_000,
-                    "max_queued_requests": -1, "graceful_shutdown_timeout_s": 30},
+        "StreamShard": {
+            "ray_actor_options": {"num_cpus": sh.num_cpus},
+            "autoscaling_config": {
+                "min_replicas": sh.min_shards,
+                "initial_replicas": sh.min_shards,
+                "max_replicas": sh.max_shards,
+                "policy": {"policy_function": "bigsister_ray.serve.ownership:shard_count_policy"},
+                "upscale_delay_s": 2.0,
+                "downscale_delay_s": 60.0,
+            },
+            **({"max_replicas_per_node": sh.max_per_node} if sh.max_per_node else {}),
+            "max_ongoing_requests": 1_000,
+            "max_queued_requests": -1,
+            "graceful_shutdown_timeout_s": 30,
+            "health_check_period_s": max(2.0, sh.lease_ttl_s / 2),
+            "health_check_timeout_s": 30.0,
+        },
         "Ingress": {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": sv.max_ongoing_requests,
                     "max_queued_requests": sv.max_queued_requests},
     }
@@ -124,17 +138,32 @@ def http_options(settings: Any) -> dict[str, Any]:
     return {"host": sv.host, "port": sv.port, "request_timeout_s": sv.request_timeout_s}
 
 
+def check_database_for_cluster(settings: Any, alive_nodes: int) -> None:
+    """Refuse SQLite when the app spans several nodes: each node would keep its own file, leases would not be shared
+    and a stream could run twice. Raises :class:`ConfigError` saying to set ``database.url`` to PostgreSQL."""
+    if alive_nodes > 1 and settings.database.url.startswith("sqlite"):
+        raise ConfigError(f"the Ray cluster has {alive_nodes} nodes but database.url is SQLite ({settings.database.url}): "
+                          "stream shards on several nodes need one shared database; set database.url (or "
+                          "BIGSISTER_DATABASE__URL) to postgresql://USER:PASSWORD@HOST/DB")
+
+
+def _alive_nodes() -> int:
+    import ray
+
+    if not ray.is_initialized():
+        return 1
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
 def build_app(args: AppArgs | dict[str, Any]) -> Any:
     """The serving application (``ray.serve.Application``): the Ingress bound to the rest by handles.
 
     Raises :class:`ConfigError` when no checkpoint is configured, :class:`CheckpointError` when it is unreadable.
     """
     from bigsister_ray.models.checkpoint import read_checkpoint_meta, resolve_checkpoint_path
-    from bigsister_ray.serve.alert_manager import AlertManager
     from bigsister_ray.serve.classifier import Classifier
-    from bigsister_ray.serve.decoder import Decoder
     from bigsister_ray.serve.ingress import Ingress
-    from bigsister_ray.serve.windower import Windower
+    from bigsister_ray.serve.shard import StreamShard
 
     if not isinstance(args, AppArgs):
         args = AppArgs.model_validate(args or {})
@@ -148,15 +177,13 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     ckpt = str(resolve_checkpoint_path(settings.serve.checkpoint).resolve())
     meta = read_checkpoint_meta(ckpt)  # fail here, not in five replicas
     check_clip_matches(settings, meta, ckpt)
+    check_database_for_cluster(settings, _alive_nodes())
     log.info("serving %s (%s, labels %s, clip %s)", ckpt, meta.model_name, meta.labels, meta.clip)
     opts = deployment_options(settings)
     torch_threads = max(1, int(settings.serve.classifier.num_cpus))
     classifier = Classifier.options(**opts["Classifier"]).bind(ckpt, torch_threads)
-    alert_manager = AlertManager.options(**opts["AlertManager"]).bind(settings, ckpt)
-    windower = Windower.options(**opts["Windower"]).bind(ckpt, classifier, alert_manager, settings.serve.classifier.max_batch_size)
-    decoder = Decoder.options(**opts["Decoder"]).bind(settings, ckpt, windower, resume=args.resume_streams)
-    return Ingress.options(**opts["Ingress"]).bind(settings, decoder, windower, classifier, alert_manager)
-
+    shards = StreamShard.options(**opts["StreamShard"]).bind(settings, ckpt, classifier, settings.serve.classifier.max_batch_size)
+    return Ingress.options(**opts["Ingress"]).bind(settings, shards, classifier)
 
 def run_serve(settings: Any, *, block: bool = True, stop_event: threading.Event | None = None) -> None:
     """``bigsister serve``: local Ray (or ``ray.address``), Serve on ``serve.host:serve.port``; blocks until Ctrl-C.
@@ -169,11 +196,12 @@ def run_serve(settings: Any, *, block: bool = True, stop_event: threading.Event 
 
     if settings.serve.checkpoint is None:
         raise ConfigError("serve.checkpoint is not set: pass --checkpoint PATH or set serve.checkpoint in the config file")
-    app = build_app(AppArgs.from_settings(settings))
+    app = build_app(AppArgs.from_settings(settings))  # a bad checkpoint or config fails before Ray starts
     started_ray = ensure_ray(settings, include_dashboard=False)
-    serve.start(http_options=http_options(settings))
     stop = stop_event or threading.Event()
     try:
+        check_database_for_cluster(settings, _alive_nodes())
+        serve.start(http_options=http_options(settings))
         serve.run(app, name=settings.serve.app_name, route_prefix="/")
         print(f"bigsister: serving on http://{settings.serve.host}:{settings.serve.port} (docs at /docs); Ctrl-C stops",
               flush=True)

@@ -2,7 +2,7 @@
 
 ``classify(window)`` takes one ``T x S x S x 3`` uint8 window (the checkpoint's ClipSpec) and returns its
 softmax probabilities (with the checkpoint's temperature), in the checkpoint's label order; ``classify_many``
-takes ``n`` windows at once (what the Windower and ``/detect`` send). Concurrent calls are gathered by
+takes ``n`` windows at once (what the stream shards and ``/detect`` send). Concurrent calls are gathered by
 ``@serve.batch``, one window per batch item; batch size and wait come from ``serve.classifier`` through ``user_config``,
 so they change live with ``serve deploy`` (``reconfigure``). CPUs, GPUs and autoscaling come from the same
 section (see :func:`bigsister_ray.serve.app.build_app`). The forward pass runs on a worker thread so the
@@ -92,7 +92,7 @@ class Classifier:
         return (await self._score(arr[None]))[0]
 
     async def classify_many(self, windows: np.ndarray) -> list[list[float]]:
-        """Probabilities of ``n`` windows ``n x T x S x S x 3`` uint8 sent in one call (the Windower coalesces the
+        """Probabilities of ``n`` windows ``n x T x S x S x 3`` uint8 sent in one call (a stream shard coalesces the
         windows of its streams: one request, one object, instead of ``n``). They still batch with other callers'.
         """
         arr = np.asarray(windows)

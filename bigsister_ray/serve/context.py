@@ -1,6 +1,6 @@
 """What the HTTP routes need, in one object the app factory takes (so tests can build the API directly).
 
-:class:`ServeContext` holds the settings, the incidents store, the deployment handles and the request
+:class:`ServeContext` holds the settings, the incidents store (and its stream leases), the deployment handles and the request
 authenticator. Routes get it with the :func:`get_ctx` dependency; :func:`authorize` checks the API key with
 the scope the HTTP method needs (read for GET/HEAD, write for everything else).
 """
@@ -26,12 +26,17 @@ class ServeContext:
 
     settings: Any
     store: Any
-    decoder: Any
-    windower: Any
+    shards: Any
     classifier: Any
-    alert_manager: Any
     authenticator: Any
     model_info: dict[str, Any] = field(default_factory=dict)
+    leases: Any = None
+
+    def __post_init__(self) -> None:
+        if self.leases is None and self.store is not None:
+            from bigsister_ray.incidents.leases import LeaseStore
+
+            self.leases = LeaseStore(self.store)
 
     async def classifier_info(self) -> dict[str, Any]:
         """The Classifier's ``info()`` (labels, clip, thresholds, batch size), cached after the first answer."""

@@ -15,24 +15,22 @@ log = logging.getLogger("ray.serve")
 @serve.deployment(name="Ingress")
 @serve.ingress()
 class Ingress:
-    """HTTP entry point. Handles to the Decoder, Windower, Classifier and AlertManager come in the constructor."""
+    """HTTP entry point. Handles to the StreamShards and the Classifier come in the constructor."""
 
-    def __init__(self, settings: Any, decoder, windower, classifier, alert_manager) -> None:
+    def __init__(self, settings: Any, shards, classifier) -> None:
         from bigsister_ray.config import Settings
         from bigsister_ray.incidents.store import IncidentStore
         from bigsister_ray.security.auth import Authenticator
         from bigsister_ray.serve.context import ServeContext
 
         settings = Settings.model_validate(settings) if isinstance(settings, dict) else settings
-        store = IncidentStore(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+        store = IncidentStore.from_settings(settings)
         store.create_tables()
         self.ctx = ServeContext(
             settings=settings,
             store=store,
-            decoder=decoder,
-            windower=windower,
+            shards=shards,
             classifier=classifier,
-            alert_manager=alert_manager,
             authenticator=Authenticator.from_config(settings.auth),
         )
 

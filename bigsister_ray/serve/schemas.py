@@ -14,8 +14,11 @@ __all__ = [
     "StreamState",
     "StreamRegister",
     "StreamStatusOut",
+    "StreamOwner",
     "StreamOut",
     "StreamList",
+    "ShardOut",
+    "ShardList",
     "DetectWindow",
     "DetectEvent",
     "DetectResponse",
@@ -23,7 +26,7 @@ __all__ = [
     "Readiness",
 ]
 
-StreamState = Literal["connecting", "live", "reconnecting", "error", "stopped"]
+from bigsister_ray.video.stream import StreamState
 
 
 class StreamRegister(BaseModel):
@@ -56,8 +59,17 @@ class StreamStatusOut(BaseModel):
     finished: bool = Field(False, description="A file source reached its end.")
 
 
+class StreamOwner(BaseModel):
+    """The shard that holds a stream's lease."""
+
+    shard_id: str
+    node_id: str | None = None
+    token: int = Field(..., description="Fencing token of the lease: grows by one every time the stream changes hands.")
+    expires_at: datetime | None = None
+
+
 class StreamOut(BaseModel):
-    """A registered stream and its status."""
+    """A registered stream, its status, and the shard (and node) that watches it (null while none holds it)."""
 
     id: str
     name: str
@@ -66,10 +78,29 @@ class StreamOut(BaseModel):
     realtime: bool = True
     created_at: datetime | None = None
     status: StreamStatusOut
+    owner: StreamOwner | None = None
 
 
 class StreamList(BaseModel):
     streams: list[StreamOut]
+
+
+class ShardOut(BaseModel):
+    """One StreamShard: where it runs, how many streams it may hold and holds, when it last renewed."""
+
+    shard_id: str
+    node_id: str
+    capacity: int
+    load: int
+    heartbeat_at: datetime
+    started_at: datetime | None = None
+    streams: list[str] = Field(default_factory=list, description="Ids of the streams whose lease it holds.")
+
+
+class ShardList(BaseModel):
+    shards: list[ShardOut]
+    streams: int = Field(..., description="Registered streams.")
+    unowned: list[str] = Field(default_factory=list, description="Streams no live shard holds (waiting for one).")
 
 
 class DetectWindow(BaseModel):

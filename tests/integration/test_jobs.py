@@ -226,7 +226,7 @@ def test_serve_deploy_of_serve_config_brings_the_app_up(head, trained):
     port = _free_port()
     config["http_options"]["port"] = port
     app = config["applications"][0]
-    app["args"] = {**app.get("args", {}), "checkpoint": str(checkpoint), "resume_streams": False, "settings": {
+    app["args"] = {**app.get("args", {}), "checkpoint": str(checkpoint), "settings": {
         "database": {"url": f"sqlite:///{head.work / 'serve.db'}"},
         "alerts": {"alert_file": str(head.work / "alerts.jsonl"), "notifier": "console"},
         "auth": {"generated_key_file": str(head.work / "api-key")},

@@ -182,34 +182,6 @@ def test_classify_many_scores_windows_sent_together_like_one_by_one(app):
             classifier.classify_many.remote(bad).result()
 
 
-def test_windower_sends_the_windows_of_concurrent_streams_together(app):
-    """Windows completed at the same moment on several streams reach the Classifier in fewer calls than windows."""
-    windower, classifier = _handle("Windower"), _handle("Classifier")
-    rng = np.random.default_rng(2)
-    spec = TINY_SPEC
-    streams = [f"coalesce-{i}" for i in range(6)]
-    before = classifier.info.remote().result()
-    requests_before = before.get("requests", 0)
-
-    async def push_all():
-        frames = [rng.integers(0, 256, (spec.frames, spec.size, spec.size, 3), dtype=np.uint8) for _ in streams]
-        stamps = [k / spec.fps for k in range(spec.frames)]
-        return await asyncio.gather(*(windower.push.remote(s, f, stamps) for s, f in zip(streams, frames)))
-
-    # Hold the forward pass for 2 s: at most 4 calls can be out at once, so however the six windows are spaced
-    # (a loaded machine), some of them must wait and leave together.
-    classifier.inject_stall.remote(2.0).result()
-    try:
-        out = asyncio.run(push_all())
-        after = classifier.info.remote().result()
-    finally:
-        for s in streams:
-            windower.forget.remote(s).result()
-    assert [o["windows_classified"] for o in out] == [1] * 6
-    assert after["windows"] - before["windows"] == 6
-    assert after["requests"] - requests_before < 6, "each window went to the Classifier on its own"
-
-
 def test_refused_stream_urls_say_why(app):
     c = app["client"]
     for url, why in (("ftp://camera.example/stream", "scheme"), ("../outside.mp4", ".."),
@@ -245,16 +217,28 @@ def test_ten_file_streams_progress_and_delete_frees_them(app):
     one = c.get(f"/streams/{ids[0]}").json()
     assert one["name"] == "cam 0" and one["location"] == "lobby" and one["url"] == "cam0.mp4"
 
-    decoder = _handle("Decoder")
-    assert set(ids) <= set(decoder.running.remote().result())
+    shard = _handle("StreamShard")
+    info = shard.info.remote().result()
+    assert set(ids) <= set(info["streams"]), info  # one shard (16 streams each) holds all ten
+    owners = {s["id"]: s["owner"] for s in c.get("/streams").json()["streams"]}
+    assert all(owners[i]["shard_id"] == info["shard_id"] and owners[i]["node_id"] == info["node_id"] for i in ids), owners
+    shards = c.get("/shards").json()
+    assert [s["shard_id"] for s in shards["shards"]] == [info["shard_id"]] and set(ids) <= set(shards["shards"][0]["streams"])
+    # Windows of the ten streams went to the Classifier together: fewer requests than windows.
+    cls = _handle("Classifier").info.remote().result()
+    assert cls["requests"] < cls["windows"], cls
     for i in ids:
         assert c.delete(f"/streams/{i}").status_code == 204
         assert c.get(f"/streams/{i}").status_code == 404
     assert c.delete(f"/streams/{ids[0]}").status_code == 404
-    assert not set(ids) & set(decoder.running.remote().result())
-    threads = decoder.stream_threads.remote().result()
-    assert not set(ids) & set(threads), f"decoder threads left behind: {threads}"
-    assert not set(ids) & set(_handle("Windower").stats.remote().result()["windows_classified"])
+
+    def released():
+        held = set(shard.info.remote().result()["streams"])
+        threads = shard.stream_threads.remote().result()
+        return not (set(ids) & held) and not (set(ids) & set(threads))
+
+    wait_for(released, 30, 0.5, "the shard to stop the deleted streams and end their threads")
+    assert not c.get("/shards").json()["shards"][0]["streams"]
 
 
 def test_unreachable_camera_backs_off_and_leaves_other_streams_alone(app):

@@ -145,7 +145,7 @@ def test_public_surface_of_the_serve_package():
     assert sorted(serve_pkg.__all__) == ["AppArgs", "build_app", "deployment_options", "detect_file", "run_serve"]
     for name in serve_pkg.__all__:
         assert callable(getattr(serve_pkg, name)), name
-    for mod in ("alert_manager", "api", "app", "classifier", "context", "decoder", "detect", "ingress", "metrics",
-                "schemas", "sinks", "windower", "routers"):
+    for mod in ("api", "app", "batcher", "classifier", "context", "detect", "ingress", "metrics", "ownership",
+                "schemas", "shard", "routers"):
         module = importlib.import_module(f"bigsister_ray.serve.{mod}")
         assert module.__all__ and all(hasattr(module, n) for n in module.__all__), mod

@@ -23,8 +23,9 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(ctx: ServeContext = Depends(get_ctx)):
-    """Ready: the Classifier has its model loaded and the database answers (and takes the AlertManager's incident
-    events: none waiting in its buffer). 503 with the reason otherwise."""
+    """Ready: the Classifier has its model loaded and the database answers (and takes the stream shards' incident
+    events: none waiting). 503 with the reason otherwise. Alert delivery problems and streams that no shard holds
+    are reported in ``detail`` without making the service unready."""
     detail: dict[str, str] = {}
     model_ok = False
     try:
@@ -40,15 +41,15 @@ async def readyz(ctx: ServeContext = Depends(get_ctx)):
     if not db_ok:
         detail["database"] = f"database {ctx.store.safe_url} does not answer"
     try:  # alert delivery problems are reported here; they do not make the service unready
-        alerts = await asyncio.wait_for(ctx.alert_manager.health.remote(), timeout=5.0)
+        alerts = await asyncio.wait_for(ctx.shards.health.remote(), timeout=5.0)
         if not alerts.get("ok", True):
             detail["alerts"] = str({k: v for k, v in alerts.items() if k != "ok"})[:500]
         buffered = (alerts.get("buffer") or {}).get("buffered", 0)
         if buffered:  # the database answers reads but refuses the incidents: not ready until they are written
             db_ok = False
-            detail["database"] = (f"{buffered} incident event(s) buffered in the AlertManager, database not writable: "
+            detail["database"] = (f"{buffered} incident event(s) waiting in a stream shard, database not writable: "
                                   f"{(alerts.get('buffer') or {}).get('error')}")[:500]
     except Exception as err:  # reported in the detail, not hidden; readiness is the model and the database
-        detail["alerts"] = f"the AlertManager is unavailable: {type(err).__name__}: {str(err)[:300]}"
+        detail["alerts"] = f"no stream shard answered: {type(err).__name__}: {str(err)[:300]}"
     body = Readiness(ready=model_ok and db_ok, model_loaded=model_ok, database=db_ok, detail=detail)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

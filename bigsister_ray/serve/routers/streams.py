@@ -1,31 +1,45 @@
-"""``/streams``: register, list, inspect and remove camera streams.
+"""``/streams``: register, list, inspect and remove camera streams; ``/shards``: who watches what.
 
-A registration is stored in the database first (so it survives a restart), then the Decoder starts decoding
-it. An unreachable camera is still registered (201): its status shows ``reconnecting`` with a growing backoff.
+A registration is stored in the database first (so it survives a restart); a StreamShard with room claims its
+lease within one lease round (the Ingress asks one to run a round at once) and starts decoding it. An
+unreachable camera is still registered (201): its status shows ``reconnecting`` with a growing backoff.
+Status comes from what each stream's owner saves with its lease every round (at most ``lease_ttl_s / 3`` old).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
 from bigsister_ray.errors import StreamError
 from bigsister_ray.serve.context import ServeContext, get_ctx
-from bigsister_ray.serve.schemas import StreamList, StreamOut, StreamRegister, StreamStatusOut
+from bigsister_ray.incidents.models import utcnow
+from bigsister_ray.serve.schemas import ShardList, ShardOut, StreamList, StreamOut, StreamOwner, StreamRegister, StreamStatusOut
 
-__all__ = ["router", "stream_out"]
+__all__ = ["router", "shards_router", "stream_out"]
 
 log = logging.getLogger("ray.serve")
 
 router = APIRouter(prefix="/streams", tags=["streams"])
+shards_router = APIRouter(prefix="/shards", tags=["streams"])
 
 
-def stream_out(rec, status: dict | None) -> StreamOut:
-    """A stored stream plus its live status (``stopped`` when no runner has it)."""
-    if status is None:
-        status = {"state": "stopped", "last_error": rec.last_error or "not running in the Decoder"}
+def stream_out(rec, lease: Any | None, now: datetime | None = None) -> StreamOut:
+    """A stored stream plus the status its owner saved (``connecting`` while no live shard holds it)."""
+    now = now or utcnow()
+    held = lease is not None and lease.owner is not None and lease.expires_at is not None and lease.expires_at >= now
+    status = (lease.status if held else None) or {}
+    if not held:
+        status = {"state": "connecting", "last_error": rec.last_error or "waiting for a stream shard to take it"}
+    elif not status:
+        status = {"state": "connecting"}
+    if held and lease.finished:
+        status = {**status, "state": "stopped", "finished": True}
+    owner = StreamOwner(shard_id=lease.owner, node_id=lease.node_id, token=lease.token, expires_at=lease.expires_at) if held else None
     return StreamOut(
         id=rec.id,
         name=rec.name,
@@ -34,6 +48,7 @@ def stream_out(rec, status: dict | None) -> StreamOut:
         realtime=bool((rec.options or {}).get("realtime", True)),
         created_at=rec.created_at,
         status=StreamStatusOut(**status),
+        owner=owner,
     )
 
 
@@ -49,9 +64,18 @@ def _validate_url(ctx: ServeContext, url: str) -> None:
         raise HTTPException(status_code=400, detail=str(err)) from err
 
 
+async def _poke(ctx: ServeContext) -> None:
+    """Ask a shard for a lease round now (a new stream is claimed at once instead of at the next round)."""
+    try:
+        await asyncio.wait_for(ctx.shards.poke.remote(), timeout=5.0)
+    except Exception as err:  # the next scheduled round claims it anyway
+        log.warning("no stream shard answered a lease round request: %r", err)
+
+
 @router.post("", status_code=201, response_model=StreamOut)
 async def register_stream(body: StreamRegister, ctx: ServeContext = Depends(get_ctx)) -> StreamOut:
-    """Register a stream and start watching it. 400 when the URL is refused (scheme, host policy, media root)."""
+    """Register a stream; a shard with room starts watching it. 400 when the URL is refused (scheme, host policy,
+    media root)."""
     from bigsister_ray.incidents.models import StreamCreate
 
     await asyncio.to_thread(_validate_url, ctx, body.url)
@@ -59,22 +83,17 @@ async def register_stream(body: StreamRegister, ctx: ServeContext = Depends(get_
         ctx.store.add_stream,
         StreamCreate(name=body.name, url=body.url, location=body.location, options={"realtime": body.realtime}),
     )
-    try:
-        status = await ctx.decoder.start_stream.remote(rec.id, body.url, body.realtime)
-    except Exception as err:  # the registration is undone so that a restart does not resume a stream that never ran
-        await asyncio.to_thread(ctx.store.delete_stream, rec.id)
-        log.error("stream %s (%s) stored but not started; registration removed: %s", rec.id, rec.url, err)
-        raise HTTPException(status_code=502, detail=f"the Decoder could not start stream {rec.url}: "
-                                                    f"{type(err).__name__}: {str(err)[-300:]}") from err
-    return stream_out(rec, status)
+    await _poke(ctx)
+    return stream_out(rec, await asyncio.to_thread(ctx.leases.lease, rec.id))
 
 
 @router.get("", response_model=StreamList)
 async def list_streams(ctx: ServeContext = Depends(get_ctx)) -> StreamList:
-    """Every registered stream with its status."""
+    """Every registered stream with its status and owner."""
     recs = await asyncio.to_thread(ctx.store.list_streams)
-    statuses = await ctx.decoder.statuses.remote()
-    return StreamList(streams=[stream_out(r, statuses.get(r.id)) for r in recs])
+    leases = {lease.stream_id: lease for lease in await asyncio.to_thread(ctx.leases.leases)}
+    now = utcnow()
+    return StreamList(streams=[stream_out(r, leases.get(r.id), now) for r in recs])
 
 
 @router.get("/{stream_id}", response_model=StreamOut)
@@ -82,16 +101,40 @@ async def get_stream(stream_id: str, ctx: ServeContext = Depends(get_ctx)) -> St
     rec = await asyncio.to_thread(ctx.store.get_stream, stream_id)
     if rec is None:
         raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (list them with GET /streams)")
-    return stream_out(rec, await ctx.decoder.status.remote(stream_id))
+    return stream_out(rec, await asyncio.to_thread(ctx.leases.lease, stream_id))
 
 
 @router.delete("/{stream_id}", status_code=204)
 async def delete_stream(stream_id: str, ctx: ServeContext = Depends(get_ctx)) -> Response:
-    """Stop decoding, drop buffered frames, close open incidents, and mark the registration deleted."""
+    """Mark the registration deleted and free its lease at once (its shard stops it on its next lease round, at
+    most ``lease_ttl_s / 3`` later), and end its open incidents (their close replies are queued)."""
+    from bigsister_ray.incidents.service import IncidentService
+
     deleted = await asyncio.to_thread(ctx.store.delete_stream, stream_id)
     if not deleted:
         raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (list them with GET /streams)")
-    await ctx.decoder.stop_stream.remote(stream_id)
-    await ctx.windower.forget.remote(stream_id)
-    await ctx.alert_manager.flush.remote(stream_id)
+    await asyncio.to_thread(ctx.store.end_dangling, stream_id=stream_id)
+    await _poke(ctx)
     return Response(status_code=204)
+
+
+@shards_router.get("", response_model=ShardList)
+async def list_shards(ctx: ServeContext = Depends(get_ctx)) -> ShardList:
+    """The live shards (heartbeat within a lease TTL): node, capacity, load, and the streams each holds."""
+    ttl = ctx.settings.serve.shards.lease_ttl_s
+    now = utcnow()
+    shards = await asyncio.to_thread(ctx.leases.live_shards, ttl, now=now)
+    leases = await asyncio.to_thread(ctx.leases.leases)
+    recs = await asyncio.to_thread(ctx.store.list_streams)
+    held: dict[str, list[str]] = {}
+    for lease in leases:
+        if lease.owner is not None and lease.expires_at is not None and lease.expires_at >= now:
+            held.setdefault(lease.owner, []).append(lease.stream_id)
+    owned = {sid for sids in held.values() for sid in sids}
+    return ShardList(
+        shards=[ShardOut(shard_id=sh.shard_id, node_id=sh.node_id, capacity=sh.capacity, load=sh.load,
+                         heartbeat_at=sh.heartbeat_at, started_at=getattr(sh, "started_at", None),
+                         streams=sorted(held.get(sh.shard_id, []))) for sh in shards],
+        streams=len(recs),
+        unowned=sorted(r.id for r in recs if r.id not in owned),
+    )
