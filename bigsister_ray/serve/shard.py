@@ -187,9 +187,8 @@ class StreamShard:
                 start_at = owned.last_ts + max(0.0, time.time() - owned.last_wall)
         owned.assembler = WindowAssembler(self.spec)
         owned.fenced = False
-        resume = {"start_at_s": start_at} if start_at > 0 else {}
         owned.runner = StreamRunner(sid, owned.url, self.spec, self.settings.serve.streams, self._on_frames,
-                                    realtime=owned.realtime, on_end=self._on_end, **resume)
+                                    realtime=owned.realtime, on_end=self._on_end, start_at_s=start_at)
         owned.runner.start()
 
     def _stop_stream(self, stream_id: str, reason: str) -> dict | None:
