@@ -165,13 +165,13 @@ class LeaseStore:
     def lease(self, stream_id: str) -> StreamLeasePublic | None:
         with self.store.session() as s:
             row = s.get(StreamLease, stream_id)
-            return None if row is None else StreamLeasePublic.model_validate(row.model_dump(exclude={"state"}))
+            return None if row is None else StreamLeasePublic.from_row(row)
 
     def leases(self) -> list[StreamLeasePublic]:
         """Every lease row (held, free or expired), by stream id."""
         with self.store.session() as s:
             rows = s.exec(select(StreamLease).order_by(StreamLease.stream_id)).all()
-            return [StreamLeasePublic.model_validate(r.model_dump(exclude={"state"})) for r in rows]
+            return [StreamLeasePublic.from_row(r) for r in rows]
 
     def held_by(self, owner: str) -> list[Fence]:
         """Fences of the leases whose owner is ``owner``, expired ones included (:meth:`renew` tells which

@@ -297,6 +297,14 @@ class StreamLeasePublic(SQLModel):
     token: int
     expires_at: datetime | None = None
     updated_at: datetime
+    status: dict | None = None  # the stream's status as its owner last saved it (``state["status"]``)
+    finished: bool = False  # a file stream that reached its end (``state["finished"]``)
+
+    @classmethod
+    def from_row(cls, row: "StreamLease") -> "StreamLeasePublic":
+        state = row.state or {}
+        return cls.model_validate({**row.model_dump(exclude={"state"}), "status": state.get("status"),
+                                   "finished": bool(state.get("finished"))})
 
 
 class ShardRecord(SQLModel, table=True):

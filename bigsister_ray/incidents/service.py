@@ -3,8 +3,9 @@
 ``handle(event)`` writes the incident (or merges a later event into it) and only then tries to deliver.
 Each delivery (the alert, and later the close reply in its thread) moves ``pending -> sent | failed``:
 
-* it is *claimed* with a conditional UPDATE (a lease with this service's owner id), so several services or
-  sweepers on one database never send the same alert twice;
+* it is *claimed* with a lease (this service's owner id and an expiry), so several services or sweepers on
+  one database never send the same alert twice; a sweep claims batches of due deliveries at once
+  (PostgreSQL: ``FOR UPDATE SKIP LOCKED``), so many senders share the work instead of racing for each row;
 * a retryable failure (rate limit, 5xx, Slack unreachable) leaves it ``pending`` with ``next_attempt_at``
   after an exponential backoff (or Slack's Retry-After); the sweeper picks it up then, also after a restart;
 * a failure no retry can fix (``invalid_auth``, ``channel_not_found``, ``not_in_channel``) marks it ``failed``
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Lease owner left on a delivery whose earlier send was interrupted and not yet checked.
 INTERRUPTED = "interrupted-send"
+#: Deliveries one sweep leases at a time. Each waits for at most the sends before it in its batch, so
+#: ``alerts.lease_s`` must cover that many sends (by default it covers one send with all its retries).
+SWEEP_BATCH = 4
 
 
 class IncidentService:
@@ -161,14 +165,27 @@ class IncidentService:
         return tried
 
     def sweep_once(self, limit: int = 100) -> int:
-        """Retry every due pending delivery once; return how many were tried."""
+        """Retry due pending deliveries (up to ``limit`` of each kind) once; return how many were tried.
+
+        Deliveries are leased in batches of :data:`SWEEP_BATCH` with :meth:`IncidentStore.claim_due`, so
+        several services sweeping one database each send a disjoint share, every delivery once.
+        """
         tried = 0
         for kind in ("alert", "close"):
-            for incident_id in self.store.due(kind, now=self._clock(), limit=limit):
+            left = limit
+            while left > 0:
+                claimed = self.store.claim_due(kind, self.owner, self.alerts.lease_s, limit=min(SWEEP_BATCH, left),
+                                               now=self._clock())
+                if not claimed:
+                    break
+                left -= len(claimed)
+                for incident_id, previous in claimed.items():
+                    if self._stop.is_set() and self.sweeper_running:  # stopping: hand the rest back, due at once
+                        self.store.unclaim(kind, incident_id, self.owner, previous_owner=previous, now=self._clock())
+                    elif self._deliver_claimed(kind, incident_id, self._clock(), interrupted=previous is not None):
+                        tried += 1
                 if self._stop.is_set() and self.sweeper_running:
                     return tried
-                if self._attempt(kind, incident_id):
-                    tried += 1
         return tried
 
     def _backoff(self, attempts: int, retry_after_s: float | None) -> float:
@@ -179,12 +196,15 @@ class IncidentService:
         return wait
 
     def _attempt(self, kind: DeliveryKind, incident_id: int) -> bool:
+        now = self._clock()
+        # a lease nobody released means a sender died mid-send: the message may be out already
+        interrupted = self.store.lease_holder(kind, incident_id) is not None
+        if not self.store.claim(kind, incident_id, self.owner, self.alerts.lease_s, now=now):
+            return False
+        return self._deliver_claimed(kind, incident_id, now, interrupted=interrupted)
+
+    def _deliver_claimed(self, kind: DeliveryKind, incident_id: int, now: datetime, *, interrupted: bool) -> bool:
         with self._lock:
-            now = self._clock()
-            # a lease nobody released means a sender died mid-send: the message may be out already
-            interrupted = self.store.lease_holder(kind, incident_id) is not None
-            if not self.store.claim(kind, incident_id, self.owner, self.alerts.lease_s, now=now):
-                return False
             try:
                 return self._send_claimed(kind, incident_id, now, interrupted=interrupted)
             except IncidentStoreError as err:  # the lease expires and another attempt follows

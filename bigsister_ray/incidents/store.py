@@ -5,8 +5,8 @@ Safe with several writers (threads, processes, replicas on several nodes):
 * SQLite: WAL journal, ``busy_timeout`` and ``BEGIN IMMEDIATE`` transactions, so two writers queue for the
   lock instead of failing with "database is locked" when a read transaction tries to upgrade.
 * PostgreSQL: row locks (``SELECT ... FOR UPDATE``) where an event updates an incident.
-* Alert delivery is claimed with a conditional ``UPDATE`` (a lease with an owner and an expiry), so one
-  alert is sent by one sender even when several sweepers run; a crashed sender's lease expires.
+* Alert delivery (the outbox, :mod:`bigsister_ray.incidents.outbox`) is claimed with a lease (an owner and
+  an expiry), so one alert is sent by one sender even when several sweepers run; a crashed sender's lease expires.
 * A write on behalf of a stream's owner may carry a :class:`~bigsister_ray.incidents.fencing.Fence`, checked
   in the same transaction (see :mod:`bigsister_ray.incidents.leases`).
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Collection, Iterator, Literal
+from typing import Any, Collection, Iterator
 
 from sqlalchemy import event, func, or_, update
 from sqlalchemy.engine import Engine, make_url
@@ -50,6 +50,7 @@ from bigsister_ray.incidents.models import (
     redact_url,
     utcnow,
 )
+from bigsister_ray.incidents.outbox import DeliveryKind, DeliveryOutbox
 
 __all__ = [
     "IncidentStore",
@@ -63,16 +64,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DeliveryKind = Literal["alert", "close"]
-
-
 def _normalise_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the driver we install
     return url
 
 
-class IncidentStore:
+class IncidentStore(DeliveryOutbox):
     """Streams and incidents in one SQL database. ``url``: ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
 
     Methods return detached ``*Public`` schemas (or plain values), never live ORM rows, except
@@ -399,125 +397,3 @@ class IncidentStore:
                 raise InvalidTransitionError(incident_id, row.status, target)
             s.refresh(row)
             return IncidentPublic.from_row(row)
-
-    # ---- delivery --------------------------------------------------------------------------------
-    @staticmethod
-    def _cols(kind: DeliveryKind):
-        p = "alert" if kind == "alert" else "close"
-        return (getattr(Incident, f"{p}_status"), getattr(Incident, f"{p}_next_attempt_at"),
-                getattr(Incident, f"{p}_lease_owner"), getattr(Incident, f"{p}_lease_until"), p)
-
-    def due(self, kind: DeliveryKind, now: datetime | None = None, limit: int = 100) -> list[int]:
-        """Ids whose ``kind`` delivery is pending, due and not leased, oldest first.
-
-        A close reply is due only once its alert was sent (it replies in the alert's thread).
-        """
-        now = now or utcnow()
-        status, next_at, _owner, until, _ = self._cols(kind)
-        conds = [status == AlertStatus.pending.value,
-                 or_(next_at.is_(None), next_at <= now),
-                 or_(until.is_(None), until < now)]
-        if kind == "close":
-            conds.append(Incident.alert_status == AlertStatus.sent.value)
-        with self.session() as s:
-            return [int(i) for i in s.exec(select(Incident.id).where(*conds).order_by(Incident.id).limit(limit)).all()]
-
-    def claim(self, kind: DeliveryKind, incident_id: int, owner: str, lease_s: float, now: datetime | None = None) -> bool:
-        """Take the lease on one pending delivery; True for exactly one claimer until the lease expires."""
-        now = now or utcnow()
-        status, next_at, lease_owner, until, p = self._cols(kind)
-        conds = [Incident.id == incident_id, status == AlertStatus.pending.value,
-                 or_(next_at.is_(None), next_at <= now), or_(until.is_(None), until < now)]
-        if kind == "close":
-            conds.append(Incident.alert_status == AlertStatus.sent.value)
-        with self.session() as s:
-            res = s.execute(update(Incident).where(*conds).values(
-                {f"{p}_lease_owner": owner, f"{p}_lease_until": now + timedelta(seconds=lease_s)}))
-            return res.rowcount == 1
-
-    def lease_holder(self, kind: DeliveryKind, incident_id: int) -> str | None:
-        """Who holds (or held, if it died without finishing) the lease on this delivery; None when released."""
-        _status, _next, lease_owner, _until, _ = self._cols(kind)
-        with self.session() as s:
-            return s.execute(select(lease_owner).where(Incident.id == incident_id)).scalar_one_or_none()
-
-    def known_channel(self, notifier: str) -> str | None:
-        """A channel id a message of ``notifier`` (``name:channel``) was delivered to, if any."""
-        with self.session() as s:
-            return s.execute(select(Incident.slack_channel).where(Incident.notifier == notifier, Incident.slack_channel.is_not(None))
-                             .order_by(Incident.id.desc()).limit(1)).scalar_one_or_none()
-
-    def finish(
-        self,
-        kind: DeliveryKind,
-        incident_id: int,
-        owner: str,
-        *,
-        status: AlertStatus,
-        reason: str | None = None,
-        next_attempt_at: datetime | None = None,
-        channel: str | None = None,
-        ts: str | None = None,
-        notifier: str | None = None,
-        count_attempt: bool = True,
-        hold_as: str | None = None,
-        now: datetime | None = None,
-    ) -> bool:
-        """Record the outcome of a claimed delivery and release the lease (only if ``owner`` still holds it).
-
-        ``hold_as`` leaves that name as the lease owner (expiring at ``next_attempt_at``): a marker that the
-        next sender must first check whether an interrupted send went out.
-        """
-        now = now or utcnow()
-        _status, _next, lease_owner, _until, p = self._cols(kind)
-        values: dict[str, Any] = {
-            f"{p}_status": status.value,
-            f"{p}_reason": reason,
-            f"{p}_lease_owner": hold_as,
-            f"{p}_lease_until": next_attempt_at if hold_as is not None else None,
-            f"{p}_next_attempt_at": next_attempt_at,
-            "updated_at": now,
-        }
-        if count_attempt:
-            values[f"{p}_attempts"] = getattr(Incident, f"{p}_attempts") + 1
-        if status == AlertStatus.sent:
-            values[f"{p}_sent_at"] = now
-        if kind == "alert":
-            if channel is not None:
-                values["slack_channel"] = channel
-            if ts is not None:
-                values["slack_ts"] = ts
-            if notifier is not None:
-                values["notifier"] = notifier
-        with self.session() as s:
-            res = s.execute(update(Incident).where(Incident.id == incident_id, lease_owner == owner).values(values))
-            if kind == "alert" and status == AlertStatus.failed and res.rowcount == 1:
-                # nothing to reply to: a close reply that was waiting is skipped
-                s.execute(update(Incident).where(Incident.id == incident_id, Incident.close_status == AlertStatus.pending.value)
-                       .values(close_status=AlertStatus.skipped.value, close_reason="the alert itself failed: nothing to reply to"))
-            return res.rowcount == 1
-
-    def sent_since(self, since: datetime, notifier: str | None = None) -> int:
-        """Messages (alerts and close replies) sent since ``since`` through ``notifier`` (``name:channel``) when given."""
-        with self.session() as s:
-            conds_a = [Incident.alert_sent_at >= since]
-            conds_c = [Incident.close_sent_at >= since]
-            if notifier is not None:
-                conds_a.append(Incident.notifier == notifier)
-                conds_c.append(Incident.notifier == notifier)
-            a = s.execute(select(func.count()).select_from(Incident).where(*conds_a)).scalar_one()
-            c = s.execute(select(func.count()).select_from(Incident).where(*conds_c)).scalar_one()
-            return int(a) + int(c)
-
-    def delivery_counts(self) -> dict[str, int]:
-        """How many alerts are in each delivery state."""
-        with self.session() as s:
-            rows = s.execute(select(Incident.alert_status, func.count()).group_by(Incident.alert_status)).all()
-            return {str(k): int(v) for k, v in rows}
-
-    def last_failure(self) -> tuple[int, str | None] | None:
-        """The most recent incident whose alert failed for good: (id, reason)."""
-        with self.session() as s:
-            row = s.execute(select(Incident.id, Incident.alert_reason).where(Incident.alert_status == AlertStatus.failed.value)
-                         .order_by(Incident.updated_at.desc()).limit(1)).first()
-            return None if row is None else (int(row[0]), row[1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -27,8 +28,10 @@ from bigsister_ray.alerts.rules import RuleEngine, WindowScore
 from bigsister_ray.alerts.snapshot import render_snapshot
 from bigsister_ray.config import Settings
 from bigsister_ray.errors import AlertDeliveryError, ConfigError
+from bigsister_ray.incidents.models import IncidentCreate
 from bigsister_ray.incidents.service import IncidentService
 from bigsister_ray.incidents.store import IncidentStore
+from tests._postgres import fresh_postgres
 from tests._slack_server import FakeSlack
 
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
@@ -518,3 +521,61 @@ def test_incidents_left_open_by_a_restarted_engine_are_ended_and_replied(slack, 
     [alert] = [m for m in slack.top_level_messages() if m["text"].endswith(f"/incidents/{iid}")]
     assert len(slack.replies(alert["ts"])) == 1
     assert store.get_incident(done).close_status == "sent"
+
+
+# ---- many senders ---------------------------------------------------------------------------------
+class _GatedSlack(SlackNotifier):
+    """The Slack notifier whose first send waits until every sender holds a claimed alert (``gate``), so the
+    senders below are certainly sweeping at the same time."""
+
+    gate: threading.Barrier
+
+    def send_incident(self, alert: IncidentAlert):
+        if not getattr(self, "_passed", False):
+            self._passed = True
+            self.gate.wait(30)
+        return super().send_incident(alert)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_four_services_sweeping_one_database_send_every_alert_exactly_once(slack, tmp_path, backend):
+    url = f"sqlite:///{tmp_path / 'outbox.db'}" if backend == "sqlite" else fresh_postgres("bigsister_outbox_test")
+    db = IncidentStore(url, busy_timeout_ms=30_000)
+    db.create_tables()
+    settings = make_settings(slack, tmp_path, max_messages_per_minute=1000)
+    ids = [db.record_event(IncidentCreate(
+        event_key=f"cam-{n % 7}:fight:{n}", stream_id=f"cam-{n % 7}", stream_name=f"Cam {n % 7}", label="fight",
+        severity="high", started_at=T0, start_s=float(n), end_s=n + 4.0, peak_score=0.9, peak_start_s=n + 1.0,
+        peak_end_s=n + 3.0, timeline=[[float(n), 0.9]])) for n in range(50)]
+    senders = 4
+    gate = threading.Barrier(senders)
+    services = []
+    for _ in range(senders):
+        notifier = _GatedSlack.from_settings(settings)
+        notifier.gate = gate
+        services.append(IncidentService(IncidentStore(url, busy_timeout_ms=30_000), notifier, settings))
+    tried = [0] * senders
+    errors: list[BaseException] = []
+
+    def sweep(i: int) -> None:
+        try:
+            tried[i] = services[i].sweep_once()
+        except BaseException as err:  # collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=sweep, args=(i,)) for i in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert errors == [] and not any(t.is_alive() for t in threads)
+        assert sum(tried) == 50 and min(tried) >= 1, tried  # every sender sent a share
+        sent_for = sorted(int(m["text"].rsplit("/", 1)[1]) for m in slack.top_level_messages())
+        assert sent_for == sorted(ids)  # each alert exactly once: none lost, none twice
+        assert all(db.get_incident(i).alert_status == "sent" for i in ids)
+        assert db.claim_due("alert", "late", 60) == {}
+    finally:
+        for svc in services:
+            svc.store.dispose()
+        db.dispose()

@@ -250,3 +250,44 @@ def test_end_dangling_keeps_the_incidents_a_moved_stream_carries_on(store):
     assert store.end_dangling(stream_id="cam-1", now=T0 + timedelta(minutes=1), keep_keys=["m1", "elsewhere"]) == [ended]
     assert store.get_incident(kept).ended_at is None and store.get_incident(kept).close_status is None
     assert store.end_dangling(stream_id="cam-1", now=T0 + timedelta(minutes=2)) == [kept]
+
+
+# ---- the outbox: many senders ---------------------------------------------------------------------
+def test_claim_due_leases_disjoint_batches_and_reports_interrupted_senders(store):
+    ids = [store.record_event(make(f"b{i}"), now=T0) for i in range(5)]
+    first = store.claim_due("alert", "A", lease_s=60, limit=2, now=T0)
+    assert list(first) == ids[:2] and set(first.values()) == {None}
+    second = store.claim_due("alert", "B", lease_s=60, limit=10, now=T0)
+    assert list(second) == ids[2:]
+    assert store.claim_due("alert", "C", lease_s=60, now=T0 + timedelta(seconds=30)) == {}
+    assert store.claim_due("close", "C", lease_s=60, now=T0) == {}  # nothing closed yet
+    assert store.finish("alert", ids[0], "A", status=AlertStatus.sent, ts="1.0")
+    assert store.unclaim("alert", ids[1], "A", now=T0 + timedelta(seconds=1))  # handed back unsent
+    assert not store.unclaim("alert", ids[2], "A")  # not A's
+    # A's lease on ids[1] was handed back; B died holding the rest: after expiry C gets them, told B held them
+    taken = store.claim_due("alert", "C", lease_s=60, now=T0 + timedelta(seconds=61))
+    assert taken == {ids[1]: None, ids[2]: "B", ids[3]: "B", ids[4]: "B"}
+    assert store.lease_holder("alert", ids[3]) == "C"
+    assert store.claim_due("alert", "D", lease_s=60, limit=0, now=T0) == {}
+
+
+def test_claim_due_skips_rows_another_sender_has_locked(db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite has one writer at a time")
+    from sqlalchemy import text
+
+    store = _fresh(db_url)
+    ids = [store.record_event(make(f"s{i}"), now=T0) for i in range(3)]
+    other = store.engine.connect()
+    try:
+        other.execute(text("SELECT id FROM incident WHERE id = :id FOR UPDATE"), {"id": ids[0]})  # a sender mid-claim
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(store.claim_due("alert", "B", 60, now=T0)))
+        worker.start()
+        worker.join(20)
+        assert not worker.is_alive(), "claim_due waited for a locked row instead of skipping it"
+        assert list(result) == ids[1:]
+    finally:
+        other.rollback()
+        other.close()
+        store.dispose()

@@ -251,7 +251,7 @@ def test_public_surface():
     import sys
 
     import bigsister_ray.incidents as pkg
-    from bigsister_ray.incidents import errors, fencing, leases, models, store
+    from bigsister_ray.incidents import errors, fencing, leases, migrate, models, outbox, store
 
     assert leases.__all__ == ["LeaseStore", "Fence", "StaleLeaseError"]
     assert {"StreamLease", "StreamLeasePublic", "ShardRecord", "ShardRecordPublic"} <= set(models.__all__)
@@ -264,7 +264,9 @@ def test_public_surface():
         pkg.nothing  # noqa: B018
     assert pkg.Fence is fencing.Fence is leases.Fence and pkg.StaleLeaseError is leases.StaleLeaseError
     assert issubclass(pkg.StaleLeaseError, pkg.IncidentStoreError)
-    for mod in (errors, fencing, leases):
+    assert outbox.__all__ == ["DeliveryKind", "DeliveryOutbox"] and issubclass(store.IncidentStore, outbox.DeliveryOutbox)
+    assert {"upgrade", "current_revision", "head_revision", "target_metadata"} <= set(migrate.__all__)
+    for mod in (errors, fencing, leases, migrate, outbox):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
     # importing the package alone imports none of its modules
