@@ -52,7 +52,7 @@ import random
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Literal
 
 import numpy as np
@@ -62,16 +62,8 @@ from bigsister_ray.clip import ClipSpec
 from bigsister_ray.config import StreamsConfig
 from bigsister_ray.errors import StreamError
 from bigsister_ray.video.buffering import Backoff, FrameBuffer, FrameSampler
-from bigsister_ray.video.decode import KeptFrameScaler, configure_decoder, hwaccel_for, seek_media_time
-from bigsister_ray.video.sources import (
-    ARRIVAL_TIME_FORMATS,
-    Source,
-    describe_av_error,
-    open_source,
-    redact_text,
-    redact_url,
-    resolve_source,
-)
+from bigsister_ray.video.reader import Attempt, Stalled, StreamReader, _now
+from bigsister_ray.video.sources import Source, describe_av_error, redact_text, redact_url, resolve_source
 
 __all__ = [
     "StreamState",
@@ -122,32 +114,8 @@ class StreamStatus(BaseModel):
     decoder: Literal["cpu", "cuda"] = "cpu"
 
 
-class _Attempt:
-    """One connection attempt's reader thread and what the supervisor watches of it."""
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.cancel = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.started = time.monotonic()
-        self.progress = time.monotonic()  # last decoded frame (or end of a wait the reader chose)
-        self.waiting = False  # blocked on the consumer (file back-pressure) or real-time pacing
-        self.live_at: float | None = None  # monotonic time of the first kept frame
-        self.error: BaseException | None = None
-        self.permanent = False
-        self.eof = False
-        self.watchdog = False
-        self.paced = False  # frames released at real-time pace (file replay, live HLS)
-        self.pace_origin: tuple[float, float] | None = None  # (monotonic, timestamp) of real-time pacing
-        self.scaler: KeptFrameScaler | None = None
-
-
-class _Watchdog(Exception):
-    """No frame for watchdog_s."""
-
-
 # ============================================================================================ the runner
-class StreamRunner:
+class StreamRunner(StreamReader):
     """Decode one source in background threads and hand its frames to ``on_frames`` (see the module doc).
 
     ``url``: ``rtsp://``, ``rtsps://``, ``http(s)://`` or a file under ``streams_cfg.media_root``. The URL is
@@ -209,7 +177,7 @@ class StreamRunner:
         self._finished = False
         self._supervisor: threading.Thread | None = None
         self._consumer: threading.Thread | None = None
-        self._attempt: _Attempt | None = None
+        self._attempt: Attempt | None = None
         self._abandoned: list[threading.Thread] = []
 
     # ------------------------------------------------------------------------------------------ public API
@@ -325,7 +293,7 @@ class StreamRunner:
         number = 0
         try:
             while not self._stop.is_set():
-                attempt = _Attempt(number)
+                attempt = Attempt(number)
                 attempt.thread = threading.Thread(target=self._read, args=(attempt,),
                                                   name=f"bigsister-stream-{self.stream_id}-reader-{number}", daemon=True)
                 with self._lock:
@@ -355,7 +323,7 @@ class StreamRunner:
         finally:
             self._buffer.end()
 
-    def _watch(self, attempt: _Attempt) -> None:
+    def _watch(self, attempt: Attempt) -> None:
         """Wait for the reader; abandon it if it is stuck past twice the watchdog (its read should time out)."""
         assert attempt.thread is not None
         limit = 2 * self.cfg.watchdog_s + self.cfg.open_timeout_s
@@ -369,16 +337,16 @@ class StreamRunner:
             if time.monotonic() - attempt.progress > limit:
                 attempt.cancel.set()
                 attempt.watchdog = True
-                attempt.error = _Watchdog(f"no frame for {limit:.1f}s and the read did not return; reader abandoned")
+                attempt.error = Stalled(f"no frame for {limit:.1f}s and the read did not return; reader abandoned")
                 self._abandoned.append(attempt.thread)
                 self._abandoned = [t for t in self._abandoned if t.is_alive()]
                 return
 
-    def _after_failure(self, attempt: _Attempt) -> None:
+    def _after_failure(self, attempt: Attempt) -> None:
         err = attempt.error
         if isinstance(err, StreamError):
             text = str(err)
-        elif isinstance(err, _Watchdog):
+        elif isinstance(err, Stalled):
             text = f"watchdog: {err}"
         elif err is not None:
             text = describe_av_error(err, self._source)
@@ -415,168 +383,6 @@ class StreamRunner:
         return not self._stop.wait(delay)
 
     # ------------------------------------------------------------------------------------------ reader
-    def _read(self, attempt: _Attempt) -> None:
-        container = None
-        try:
-            try:
-                src = self._source
-                if not src.is_live:
-                    # Check the file again now (it may have been replaced by a link since registration).
-                    src = resolve_source(src.url, self.cfg.media_root, must_exist=True)
-                hwaccel = self._hwaccel()
-                container = open_source(src, open_timeout_s=self.cfg.open_timeout_s,
-                                        read_timeout_s=self.cfg.watchdog_s, probe_s=self.cfg.probe_s, hwaccel=hwaccel)
-            except StreamError as err:
-                attempt.error = err
-                attempt.permanent = not self._source.is_live
-                return
-            if attempt.cancel.is_set():
-                return
-            self._decode(container, attempt)
-        except _Watchdog as err:
-            attempt.error, attempt.watchdog = err, True
-        except StreamError as err:
-            attempt.error = err
-        except Exception as err:  # noqa: BLE001 - any decode failure is this attempt's error, reported in status
-            import av
-
-            if isinstance(err, av.error.ExitError) and container is not None:
-                # PyAV's read timeout (= watchdog_s) fired: connected, but not even a packet for watchdog_s
-                attempt.error = _Watchdog(f"no data for {self.cfg.watchdog_s:.1f}s while connected")
-                attempt.watchdog = True
-                return
-            attempt.error = err
-            if not self._source.is_live and isinstance(err, (av.error.FFmpegError, ValueError)):
-                attempt.permanent = True
-            if not isinstance(err, (av.error.FFmpegError, OSError)):
-                log.exception("stream %s: unexpected reader error", self.stream_id)
-        finally:
-            if container is not None:
-                try:
-                    container.close()
-                except Exception as err:  # noqa: BLE001 - closing a broken container must not mask its error
-                    log.debug("stream %s: closing the container failed: %s", self.stream_id,
-                              redact_text(str(err), [self._source.url]))
-
-    def _hwaccel(self):
-        """PyAV's HWAccel for ``serve.streams.hwaccel`` (None: CPU); an unusable device is reported once."""
-        hwaccel, problem = hwaccel_for(self.cfg.hwaccel)
-        with self._lock:
-            self._decoder = "cuda" if hwaccel is not None else "cpu"
-            first = problem is not None and not self._hwaccel_warned
-            if first:
-                self._hwaccel_warned = True
-                self._set_error(str(problem))
-        if first:
-            log.warning("stream %s: %s", self.stream_id, problem)
-        return hwaccel
-
-    def _decode(self, container, attempt: _Attempt) -> None:
-        import av
-
-        live = self._source.is_live
-        vstream = container.streams.video[0]
-        configure_decoder(vstream, self.cfg.decode_threads, live)
-        attempt.scaler = KeptFrameScaler(self.spec)
-        attempt.paced = (not live and self.realtime) or container.format.name == "hls"
-        arrival = live and container.format.name in ARRIVAL_TIME_FORMATS
-        t_conn = time.monotonic()
-        assert self._started_mono is not None
-        if live:
-            self._sampler.reset(start_at=self.start_at_s + (t_conn - self._started_mono))
-        else:
-            resume = self._sampler.next_out  # start_at_s, or where a restarted replay left off
-            if resume > 0:
-                seek_media_time(container, vstream, resume)
-                self._sampler.reset(start_at=resume, grid_at=resume)
-            else:
-                self._sampler.reset()
-        base_time = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
-        rate = float(vstream.average_rate or vstream.guessed_rate or self.spec.fps)
-        n_frames = 0
-        watchdog_s = self.cfg.watchdog_s
-        attempt.progress = time.monotonic()
-
-        for packet in container.demux(vstream):
-            if attempt.cancel.is_set():
-                return
-            if time.monotonic() - attempt.progress > watchdog_s:
-                raise _Watchdog(f"no frame for {watchdog_s:.1f}s while connected")
-            try:
-                frames = packet.decode()  # the last, empty packet flushes the decoder
-            except av.error.InvalidDataError as err:
-                if live:  # a damaged packet on a live link: skip it, the next keyframe recovers
-                    log.debug("stream %s: skipped a damaged packet: %s", self.stream_id, err)
-                    continue
-                raise
-            for frame in frames:
-                now = time.monotonic()
-                attempt.progress = now
-                n_frames += 1
-                with self._lock:
-                    self._counts["frames_decoded"] += 1
-                if arrival:
-                    t = now - t_conn
-                elif frame.pts is not None and frame.time is not None:
-                    t = float(frame.time) - base_time
-                else:
-                    t = n_frames / rate if rate > 0 else now - t_conn
-                for item, ts in self._sampler.push(frame, t):
-                    if not self._keep(item, ts, attempt):
-                        return
-        if not live:
-            for item, ts in self._sampler.flush():
-                if not self._keep(item, ts, attempt):
-                    return
-        attempt.eof = True
-
-    def _keep(self, frame, ts: float, attempt: _Attempt) -> bool:
-        """Scale to the clip size, pace (file replay, live HLS), enqueue. False when the attempt must end."""
-        assert attempt.scaler is not None
-        small = attempt.scaler(frame)
-        if attempt.paced:
-            if attempt.pace_origin is None:
-                attempt.pace_origin = (time.monotonic(), ts)
-            wall0, ts0 = attempt.pace_origin
-            delay = wall0 + (ts - ts0) - time.monotonic()
-            if delay > 0:
-                attempt.waiting = True
-                try:
-                    if attempt.cancel.wait(delay):
-                        return False
-                finally:
-                    attempt.waiting = False
-                    attempt.progress = time.monotonic()
-        now = time.monotonic()
-        with self._lock:
-            if self._stop.is_set():
-                return False
-            first = attempt.live_at is None
-            if first:
-                attempt.live_at = now
-                self._live_mono = now
-                self._live_since = _now()
-                self._state = "live"
-            self._counts["frames_sampled"] += 1
-            self._last_frame_at = _now()
-            self._sample_times.append(now)
-            if len(self._sample_times) > 10_000:
-                self._sample_times.popleft()
-            if (attempt.live_at is not None and self._backoff.failures
-                    and now - attempt.live_at >= self.cfg.healthy_after_s):
-                self._backoff.reset()
-                self._backoff_s = None
-        if first:
-            log.info("stream %s: live", self.stream_id)
-        if not self._source.is_live:
-            attempt.waiting = True
-        try:
-            ok = self._buffer.put(small, ts, cancelled=attempt.cancel.is_set)
-        finally:
-            attempt.waiting = False
-            attempt.progress = time.monotonic()
-        return ok and not attempt.cancel.is_set()
-
     # ------------------------------------------------------------------------------------------ consumer
     def _consume(self) -> None:
         max_wait = max(0.05, self.spec.stride_s)
@@ -612,7 +418,3 @@ class StreamRunner:
                 self._on_end(self.stream_id)
             except Exception as err:  # noqa: BLE001 - reported, the runner is done anyway
                 log.warning("stream %s: on_end failed: %s", self.stream_id, redact_text(str(err), [self._source.url]))
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)

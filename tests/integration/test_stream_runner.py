@@ -259,7 +259,7 @@ def test_watchdog_restarts_a_stream_that_goes_silent(server, media, runners):
 
 def test_a_reader_stuck_beyond_ffmpeg_timeouts_is_abandoned_and_replaced(media, runners, monkeypatch):
     # Fault injection: an open that ignores every timeout (FFmpeg's interrupt callback normally prevents this).
-    import bigsister_ray.video.stream as stream_mod
+    import bigsister_ray.video.reader as reader_mod
 
     release = threading.Event()
 
@@ -267,7 +267,7 @@ def test_a_reader_stuck_beyond_ffmpeg_timeouts_is_abandoned_and_replaced(media, 
         release.wait(10)
         raise StreamError(f"cannot open {source.redacted}: released")
 
-    monkeypatch.setattr(stream_mod, "open_source", stuck_open)
+    monkeypatch.setattr(reader_mod, "open_source", stuck_open)
     r = runners("http://127.0.0.1:9/never.ts", _cfg(media, watchdog_s=0.3, open_timeout_s=0.3), Collector())
     wait_for(lambda: r.status().watchdog_restarts >= 2, 8, "two abandoned readers", r)
     st = r.status()
