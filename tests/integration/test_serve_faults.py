@@ -1,7 +1,12 @@
 """Faults the serving graph survives, on ONE app (Serve start-up is slow): overload, client disconnects, bad
-uploads, a killed Classifier replica, a hung one, a killed AlertManager with alerts pending, a database that
-cannot be written for a while, a camera flooding frames. Everything real: a local Ray, Serve, SQLite, HTTP
+uploads, a killed Classifier replica, a hung one, a killed StreamShard replica with alerts pending, a database
+that cannot be written for a while, a camera flooding frames. Everything real: a local Ray, Serve, SQLite, HTTP
 servers on 127.0.0.1 (the camera, the alert webhook).
+
+The checkpoint is :func:`tests._serve_support.ramp_checkpoint`: a camera of tests/_stream_server.py (a grey ramp
+repeating every 40 frames) opens and closes one incident every 5 s under the app's k=1/n=1/close_after=1 rules,
+so incidents happen at known stream times. Leases last 9 s (a lease round every 3 s), so stream status (saved by
+the owner each round) is at most 3 s old and a killed shard's streams move within ~12 s.
 
 The Ingress takes ONE request at a time and queues ONE more (``serve.max_ongoing_requests=1``,
 ``max_queued_requests=1``), so the overload test can fill it; the other tests send one request at a time.
@@ -26,11 +31,13 @@ import httpx
 import numpy as np
 import pytest
 
-from tests._serve_support import READ_KEY, TINY_SPEC, WRITE_KEY, make_checkpoint, serve_settings, start_app, wait_for
+from tests._serve_support import READ_KEY, TINY_SPEC, WRITE_KEY, ramp_checkpoint, serve_settings, start_app, wait_for
+from tests._stream_server import StreamServer
 
 pytestmark = pytest.mark.slow
 
 APP = "serve-faults-test"
+LEASE_TTL_S = 9.0
 HEADERS = {"X-API-Key": WRITE_KEY}
 
 
@@ -76,14 +83,14 @@ def app(tmp_path_factory, ray_local):
     from bigsister_ray.data.synth import render_video
 
     root = tmp_path_factory.mktemp("serve-faults")
-    ckpt = make_checkpoint(root / "ckpt", thresholds={"fight": 0.5})
+    ckpt = ramp_checkpoint(root / "ckpt", threshold=0.5)
     clip = root / "media" / "clip.mp4"
     clip.parent.mkdir(parents=True)
     render_video(clip, "fight", 6.0, fps=TINY_SPEC.fps, size=(96, 72), seed=7, abnormal_span=(2.0, 4.0))
     hook = Webhook()
     settings = serve_settings(
         root, ckpt, max_ongoing_requests=1, max_queued_requests=1, upload_max_seconds=8.0,
-        upload_max_pixels=128 * 96,
+        upload_max_pixels=128 * 96, shards={"lease_ttl_s": LEASE_TTL_S},
         classifier={"max_batch_size": 8, "batch_wait_timeout_s": 0.02, "num_cpus": 0.5, "stuck_after_s": 3.0,
                     "health_check_period_s": 1.0})
     settings.database.busy_timeout_ms = 300
@@ -98,7 +105,7 @@ def app(tmp_path_factory, ray_local):
     settings.alerts.default.n = 1
     settings.alerts.default.close_after = 1
     settings.alerts.default.cooldown_s = 0.0
-    base = start_app(settings, APP, resume_streams=False)
+    base = start_app(settings, APP)
     client = httpx.Client(base_url=base, headers=HEADERS, timeout=60)
     yield {"base": base, "client": client, "settings": settings, "root": root, "clip": clip, "hook": hook,
            "db": root / "bigsister.db"}
@@ -127,13 +134,6 @@ def _kill_replica(deployment: str) -> str:
     assert len(names) == 1, names
     ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
     return names[0]
-
-
-def _windows(stream_id: str, scores: list[float], t0: float = 0.0) -> list[dict]:
-    step = TINY_SPEC.stride / TINY_SPEC.fps
-    now = time.time()
-    return [{"start_s": t0 + i * step, "end_s": t0 + i * step + TINY_SPEC.duration_s,
-             "scores": {"fight": s, "normal": 1 - s}, "at": now + i * step} for i, s in enumerate(scores)]
 
 
 def _incidents(db, stream_id: str) -> list[sqlite3.Row]:
@@ -190,7 +190,7 @@ def test_overload_is_rejected_fast_and_held_requests_then_succeed(app):
 
 
 # -------------------------------------------------------------------------------------------------- uploads
-DEPLOYMENTS = ("Ingress", "Decoder", "Windower", "Classifier", "AlertManager")
+DEPLOYMENTS = ("Ingress", "StreamShard", "Classifier")
 
 
 def _replicas() -> dict[str, list[tuple[str, str]]]:
@@ -310,19 +310,51 @@ def _expected_windows() -> int:
 
 
 def test_classifier_replica_killed_while_a_stream_runs_loses_no_window(app):
-    c = app["client"]
+    """The shard's WindowBatcher sends a batch again when its Classifier replica went away: every window of the
+    file is classified once (none failed), and the stream finishes."""
+    c, shard = app["client"], _handle("StreamShard")
+    retries_before = shard.info.remote().result()["classify_retries"]
     sid = _run_file_stream(c, app["root"], app["clip"], "killcls")
-    wait_for(lambda: c.get(f"/streams/{sid}").json()["status"]["windows_classified"] >= 2, 60, 0.2,
+    wait_for(lambda: shard.statuses.remote().result().get(sid, {}).get("windows_classified", 0) >= 2, 60, 0.2,
              "the stream to classify windows")
     killed = _kill_replica("Classifier")
     wait_for(lambda: _replica_names("Classifier") and _replica_names("Classifier") != [killed], 90, 0.5,
              "Serve to start a new Classifier replica")
-    st = wait_for(lambda: (s := c.get(f"/streams/{sid}").json()["status"])["windows_classified"] >= _expected_windows()
-                  and s, 120, 0.5, "every window of the stream to be classified after the restart")
+    st = wait_for(lambda: (s := c.get(f"/streams/{sid}").json()["status"]).get("finished") and s, 120, 0.5,
+                  "the stream to reach the end of its file after the restart")
     assert st["windows_classified"] == _expected_windows() and st["callback_errors"] == 0, st
-    stats = _handle("Windower").stats.remote().result()
-    assert stats["classify_errors"].get(sid, 0) == 0, stats
+    saved = _lease_state(app["db"], sid)["status"]
+    assert saved["classify_errors"] == 0 and saved["windows_classified"] == _expected_windows(), saved
+    info = shard.info.remote().result()
+    # how many batches went out again depends on whether one was in flight at the kill; reported, not required
+    print(f"classify_retries during the kill: {info['classify_retries'] - retries_before}")
+    assert info["classify_retries"] >= retries_before
     assert c.delete(f"/streams/{sid}").status_code == 204
+    wait_for(lambda: sid not in shard.info.remote().result()["streams"], 30, 0.5, "the shard to stop the deleted stream")
+
+
+def _lease_state(db, sid: str) -> dict:
+    con = sqlite3.connect(db)
+    try:
+        row = con.execute("SELECT state FROM stream_leases WHERE stream_id = ?", (sid,)).fetchone()
+    finally:
+        con.close()
+    assert row is not None and row[0], f"no saved state for stream {sid}"
+    return json.loads(row[0]) if isinstance(row[0], str) else row[0]
+
+
+def _lease_expiry(db, sid: str):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT expires_at, token FROM stream_leases WHERE stream_id = ?", (sid,)).fetchone()
+    finally:
+        con.close()
+    return tuple(row) if row else None
+
+
+def _shard_released(sid: str) -> bool:
+    shard = _handle("StreamShard")
+    return sid not in shard.info.remote().result()["streams"] and sid not in shard.stream_threads.remote().result()
 
 
 def test_a_hung_classifier_fails_its_health_check_and_is_replaced(app):
@@ -349,50 +381,120 @@ def _try(fn):
 
 
 # -------------------------------------------------------------------------------------------------- alerts and database
-def test_alert_manager_killed_with_alerts_pending_delivers_them_once_after_restart(app):
-    hook, db = app["hook"], app["db"]
-    am = _handle("AlertManager")
-    sid = "cam-am-kill"
+def _messages_about(hook, iid: int) -> list[str]:
+    return [t for t in hook.received if re.search(rf"#{iid}\b", t)]
+
+
+def _spacing_ok(rows) -> bool:
+    """Consecutive incidents of one ramp camera connection start one ramp period (5 s of stream time) apart."""
+    starts = sorted(r["start_s"] for r in rows)
+    return all(abs((b - a) - RAMP_PERIOD_S) < 0.3 for a, b in zip(starts, starts[1:]))
+
+
+RAMP_PERIOD_S = 40 / TINY_SPEC.fps
+
+
+def test_stream_shard_killed_with_alerts_pending_delivers_them_once_and_the_stream_comes_back(app):
+    """Alerts of a ramp camera are refused by the webhook (pending, retried); the StreamShard replica that holds
+    the camera is killed. Serve starts another; it claims the stream once the dead shard's lease expires (a higher
+    fencing token), the camera plays again, and once the webhook accepts, every incident's alert and close reply
+    is delivered exactly once (the pending ones included)."""
+    c, hook, db = app["client"], app["hook"], app["db"]
+    shard = _handle("StreamShard")
     hook.failing.set()
-    events = am.observe.remote(sid, _windows(sid, [0.95, 0.97])).result()
-    assert [e["kind"] for e in events][:1] == ["opened"], events
-    wait_for(lambda: hook.refused >= 2, 30, 0.2, "the webhook to refuse the alert twice (pending, retried)")
+    try:
+        with StreamServer(fps=TINY_SPEC.fps, size=(64, 48)) as cam:
+            r = c.post("/streams", json={"url": cam.url("/live.ts"), "name": "killshard", "realtime": True})
+            assert r.status_code == 201, r.text
+            sid = r.json()["id"]
+            refused0 = hook.refused
+            wait_for(lambda: len(_incidents(db, sid)) >= 2 and hook.refused > refused0, 90, 0.5,
+                     "two incidents of the camera, their alerts refused by the webhook (pending)")
+            before = shard.info.remote().result()
+            assert sid in before["streams"], before
+            token = before["streams"][sid]
+            windows_at_kill = shard.statuses.remote().result()[sid]["windows_classified"]
+            rows_at_kill = _incidents(db, sid)
+            assert not any(_messages_about(hook, r["id"]) for r in rows_at_kill), "delivered while the webhook refused"
+            killed = _kill_replica("StreamShard")
+            hook.failing.clear()
+
+            def taken_over():
+                owner = c.get(f"/streams/{sid}").json()["owner"]
+                return owner and owner["shard_id"] != before["shard_id"] and owner["token"] > token and owner
+
+            owner = wait_for(taken_over, 90, 0.5, "another StreamShard replica to claim the killed shard's stream")
+            assert _replica_names("StreamShard") != [killed]
+            st = wait_for(lambda: (s := c.get(f"/streams/{sid}").json()["status"])["state"] == "live"
+                          and s["windows_classified"] > windows_at_kill and s, 60, 0.5,
+                          "the stream to play again on the new shard (window count carried on)")
+            n_rows = len(_incidents(db, sid))
+            wait_for(lambda: len(_incidents(db, sid)) > n_rows, 60, 0.5, "an incident opened by the new shard")
+            assert c.delete(f"/streams/{sid}").status_code == 204
+            wait_for(lambda: _shard_released(sid), 30, 0.5, "the new shard to stop the deleted stream")
+    finally:
+        hook.failing.clear()
     rows = _incidents(db, sid)
-    assert len(rows) == 1 and rows[0]["ended_at"] is None, [dict(r) for r in rows]
-    _kill_replica("AlertManager")
-    hook.failing.clear()
-    wait_for(lambda: (r := _incidents(db, sid)) and r[0]["ended_at"] is not None, 90, 0.5,
-             "the restarted AlertManager to end the incident its predecessor left open")
-    iid = rows[0]["id"]
-
-    def about():
-        return [t for t in hook.received if re.search(rf"#{iid}\b", t)]
-
-    wait_for(lambda: len(about()) >= 2, 60, 0.5, "the pending alert and its close reply to be delivered")
-    time.sleep(3.0)  # a second delivery would come within the sweep interval
-    about = about()
-    assert len(about) == 2, about  # the alert once, the close reply once
-    assert _handle("AlertManager").health.remote().result()["alerts"]["pending"] == 0
+    assert len({r["event_key"] for r in rows}) == len(rows), [dict(r) for r in rows]
+    assert all(r["ended_at"] is not None for r in rows), [dict(r) for r in rows]  # closed, or ended by the delete
+    ids = [r["id"] for r in rows]
+    wait_for(lambda: all(len(_messages_about(hook, i)) >= 2 for i in ids), 60, 0.5,
+             "every incident's alert and close reply to be delivered")
+    health = wait_for(lambda: (h := shard.health.remote().result())["alerts"]["pending"] == 0 and h, 30, 0.5,
+                      "the outbox to be empty")
+    assert health["alerts"]["failed"] == 0, health
+    # positive control: the alerts pending at the kill were among those delivered
+    assert all(len(_messages_about(hook, r["id"])) >= 1 for r in rows_at_kill)
+    counts = {i: len(_messages_about(hook, i)) for i in ids}
+    assert all(n == 2 for n in counts.values()), counts  # the alert once, the close reply once
+    print(f"owner after the kill: {owner}")
 
 
 def test_database_locked_for_a_while_buffers_incidents_and_readiness_degrades(app):
+    """A ramp camera opens and closes incidents; SQLite is locked by another writer just after a lease round.
+    The shard's incident events wait (/readyz 503 naming them, the shard's health buffer counts them, nothing
+    written); once the lock goes they are written with the next chunk, in order: no ramp period is missing and
+    no incident is written twice; readiness comes back."""
     c, db = app["client"], app["db"]
-    sid = "cam-db-outage"
-    lock = sqlite3.connect(db, timeout=10, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")  # no other writer gets in until the commit
-    try:
-        events = _handle("AlertManager").observe.remote(sid, _windows(sid, [0.96, 0.1], t0=0.0)).result()
-        assert [e["kind"] for e in events] == ["opened", "closed"], events
-        r = c.get("/readyz")
-        assert r.status_code == 503, r.text
-        assert "buffered" in r.json()["detail"]["database"], r.json()
-        assert _incidents_readonly(db, sid) == []
-    finally:
-        lock.execute("COMMIT")
-        lock.close()
-    rows = wait_for(lambda: _incidents(db, sid), 30, 0.5, "the buffered incident to be written")
-    assert len(rows) == 1 and rows[0]["ended_at"] is not None and rows[0]["peak_score"] == pytest.approx(0.96)
-    wait_for(lambda: c.get("/readyz").status_code == 200, 30, 0.5, "readiness to come back")
+    shard = _handle("StreamShard")
+    with StreamServer(fps=TINY_SPEC.fps, size=(64, 48)) as cam:
+        r = c.post("/streams", json={"url": cam.url("/live.ts"), "name": "dblock", "realtime": True})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        wait_for(lambda: len([x for x in _incidents(db, sid) if x["ended_at"] is not None]) >= 1, 90, 0.5,
+                 "an incident of the camera written and closed (the database takes them)")
+        assert c.get("/readyz").status_code == 200
+        assert shard.health.remote().result()["buffer"]["buffered"] == 0
+        # lock right after a lease round: the shard's lease holds for 0.75 x TTL more, time to see the events wait
+        renewed = _lease_expiry(db, sid)
+        wait_for(lambda: _lease_expiry(db, sid) != renewed, 3 * LEASE_TTL_S, 0.05, "a lease round")
+        lock = sqlite3.connect(db, timeout=10, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # no other writer gets in until the commit
+        try:
+            written = _incidents_readonly(db, sid)
+            body = wait_for(lambda: (r := c.get("/readyz")).status_code == 503
+                            and "waiting" in (r.json()["detail"].get("database") or "") and r.json(), 6, 0.1,
+                            "readiness to report incident events waiting in the shard")
+            assert body["database"] is False, body
+            buffered = shard.health.remote().result()["buffer"]["buffered"]
+            assert buffered >= 1, buffered
+            assert _incidents_readonly(db, sid) == written  # nothing got through the lock
+        finally:
+            lock.execute("COMMIT")
+            lock.close()
+        wait_for(lambda: shard.health.remote().result()["buffer"]["buffered"] == 0, 30, 0.2,
+                 "the waiting events to be written")
+        wait_for(lambda: c.get("/readyz").status_code == 200, 30, 0.5, "readiness to come back")
+        n = len(written)
+        wait_for(lambda: len([x for x in _incidents(db, sid) if x["ended_at"] is not None]) >= n + 2, 60, 0.5,
+                 "incidents after the lock to be written as usual")
+        held = shard.info.remote().result()["streams"]
+        assert sid in held, held  # the lock was shorter than the lease: the same shard kept the stream
+        assert c.delete(f"/streams/{sid}").status_code == 204
+        wait_for(lambda: _shard_released(sid), 30, 0.5, "the shard to stop the deleted stream")
+    rows = _incidents(db, sid)
+    assert len({r["event_key"] for r in rows}) == len(rows), [dict(r) for r in rows]
+    assert _spacing_ok(rows), sorted(r["start_s"] for r in rows)  # no ramp period lost across the lock
 
 
 def _incidents_readonly(db, sid):
@@ -414,19 +516,23 @@ def test_a_camera_flooding_frames_is_sampled_at_the_clip_rate_beside_a_normal_st
         fid = flood.json()["id"]
         wait_for(lambda: c.get(f"/streams/{fid}").json()["status"]["state"] == "live", 60, 0.5, "the flood to go live")
         normal = _run_file_stream(c, app["root"], app["clip"], "beside")
-        first = c.get(f"/streams/{fid}").json()["status"]
+        shard = _handle("StreamShard")  # live counters (the API's status is what the owner saved, up to ttl/3 old)
+        first = shard.statuses.remote().result()[fid]
         t0 = time.monotonic()
-        time.sleep(6.0)
-        last = c.get(f"/streams/{fid}").json()["status"]
+        time.sleep(6.0)  # the measurement interval
+        last = shard.statuses.remote().result()[fid]
         elapsed = time.monotonic() - t0
     sampled_per_s = (last["windows_classified"] - first["windows_classified"]) * TINY_SPEC.stride / elapsed
     assert sampled_per_s <= TINY_SPEC.fps * 1.3, (first, last, elapsed)  # the clip rate, not the camera's 60
     assert last["callback_errors"] == 0, last
-    st = wait_for(lambda: (s := c.get(f"/streams/{normal}").json()["status"])["windows_classified"] >= _expected_windows()
-                  and s, 90, 0.5, "the normal stream beside the flood to finish")
+    st = wait_for(lambda: (s := c.get(f"/streams/{normal}").json()["status"]).get("finished") and s, 90, 0.5,
+                  "the normal stream beside the flood to finish")
+    assert st["windows_classified"] == _expected_windows(), st
     assert st["frames_dropped"] == 0 and st["callback_errors"] == 0, st
     for sid in (fid, normal):
         assert c.delete(f"/streams/{sid}").status_code == 204
+    for sid in (fid, normal):
+        wait_for(lambda: _shard_released(sid), 30, 0.5, "the shard to stop the deleted streams")
 
 
 # -------------------------------------------------------------------------------------------------- secrets in logs
