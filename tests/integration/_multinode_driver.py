@@ -1,17 +1,20 @@
 """Driver for tests/integration/test_multinode.py, run in its own process (never next to the shared ``ray_session``).
 
-Starts a local multi-node Ray cluster with ``ray.cluster_utils.Cluster`` -- a CPU-only head and two nodes with the
-custom resource ``accelerator`` standing in for GPU nodes -- then runs the real stages against it:
+Starts a local multi-node Ray cluster with ``ray.cluster_utils.Cluster`` -- a head with no GPU standing in for the
+CPU serving pods (it offers the StreamShard's custom resource, as the RayService's ``cpu-serve`` group does) and
+two nodes with the custom resource ``accelerator`` standing in for GPU nodes -- then runs the real stages:
 
 1. ``prepare`` (Ray Data) on a synthetic AI-Hub dataset, one shard per task;
 2. ``train`` (Ray Train) with ``train.worker_resources: {accelerator: 1}`` and ``placement_strategy: SPREAD``;
 3. ``serve deploy`` of the cluster's Serve config (``serveConfigV2`` of ``deploy/k8s/rayservice.yaml``; checkpoint,
-   ports and CPU/GPU sizes adapted to this machine, the Classifier's ``resources`` kept), through the dashboard's
-   REST API, then ``GET /readyz``.
+   ports and CPU/GPU sizes adapted to this machine, each deployment's custom ``resources`` kept), through the
+   dashboard's REST API: first with a SQLite ``database.url``, which the app refuses on a cluster of several
+   nodes (the application's status message is recorded); then, when a PostgreSQL URL is given, with that
+   database, followed by ``GET /readyz`` and ``GET /shards``.
 
 Where things ran is read back from Ray's state API (tasks and actors with their node ids) and written as JSON to
-the file given as the only argument. A stage that raises is recorded with its traceback and stops the run.
-Usage: ``python tests/integration/_multinode_driver.py OUT.json WORKDIR``
+the file given as the first argument. A stage that raises is recorded with its traceback and stops the run.
+Usage: ``python tests/integration/_multinode_driver.py OUT.json WORKDIR [POSTGRESQL_URL]``
 """
 
 from __future__ import annotations
@@ -56,19 +59,29 @@ def _settings(work: Path) -> Any:
     )
 
 
-def _serve_config(checkpoint: str, work: Path, port: int) -> dict[str, Any]:
+def _rayservice() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "deploy" / "k8s" / "rayservice.yaml").read_text())
+
+
+def _shard_resources() -> dict[str, float]:
+    """The custom resources the RayService's ``cpu-serve`` group offers (where its StreamShards go)."""
+    groups = _rayservice()["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    raw = next(g for g in groups if g["groupName"] == "cpu-serve").get("rayStartParams", {}).get("resources")
+    return yaml.safe_load(yaml.safe_load(raw)) if raw else {}
+
+
+def _serve_config(checkpoint: str, work: Path, port: int, database_url: str) -> dict[str, Any]:
     """The cluster's Serve config (serveConfigV2 of deploy/k8s/rayservice.yaml), adapted to 1-CPU local nodes
-    without GPUs; each deployment's custom ``resources`` (the Classifier's ``accelerator``) kept as it is."""
-    service = yaml.safe_load((REPO / "deploy" / "k8s" / "rayservice.yaml").read_text())
-    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    without GPUs; each deployment's custom ``resources`` (the Classifier's ``accelerator``, the StreamShard's
+    resource of the CPU serving pods) kept as it is."""
+    config = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
     config["proxy_location"] = "HeadOnly"  # every node is this machine: one proxy, one port
     config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
     app = config["applications"][0]
     app["args"] = {
         "checkpoint": checkpoint,
-        "resume_streams": False,
         "settings": {
-            "database": {"url": f"sqlite:///{work / 'serve.db'}"},
+            "database": {"url": database_url},
             "alerts": {"alert_file": str(work / "serve-alerts.jsonl"), "notifier": "console"},
             "auth": {"generated_key_file": str(work / "api-key")},
             "serve": {"streams": {"media_root": str(work)}},
@@ -105,7 +118,26 @@ def _dump(out: Path, result: dict[str, Any]) -> None:
     out.write_text(json.dumps(result, indent=1, default=str))
 
 
-def main(out: Path, work: Path) -> None:
+def _get(url: str, key_file: Path) -> tuple[int | None, str]:
+    """GET ``url`` with the API key the Ingress generated (once it exists): (status, body); None when unreachable."""
+    try:
+        headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
+            return resp.status, resp.read().decode()[:4000]
+    except urllib.error.HTTPError as err:  # 503 while a deployment is still starting
+        return err.code, err.read().decode()[:4000]
+    except OSError as err:  # proxy not listening yet
+        return None, str(err)
+
+
+def _deploy(config: dict[str, Any], config_file: Path, api: str) -> subprocess.CompletedProcess:
+    config_file.write_text(yaml.safe_dump(config))
+    serve_cli = Path(sys.executable).with_name("serve")  # the interpreter's own environment, activated or not
+    return subprocess.run([str(serve_cli) if serve_cli.exists() else "serve", "deploy", str(config_file), "-a", api],
+                          capture_output=True, text=True, timeout=120)
+
+
+def main(out: Path, work: Path, database_url: str | None = None) -> None:
     import ray
     from ray import serve
     from ray.cluster_utils import Cluster
@@ -116,7 +148,8 @@ def main(out: Path, work: Path) -> None:
     dash_port = _free_port()
     api = f"http://127.0.0.1:{dash_port}"  # state API and Serve REST API: the dashboard, on loopback
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dash_port})
+        "num_cpus": 1, "resources": _shard_resources(), "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": dash_port})
     try:
         for _ in range(ACCELERATOR_NODES):
             cluster.add_node(num_cpus=1, resources={"accelerator": 1})
@@ -155,30 +188,42 @@ def main(out: Path, work: Path) -> None:
         result["stages"]["train_s"] = round(time.perf_counter() - t, 1)
         _dump(out, result)
 
-        # 3. serving: `serve deploy` of the cluster's Serve config through the dashboard, then /readyz
+        # 3. serving: `serve deploy` of the cluster's Serve config through the dashboard
         t = time.perf_counter()
         http_port = _free_port()
-        config_file = work / "serve_config.yaml"
-        config = _serve_config(str(run.best_checkpoint), work, http_port)
-        app_name = config["applications"][0]["name"]
-        config_file.write_text(yaml.safe_dump(config))
-        deploy = subprocess.run(["serve", "deploy", str(config_file), "-a", api],
-                                capture_output=True, text=True, timeout=120)
+        checkpoint = str(run.best_checkpoint)
+
+        # 3a. with SQLite: refused on several nodes, with a message naming database.url
+        sqlite = _serve_config(checkpoint, work, http_port, f"sqlite:///{work / 'serve.db'}")
+        app_name = sqlite["applications"][0]["name"]
+        deploy = _deploy(sqlite, work / "serve_config_sqlite.yaml", api)
+        refused: dict[str, Any] = {"deploy_rc": deploy.returncode, "deploy_output": (deploy.stdout + deploy.stderr)[-3000:]}
+        deadline = time.monotonic() + 120
+        while deploy.returncode == 0 and time.monotonic() < deadline:
+            app_status = serve.status().applications.get(app_name)
+            if app_status is not None and app_status.status in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY"):
+                refused.update(app_status=getattr(app_status.status, "value", str(app_status.status)),
+                               message=app_status.message[-3000:])
+                break
+            time.sleep(1)
+        result["sqlite_refused"] = refused
+        result["stages"]["sqlite_refused_s"] = round(time.perf_counter() - t, 1)
+        _dump(out, result)
+        if database_url is None:
+            return
+
+        # 3b. with PostgreSQL: deployed, /readyz, and the shards where their resource is
+        t = time.perf_counter()
+        config = _serve_config(checkpoint, work, http_port, database_url)
+        deploy = _deploy(config, work / "serve_config.yaml", api)
         result["serve"] = {"deploy_rc": deploy.returncode, "deploy_output": (deploy.stdout + deploy.stderr)[-3000:]}
+        key_file = work / "api-key"  # /readyz needs a key: the one the Ingress generated
         status, body = None, ""
         deadline = time.monotonic() + 180
         while deploy.returncode == 0 and time.monotonic() < deadline:
-            try:
-                key_file = work / "api-key"  # /readyz needs a key: the one the Ingress generated
-                headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
-                req = urllib.request.Request(f"http://127.0.0.1:{http_port}/readyz", headers=headers)
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    status, body = resp.status, resp.read().decode()[:2000]
-                    break
-            except urllib.error.HTTPError as err:  # 503 while a deployment is still starting
-                status, body = err.code, err.read().decode()[:2000]
-            except OSError as err:  # proxy not listening yet
-                status, body = None, str(err)
+            status, body = _get(f"http://127.0.0.1:{http_port}/readyz", key_file)
+            if status == 200:
+                break
             time.sleep(2)
         app_status = None
         while status == 200 and time.monotonic() < deadline:  # every replica started, not only the first
@@ -186,11 +231,18 @@ def main(out: Path, work: Path) -> None:
             if app_status is not None and app_status.status in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY"):
                 break
             time.sleep(2)
+        shards_status, shards_body = None, ""
+        while status == 200 and time.monotonic() < deadline:  # a shard heartbeats within a lease interval
+            shards_status, shards_body = _get(f"http://127.0.0.1:{http_port}/shards", key_file)
+            if shards_status != 200 or json.loads(shards_body)["shards"]:
+                break
+            time.sleep(1)
         replicas = [a for a in list_actors(address=api, detail=True, limit=1000, raise_on_missing_output=False)
                     if (a.class_name or "").startswith("ServeReplica:")]
         result["serve"].update({
             "readyz_status": status, "readyz_body": body,
             "app_status": None if app_status is None else getattr(app_status.status, "value", str(app_status.status)),
+            "shards_status": shards_status, "shards_body": shards_body,
             "replicas": [{"deployment": a.class_name.rsplit(":", 1)[-1], "state": a.state, "node_id": a.node_id}
                          for a in replicas],
         })
@@ -208,4 +260,4 @@ def main(out: Path, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

@@ -1,14 +1,18 @@
 """A local multi-node Ray cluster (ray.cluster_utils.Cluster) shows placement by resource.
 
-A CPU-only head and two nodes carrying the custom resource ``accelerator`` (standing in for the GPU node type of
-cluster.yaml) run the real stages; Ray's state API says where each task and actor ran:
+A head with no GPU (standing in for the CPU serving pods: it offers the StreamShard's custom resource) and two
+nodes carrying the custom resource ``accelerator`` (standing in for the GPU node type of cluster.yaml) run the
+real stages; Ray's state API says where each task and actor ran:
 
 * preprocessing (Ray Data ``prepare``) runs on every node;
 * Ray Train workers (``train.worker_resources: {accelerator: 1}``, ``placement_strategy: SPREAD``) run one per
   accelerator node, never on the head;
-* the Classifier deployment of the cluster's Serve config (``ray_actor_options.resources: {accelerator: 1}`` in
-  deploy/k8s/rayservice.yaml, deployed with ``serve deploy``) runs only on accelerator nodes, and ``/readyz``
-  answers 200.
+* the cluster's Serve config (serveConfigV2 of deploy/k8s/rayservice.yaml, deployed with ``serve deploy``) with a
+  SQLite ``database.url`` is refused, with a message saying to set database.url to PostgreSQL;
+* with PostgreSQL (``BIGSISTER_TEST_POSTGRES_URL``; ``eval "$(bash .ci/start_postgres.sh)"`` starts a throwaway
+  server, each run gets a fresh database) the app runs: the Classifier only on accelerator nodes, the
+  StreamShards only where their resource is (never on an accelerator node), ``/readyz`` answers 200 and
+  ``/shards`` lists the live shard on its node. Without that URL these serving checks skip.
 
 The cluster lives in a subprocess (tests/integration/_multinode_driver.py) with its own HOME and Ray token: the
 shared ``ray_session`` of this test process is never initialised next to it, and ~/.ray is never touched.
@@ -24,6 +28,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests._postgres import PG_URL, PG_URL_ENV, fresh_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("_multinode_driver.py")
@@ -45,7 +51,8 @@ def observed(tmp_path_factory) -> dict:
                RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="2",
                PYTHONPATH=str(REPO))
     out = tmp / "observed.json"
-    proc = subprocess.run([sys.executable, str(DRIVER), str(out), str(work)], env=env, cwd=REPO,
+    database = [fresh_postgres("bigsister_multinode")] if PG_URL else []  # passed as an argument: env drops BIGSISTER_*
+    proc = subprocess.run([sys.executable, str(DRIVER), str(out), str(work), *database], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     if not out.exists():
         pytest.fail(f"the multi-node driver wrote nothing (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
@@ -83,16 +90,46 @@ def test_training_workers_spread_over_accelerator_nodes(observed):
     assert Path(observed["train"]["best_checkpoint"]).exists()
 
 
-def test_classifier_runs_only_on_accelerator_nodes_and_the_app_is_ready(observed):
-    serve = observed["serve"]
-    assert serve["deploy_rc"] == 0, serve["deploy_output"]
-    assert serve["readyz_status"] == 200, serve["readyz_body"]
-    assert serve["app_status"] == "RUNNING", serve
+def test_sqlite_is_refused_on_several_nodes(observed):
+    refused = observed["sqlite_refused"]
+    assert refused["deploy_rc"] == 0, refused["deploy_output"]  # the config is accepted; building the app fails
+    assert refused.get("app_status") == "DEPLOY_FAILED", refused
+    assert "database.url" in refused["message"] and "postgresql://" in refused["message"], refused["message"]
+
+
+def _serving(observed: dict) -> dict:
+    if not PG_URL:
+        pytest.skip(f"{PG_URL_ENV} is not set: a Serve app on several nodes needs PostgreSQL "
+                    "(eval \"$(bash .ci/start_postgres.sh)\" starts a throwaway server)")
+    return observed["serve"]
+
+
+def _alive_by_deployment(serve: dict) -> dict[str, list[str]]:
     by_deployment: dict[str, list[str]] = {}
     for r in serve["replicas"]:
         if r["state"] == "ALIVE":
             by_deployment.setdefault(r["deployment"], []).append(r["node_id"])
-    assert {"Ingress", "Decoder", "Windower", "Classifier", "AlertManager"} <= set(by_deployment), by_deployment
+    return by_deployment
+
+
+def test_classifier_runs_only_on_accelerator_nodes_and_the_app_is_ready(observed):
+    serve = _serving(observed)
+    assert serve["deploy_rc"] == 0, serve["deploy_output"]
+    assert serve["readyz_status"] == 200, serve["readyz_body"]
+    assert serve["app_status"] == "RUNNING", serve
+    by_deployment = _alive_by_deployment(serve)
+    assert set(by_deployment) == {"Ingress", "StreamShard", "Classifier"}, by_deployment
     classifier = by_deployment["Classifier"]
     assert len(classifier) == 2, classifier
     assert set(classifier) == _accelerator_nodes(observed), "Classifier replicas must sit on the accelerator nodes only"
+
+
+def test_stream_shards_stay_off_accelerator_nodes_and_report_in_shards(observed):
+    serve = _serving(observed)
+    shards = _alive_by_deployment(serve).get("StreamShard", [])
+    assert len(shards) == 1, f"no streams registered: serve.shards.min_shards (1) shards, got {shards}"
+    assert not set(shards) & _accelerator_nodes(observed), "a StreamShard ran on an accelerator node"
+    assert serve["shards_status"] == 200, serve["shards_body"]
+    listed = json.loads(serve["shards_body"])
+    assert [s["node_id"] for s in listed["shards"]] == shards, listed
+    assert listed["streams"] == 0 and listed["unowned"] == [], listed

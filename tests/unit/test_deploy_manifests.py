@@ -4,7 +4,9 @@ KubeRay: no cluster here, so the fields the ray.io/v1 CRDs require (RayJob, RayS
 embed, the pod templates) are written down below as a minimal JSON schema and checked with jsonschema, plus the
 rules the operator enforces at admission (rayStartParams are strings, min <= replicas <= max, unique groups).
 Serve: ``serveConfigV2`` and ``deploy/serve_config.yaml`` are validated with Ray's own ``ServeDeploySchema``, their
-``args`` with the app builder's ``AppArgs``, their deployment names against the app's deployments.
+``args`` with the app builder's ``AppArgs``, their deployment names against the deployments of the graph that
+``build_app`` binds (built here from a tiny checkpoint, without Ray), and the StreamShard's options against the
+``serve.shards`` settings the app reads. The RayService requires its database Secret.
 """
 
 from __future__ import annotations
@@ -190,20 +192,41 @@ def test_rayjob_entrypoint_options_exist_in_the_job_scripts():
             assert flag in out.stdout, f"{script} has no option {flag} (see `python {script} --help`)"
 
 
-def _serve_checks(config: dict, where: str, accelerator: bool = True) -> None:
+@pytest.fixture(scope="module")
+def graph_deployments(tmp_path_factory) -> set[str]:
+    """Names of the deployments ``build_app`` binds (the app is built, not run: no Ray)."""
+    from ray.serve._private.build_app import build_app as build_serve_app
+
+    from bigsister_ray.serve.app import AppArgs, build_app
+    from tests._serve_support import make_checkpoint
+
+    tmp = tmp_path_factory.mktemp("graph")
+    ckpt = make_checkpoint(tmp / "ckpt")
+    app = build_app(AppArgs(checkpoint=ckpt, settings={"database": {"url": f"sqlite:///{tmp / 'db.sqlite'}"}}))
+    return {d.name for d in build_serve_app(app, name="bigsister").deployments}
+
+
+def _configmap_settings():
+    from bigsister_ray.config import Settings
+
+    cm = next(d for d in _common() if d["kind"] == "ConfigMap")
+    return Settings(**yaml.safe_load(cm["data"]["config.yaml"]))
+
+
+def _serve_checks(config: dict, where: str, graph: set[str], settings, accelerator: bool = True) -> dict:
+    """Checks one Serve config against Ray's schema and the app; returns its deployments by name."""
     from ray.serve.schema import ServeDeploySchema
 
-    from bigsister_ray.serve.app import AppArgs
+    from bigsister_ray.serve.app import AppArgs, deployment_options
     from bigsister_ray.serve.classifier import Classifier, ClassifierUserConfig
 
     schema = ServeDeploySchema.model_validate(config)  # Ray Serve's own validation
-    known = {"Ingress", "Decoder", "Windower", "Classifier", "AlertManager"}
     assert len(schema.applications) == 1, where
     app = schema.applications[0]
     assert app.import_path == "bigsister_ray.serve.app:build_app", where
     AppArgs.model_validate(app.args)
     deployments = {d.name: d for d in app.deployments}
-    assert set(deployments) <= known, f"{where}: unknown deployments {set(deployments) - known}"
+    assert set(deployments) == graph, f"{where}: deployments {sorted(deployments)}, build_app binds {sorted(graph)}"
     cls = deployments[Classifier.name]
     if accelerator:  # a cluster with accelerator nodes; deploy/serve_config.yaml also runs on a laptop's local Ray
         assert cls.ray_actor_options.resources.get("accelerator", 0) >= 1, f"{where}: Classifier must ask for `accelerator`"
@@ -213,28 +236,83 @@ def _serve_checks(config: dict, where: str, accelerator: bool = True) -> None:
             assert field in d.model_fields_set, f"{where}: {d.name} sets no {field}"
     assert schema.http_options.request_timeout_s, f"{where}: no request timeout"
 
+    # The StreamShard's options are what build_app derives from serve.shards (the config's values win over it).
+    shard, sh = deployments["StreamShard"], settings.serve.shards
+    derived = deployment_options(settings)["StreamShard"]
+    scaling = shard.autoscaling_config
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (sh.min_shards, sh.max_shards), \
+        f"{where}: StreamShard replicas {scaling['min_replicas']}..{scaling['max_replicas']}, serve.shards says {sh.min_shards}..{sh.max_shards}"
+    assert scaling["policy"]["policy_function"] == derived["autoscaling_config"]["policy"]["policy_function"], \
+        f"{where}: the shard count must follow the streams (shard_count_policy)"
+    assert "num_replicas" not in shard.model_fields_set, f"{where}: a fixed num_replicas would stop the shard count following the streams"
+    assert shard.ray_actor_options.num_cpus == sh.num_cpus, f"{where}: StreamShard num_cpus differs from serve.shards.num_cpus"
+    assert shard.model_dump(exclude_unset=True).get("max_replicas_per_node") == derived.get("max_replicas_per_node"), \
+        f"{where}: StreamShard max_replicas_per_node differs from serve.shards.max_per_node ({sh.max_per_node})"
+    assert shard.ray_actor_options.resources.get("accelerator", 0) == 0, f"{where}: shards belong on CPU nodes"
+    return deployments
 
-def test_rayservice_matches_the_crd_and_serves_the_app():
+
+def _start_resources(group: dict) -> dict:
+    raw = group.get("rayStartParams", {}).get("resources")
+    return yaml.safe_load(yaml.safe_load(raw)) if raw else {}
+
+
+def test_rayservice_matches_the_crd_and_serves_the_app(graph_deployments):
     svc = _load("rayservice.yaml")
     jsonschema.validate(svc, RAYSERVICE_SCHEMA)
-    _cluster_checks(svc["spec"]["rayClusterConfig"], _common())
+    cluster = svc["spec"]["rayClusterConfig"]
+    _cluster_checks(cluster, _common())
     config = yaml.safe_load(svc["spec"]["serveConfigV2"])
-    _serve_checks(config, "rayservice.yaml serveConfigV2")
+    settings = _configmap_settings()  # args.config is the ConfigMap, mounted at /etc/bigsister/config.yaml
+    assert config["applications"][0]["args"]["config"] == "/etc/bigsister/config.yaml"
+    deployments = _serve_checks(config, "rayservice.yaml serveConfigV2", graph_deployments, settings)
     assert config["http_options"]["host"] == "0.0.0.0", "in a pod Serve must listen beyond loopback (ClusterIP Service)"
     for app in config["applications"]:
         assert not (app.get("runtime_env") or {}).get("env_vars"), "no env (and so no secret) in runtime_env"
 
+    # Shards go where their custom resource is offered: the CPU serving pods, never the head or a GPU pod.
+    asks = {k: v for k, v in deployments["StreamShard"].ray_actor_options.resources.items() if v}
+    assert asks, "StreamShard must ask for a custom resource that only the CPU serving pods offer"
+    offering = [g for g in _groups(cluster) if all(_start_resources(g).get(k, 0) >= v for k, v in asks.items())]
+    assert offering and all("groupName" in g and "accelerator" not in _start_resources(g) for g in offering), \
+        f"StreamShard's {asks} must be offered by CPU worker groups only"
+    for g in offering:
+        per_pod = min(_start_resources(g)[k] // v for k, v in asks.items())
+        assert per_pod == settings.serve.shards.max_per_node, \
+            f"{g['groupName']} holds {per_pod} shards per pod, serve.shards.max_per_node is {settings.serve.shards.max_per_node}"
 
-def test_serve_config_and_rayservice_stay_in_step():
+
+def test_rayservice_requires_the_database_secret():
+    """Every Ray pod takes database.url from the Secret, and a missing Secret or key stops the pod from starting
+    (no ``optional: true``), instead of each node falling back to its own SQLite file."""
+    cluster = _load("rayservice.yaml")["spec"]["rayClusterConfig"]
+    for g in _groups(cluster):
+        for c in g["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in c.get("env", [])}
+            ref = env.get("BIGSISTER_DATABASE__URL", {}).get("valueFrom", {}).get("secretKeyRef")
+            assert ref, f"{g.get('groupName', 'head')}: BIGSISTER_DATABASE__URL must come from a Secret"
+            assert ref.get("optional", False) is False, "the database Secret must be required (no optional: true)"
+            assert "value" not in env["BIGSISTER_DATABASE__URL"], "no database URL written in the manifest"
+
+
+def test_serve_config_and_rayservice_stay_in_step(graph_deployments):
     if not SERVE_CONFIG.exists():
         pytest.skip("deploy/serve_config.yaml does not exist yet")
+    from bigsister_ray.serve.app import AppArgs
+
     local = yaml.safe_load(SERVE_CONFIG.read_text())
-    _serve_checks(local, "deploy/serve_config.yaml", accelerator=False)
+    args = AppArgs.model_validate(local["applications"][0]["args"])
+    assert args.config is None, "deploy/serve_config.yaml runs without a settings file; its settings are in args"
+    _serve_checks(local, "deploy/serve_config.yaml", graph_deployments, args.to_settings(), accelerator=False)
     assert local["http_options"]["host"] == "127.0.0.1", "serve deploy on a laptop/VM: HTTP on loopback"
     k8s = yaml.safe_load(_load("rayservice.yaml")["spec"]["serveConfigV2"])
     a, b = local["applications"][0], k8s["applications"][0]
     assert (a["name"], a["import_path"], a.get("route_prefix", "/")) == (b["name"], b["import_path"], b.get("route_prefix", "/"))
     assert {d["name"] for d in a["deployments"]} == {d["name"] for d in b["deployments"]}
+
+
+def test_graph_is_ingress_shards_and_classifier(graph_deployments):
+    assert graph_deployments == {"Ingress", "StreamShard", "Classifier"}
 
 
 def test_dockerfiles_pin_ray_and_install_the_project():
