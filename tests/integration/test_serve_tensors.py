@@ -1,8 +1,8 @@
 """Serve and train see the same tensors for the same frames.
 
-The serving path is the Decoder's: a :class:`StreamRunner` replaying a file (PyAV; FFmpeg's scaler makes each
+The serving path is a StreamShard's: a :class:`StreamRunner` replaying a file (PyAV; FFmpeg's scaler makes each
 kept frame clip-sized straight from the decoder's YUV frame with ``clip.scale_frame``), windows cut by the
-Windower's :class:`WindowAssembler`, then the Classifier's ``to_model_input``. The training path is the data
+shard's :class:`WindowAssembler`, then the Classifier's ``to_model_input``. The training path is the data
 pipeline's: ``iter_clip_frames`` (decord numbers the frames, PyAV decodes them through the same
 ``clip.scale_frame``) for a clip of the index covering the same seconds, then the training loop's
 ``to_model_input``. The video is rendered at the ClipSpec's fps, so both paths sample the same source frames
@@ -33,7 +33,7 @@ def video(tmp_path_factory):
 
 
 def _served_windows(path) -> list:
-    """Windows exactly as the Decoder -> Windower path builds them."""
+    """Windows exactly as a StreamShard builds them (its StreamRunner, then its WindowAssembler)."""
     from bigsister_ray.config import StreamsConfig
     from bigsister_ray.video.stream import StreamRunner
     from bigsister_ray.video.windows import WindowAssembler
