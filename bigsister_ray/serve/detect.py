@@ -5,8 +5,8 @@ runs the same steps with the Classifier deployment scoring the windows. Both sha
 scoring call:
 
 1. :func:`iter_file_chunks` decodes the file sampled at the checkpoint's ``clip.fps`` with the data pipeline's
-   decoder (``bigsister_ray.video.files``: the frames training saw), then
-   :func:`bigsister_ray.clip.preprocess_frames` resizes them once;
+   decoder (``bigsister_ray.video.files.ScaledFrameReader``: each frame scaled at decode time by
+   :func:`bigsister_ray.clip.scale_frame`, the frames training and streams see);
 2. :func:`bigsister_ray.video.windows.iter_windows` cuts windows of ``clip.frames`` every ``clip.stride``;
 3. :func:`detection_result` turns the scored windows into the JSON answer with
    :func:`bigsister_ray.alerts.rules.detect_events` (the live streams' rules).
@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from bigsister_ray.clip import ClipSpec, preprocess_frames
+from bigsister_ray.clip import ClipSpec
 from bigsister_ray.errors import VideoDecodeError
 
 __all__ = ["detect_file", "iter_file_chunks", "iter_window_batches", "detection_result", "scores_dict"]
@@ -37,7 +37,7 @@ def iter_file_chunks(path: str | Path, spec: ClipSpec, chunk_frames: int = CHUNK
     :func:`bigsister_ray.clip.sample_indices`). Raises :class:`VideoDecodeError` naming the file, also when the
     video is longer than ``max_seconds`` or its frames larger than ``max_pixels`` (checked before decoding).
     """
-    from bigsister_ray.video.files import decode_frames, open_reader, probe
+    from bigsister_ray.video.files import ScaledFrameReader, probe
 
     p = Path(path)
     if not p.is_file():
@@ -46,20 +46,19 @@ def iter_file_chunks(path: str | Path, spec: ClipSpec, chunk_frames: int = CHUNK
     if max_pixels is not None and info.width * info.height > max_pixels:
         raise VideoDecodeError(f"{p}: frames are {info.width}x{info.height} ({info.width * info.height} pixels), "
                                f"the limit is {max_pixels} pixels (serve.upload_max_pixels)")
-    reader = open_reader(p)
-    try:
-        duration = info.num_frames / info.fps
-        if max_seconds is not None and duration > max_seconds:
-            raise VideoDecodeError(f"{p}: video is {duration:.1f} s long, the limit is {max_seconds:.0f} s (serve.upload_max_seconds)")
-        n = max(1, int(math.floor(duration * spec.fps + 1e-6)))
-        times = np.arange(n) / spec.fps
-        idx = np.clip(np.floor(times * info.fps + 1e-6).astype(np.int64), 0, info.num_frames - 1)
+    duration = info.num_frames / info.fps
+    if max_seconds is not None and duration > max_seconds:
+        raise VideoDecodeError(f"{p}: video is {duration:.1f} s long, the limit is {max_seconds:.0f} s (serve.upload_max_seconds)")
+    n = max(1, int(math.floor(duration * spec.fps + 1e-6)))
+    times = np.arange(n) / spec.fps
+    idx = np.clip(np.floor(times * info.fps + 1e-6).astype(np.int64), 0, info.num_frames - 1)
+    with ScaledFrameReader(p, spec, info.fps) as reader:  # scaled at decode time, as training and streams are
         for lo in range(0, n, chunk_frames):
             hi = min(n, lo + chunk_frames)
-            raw = decode_frames(p, idx[lo:hi], reader=reader)
-            yield preprocess_frames(raw, spec), [float(t) for t in times[lo:hi]]
-    finally:
-        del reader
+            cache: dict[int, np.ndarray] = {}
+            wanted = sorted(set(int(i) for i in idx[lo:hi]))
+            reader.fill(wanted, cache)
+            yield np.stack([cache[int(i)] for i in idx[lo:hi]]), [float(t) for t in times[lo:hi]]
 
 
 def iter_window_batches(path: str | Path, spec: ClipSpec, batch_size: int, max_seconds: float | None = None,

@@ -27,8 +27,8 @@ def _app(tmp_path, public_docs: bool = True, db_url: str | None = None):
     store = IncidentStore(settings.database.url, busy_timeout_ms=500)
     if db_url is None:
         store.create_tables()
-    ctx = ServeContext(settings=settings, store=store, decoder=None, windower=None, classifier=None,
-                       alert_manager=None, authenticator=Authenticator.from_config(settings.auth))
+    ctx = ServeContext(settings=settings, store=store, shards=None, classifier=None,
+                       authenticator=Authenticator.from_config(settings.auth))
     return create_api(ctx)
 
 

@@ -36,8 +36,8 @@ def _app(tmp_path, decode_timeout_s: float):
                         serve={"upload_decode_timeout_s": decode_timeout_s, "upload_max_seconds": 60.0})
     store = IncidentStore(settings.database.url, busy_timeout_ms=500)
     store.create_tables()
-    ctx = ServeContext(settings=settings, store=store, decoder=None, windower=None, classifier=None,
-                       alert_manager=None, authenticator=Authenticator.from_config(settings.auth),
+    ctx = ServeContext(settings=settings, store=store, shards=None, classifier=None,
+                       authenticator=Authenticator.from_config(settings.auth),
                        model_info={"loaded": True, "labels": ["fight", "normal"], "clip": TINY_SPEC.model_dump(),
                                    "thresholds": {}, "max_batch_size": BATCH})
     return create_api(ctx)
