@@ -4,8 +4,9 @@ Every stream is owned by exactly one StreamShard at a time, through its row in `
 (:class:`bigsister_ray.incidents.leases.LeaseStore`). Each shard runs :meth:`LeaseKeeper.tick` every
 ``lease_ttl_s / 3``:
 
-1. **Renew** every lease it holds in one statement. A lease it no longer holds (deleted stream, or taken after
-   it lapsed) stops its stream at once.
+1. **Renew** every lease it holds in one statement. A lease that lapsed while nobody took it (renewals stalled,
+   or the database was down for longer than the TTL) is claimed back with a new token, the stream's state and
+   waiting events kept. A lease it no longer holds (deleted stream, or taken after it lapsed) stops its stream.
 2. **Heartbeat**: its row in ``stream_shards`` (node, capacity, load), which the other shards read.
 3. **Claim** free streams (new registrations, and orphans whose owner stopped renewing) up to its fair share,
    ``min(capacity, ceil(streams / live shards))``. A claim bumps the stream's fencing token; the state its last
@@ -73,6 +74,7 @@ class TickReport:
     """What one :meth:`LeaseKeeper.tick` did (stream ids)."""
 
     renewed: list[str] = field(default_factory=list)
+    regained: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     claimed: list[str] = field(default_factory=list)
     handed_over: list[str] = field(default_factory=list)
@@ -90,8 +92,8 @@ class LeaseKeeper:
 
     def __init__(self, leases: Any, count_streams: Callable[[], int], *, shard_id: str, node_id: str, capacity: int,
                  ttl_s: float, moves_per_interval: int, start: Callable[[Any, dict | None], None],
-                 stop: Callable[[str, str], dict | None], monotonic: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] | None = None) -> None:
+                 stop: Callable[[str, str], dict | None], regained: Callable[[Any], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic, now: Callable[[], datetime] | None = None) -> None:
         from bigsister_ray.incidents.models import utcnow
 
         self._leases = leases
@@ -99,6 +101,7 @@ class LeaseKeeper:
         self.shard_id, self.node_id, self.capacity = shard_id, node_id, capacity
         self.ttl_s, self.moves_per_interval = ttl_s, moves_per_interval
         self._start, self._stop = start, stop
+        self._regained = regained
         self._mono = monotonic
         self._now = now or utcnow
         self._held: dict[str, Any] = {}
@@ -129,10 +132,18 @@ class LeaseKeeper:
             for sid in list(self._held):
                 if sid in kept:
                     report.renewed.append(sid)
-                else:
-                    report.lost.append(sid)
-                    del self._held[sid]
-                    self._stop(sid, "its lease is no longer this shard's (stream deleted, or the lease lapsed)")
+                    continue
+                # Lapsed (a stall or an outage longer than the TTL) but nobody took it: claim it back with a new
+                # token and keep its state and waiting events. Taken or deleted: stop it.
+                fence = self._leases.claim(sid, self.shard_id, self.node_id, self.ttl_s, now=now) if self._regained else None
+                if fence is not None:
+                    self._held[sid] = fence
+                    self._regained(fence)
+                    report.regained.append(sid)
+                    continue
+                report.lost.append(sid)
+                del self._held[sid]
+                self._stop(sid, "its lease is no longer this shard's (stream deleted, or the lease lapsed)")
         self.valid_until = began + (1.0 - SAFETY) * self.ttl_s
         self._leases.heartbeat(self.shard_id, self.node_id, self.capacity, len(self._held), now=now)
         shards = self._leases.live_shards(self.ttl_s, now=now)

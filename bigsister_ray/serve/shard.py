@@ -69,7 +69,6 @@ class _Owned:
     fenced: bool = False
     windows: int = 0
     classify_errors: int = 0
-    accepted: list[float] = field(default_factory=lambda: [0.0, 0.0])  # wall time of the first and last chunk accepted
 
 
 @serve.deployment(name="StreamShard")
@@ -110,13 +109,15 @@ class StreamShard:
         self._classifier = classifier
         self._batcher = WindowBatcher(self._send, max_batch_size=max_batch_size, name=f"shard-{self.shard_id}")
         self._owned: dict[str, _Owned] = {}
+        #: (stream, fencing token) -> wall time of the first and last chunk this shard took in under that token
+        self._decoded: dict[tuple[str, int], list[float]] = {}
         self._lock = threading.Lock()
         self._dmetrics, self._wmetrics = DecoderMetrics(), WindowerMetrics()
         sh = settings.serve.shards
         self._keeper = LeaseKeeper(
             self._leases, lambda: len(self._store.list_streams()), shard_id=self.shard_id, node_id=self.node_id,
             capacity=settings.serve.streams.per_shard, ttl_s=sh.lease_ttl_s, moves_per_interval=sh.moves_per_interval,
-            start=self._start_stream, stop=self._stop_stream)
+            start=self._start_stream, stop=self._stop_stream, regained=self._regain)
         self._desired = sh.min_shards
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -191,6 +192,15 @@ class StreamShard:
                                     realtime=owned.realtime, on_end=self._on_end, start_at_s=start_at)
         owned.runner.start()
 
+    def _regain(self, fence: Any) -> None:
+        """This shard claimed back a stream whose lease had lapsed with nobody else taking it: carry on under the
+        new token (a stream the guard stopped is started again after the round)."""
+        owned = self._owned.get(fence.stream_id)
+        if owned is not None:
+            owned.fence = fence
+            log.warning("StreamShard %s: lease of stream %s had lapsed; claimed back (token %d)", self.shard_id,
+                        fence.stream_id, fence.token)
+
     def _stop_stream(self, stream_id: str, reason: str) -> dict | None:
         """Stop decoding ``stream_id`` (lease lost or handed over); return its state for whoever takes it next."""
         with self._lock:
@@ -227,9 +237,8 @@ class StreamShard:
             raise StreamError(f"stream {stream_id}: this shard's lease lapsed; the chunk is dropped (another shard takes over)")
         decoded_at = time.time()
         with owned.lock:
-            if owned.accepted[0] == 0.0:
-                owned.accepted[0] = decoded_at
-            owned.accepted[1] = decoded_at
+            span = self._decoded.setdefault((stream_id, owned.fence.token), [decoded_at, decoded_at])
+            span[1] = decoded_at
             self._dmetrics.frames_decoded.inc(len(frames), tags={"stream": stream_id})
             windows = owned.assembler.push(frames, timestamps, decoded_at)
             if timestamps:
@@ -337,8 +346,10 @@ class StreamShard:
                 log.info("StreamShard %s: lease of stream %s renewed after a stall; decoding again", self.shard_id,
                          o.fence.stream_id)
                 self._run(o)
-            try:  # the status other shards and the Ingress read
+            try:  # events that waited for the database, then the status other shards and the Ingress read
                 with o.lock:
+                    if o.pending:
+                        self._persist(o, [])
                     state = self._state(o)
                 self._leases.save_state(o.fence, state)
             except Exception as err:  # a stale fence is handled by the next renewal
@@ -386,10 +397,9 @@ class StreamShard:
     def info(self) -> dict[str, Any]:
         """This shard: id, node, capacity, the streams it holds (with their tokens) and its lease health."""
         fences = self._keeper.fences()
-        with self._lock:
-            accepted = {sid: list(o.accepted) for sid, o in self._owned.items()}
+        decoded = [[sid, token, first, last] for (sid, token), (first, last) in list(self._decoded.items())]
         return {"shard_id": self.shard_id, "node_id": self.node_id, "capacity": self._keeper.capacity,
-                "streams": {sid: f.token for sid, f in fences.items()}, "accepted": accepted,
+                "streams": {sid: f.token for sid, f in fences.items()}, "decoded": decoded,
                 "lease_ok": not self._keeper.expired(), "lease_error": self._tick_error,
                 "desired_shards": self._desired, "classify_retries": self._batcher.retries}
 
@@ -421,8 +431,13 @@ class StreamShard:
                 counts[m.group(1)] = counts.get(m.group(1), 0) + 1
         return counts
 
-    def stall_renewals(self, seconds: float) -> str:
-        """Drill: hold this shard's lease renewals back for ``seconds`` (as a stalled or partitioned node would)."""
+    def stall_renewals(self, seconds: float, shard_id: str | None = None) -> str | None:
+        """Drill: hold this shard's lease renewals back for ``seconds`` (as a stalled or partitioned node would).
+
+        With ``shard_id``, only that shard obeys (a handle call reaches any replica: call again until one answers
+        with its id); the others answer None."""
+        if shard_id is not None and shard_id != self.shard_id:
+            return None
         self._stall_until = time.monotonic() + float(seconds)
         return self.shard_id
 

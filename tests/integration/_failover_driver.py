@@ -11,9 +11,12 @@ Steps (each recorded in the JSON written to the first argument, with the time it
 
 1. deploy with three shards at most one per node; register nine cameras; wait until every camera is live with
    its incident open and alerted;
-2. kill the shard replica (not its node) that holds camera 0: its streams come back live elsewhere;
-3. remove the worker node that holds the most cameras: every camera it held comes back live on another node;
-4. read back incidents per camera and the Slack posts.
+2. hold back the lease renewals of the shard that holds camera 1 (a stalled or partitioned shard): its streams
+   come back live on other shards, and every shard's record of when it took chunks of each stream (per fencing
+   token) shows the stalled shard stopped before the next owner started;
+3. kill the shard replica (not its node) that holds camera 0: its streams come back live elsewhere;
+4. remove the worker node that holds the most cameras: every camera it held comes back live on another node;
+5. read back incidents per camera and the Slack posts.
 
 Usage: ``python tests/integration/_failover_driver.py OUT.json POSTGRES_URL WORKDIR``
 """
@@ -105,19 +108,6 @@ def main(out: Path, pg_url: str, work: Path) -> None:
             alerted = {inc["stream_id"] for inc in incidents() if inc.get("alert_status") == "sent"}
             return st if live and set(ids) <= alerted else None
 
-        st = _wait(all_live_and_alerted, 240, "all nine cameras live with their incident alerted")
-        placement = {i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in ids}
-        step("started", placement=placement, shards=client.get("/shards").json(), head=head_id,
-             workers=[w.node_id for w in workers])
-
-        # 2. kill the shard replica holding camera 0 (its node stays)
-        victim_shard, victim_node = placement[ids[0]]
-        moved = [i for i in ids if placement[i][0] == victim_shard]
-        replica = next(a for a in ray.util.list_named_actors(all_namespaces=True)
-                       if "StreamShard" in a["name"] and victim_shard.split("-")[0] in a["name"])
-        t0 = time.monotonic()
-        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
-
         def moved_and_live(ids_moved: list[str], old_shard: str, gone_node: str | None) -> dict[str, Any] | None:
             st = streams()
             for i in ids_moved:
@@ -128,12 +118,52 @@ def main(out: Path, pg_url: str, work: Path) -> None:
                     return None
             return st
 
+        st = _wait(all_live_and_alerted, 240, "all nine cameras live with their incident alerted")
+        placement = {i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in ids}
+        step("started", placement=placement, shards=client.get("/shards").json(), head=head_id,
+             workers=[w.node_id for w in workers])
+
+        # 2. stall the lease renewals of the shard holding camera 1: it must stop before another shard starts
+        handle = serve.get_deployment_handle("StreamShard", app_name="failover")
+        stalled_shard = placement[ids[1]][0]
+        stalled = [i for i in ids if placement[i][0] == stalled_shard]
+        _wait(lambda: handle.stall_renewals.remote(3 * TTL_S, shard_id=stalled_shard).result(), 30,
+              "the stalled shard to take the drill", interval=0.0)
+        t0 = time.monotonic()
+        st = _wait(lambda: moved_and_live(stalled, stalled_shard, None), 120,
+                   "the stalled shard's streams live on another shard", interval=0.25)
+        seconds = round(time.monotonic() - t0, 1)
+        live_shards = {sh["shard_id"] for sh in client.get("/shards").json()["shards"]} | {stalled_shard}
+        infos: dict[str, Any] = {}
+
+        def every_shard_answered() -> bool:
+            info = handle.info.remote().result()
+            infos[info["shard_id"]] = info
+            return live_shards <= set(infos)
+
+        _wait(every_shard_answered, 60, "an info() answer from every shard", interval=0.0)
+        spans = [(sid, token, shard, first, last) for shard, info in infos.items()
+                 for sid, token, first, last in info["decoded"] if sid in stalled]
+        step("renewals_stalled", shard=stalled_shard, moved=stalled, seconds=seconds, spans=spans,
+             now={i: st[i]["owner"]["shard_id"] for i in stalled})
+
+        # 3. kill the shard replica holding camera 0 (its node stays)
+        st = _wait(all_live_and_alerted, 120, "every camera live again before a shard is killed")
+        placement = {i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in ids}
+        victim_shard, victim_node = placement[ids[0]]
+        moved = [i for i in ids if placement[i][0] == victim_shard]
+        replica = next(a for a in ray.util.list_named_actors(all_namespaces=True)
+                       if "StreamShard" in a["name"] and victim_shard.split("-")[0] in a["name"])
+        t0 = time.monotonic()
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+
+
         st = _wait(lambda: moved_and_live(moved, victim_shard, None), 120, "the killed shard's streams live elsewhere",
                    interval=0.25)
         step("shard_killed", shard=victim_shard, node=victim_node, moved=moved, seconds=round(time.monotonic() - t0, 1),
              now={i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in moved})
 
-        # 3. remove the worker node holding the most cameras
+        # 4. remove the worker node holding the most cameras
         st = _wait(all_live_and_alerted, 120, "every camera live again before the node is removed")
         by_node: dict[str, list[str]] = {}
         for i in ids:
@@ -148,7 +178,7 @@ def main(out: Path, pg_url: str, work: Path) -> None:
         step("node_removed", node=worker.node_id, moved=lost, seconds=round(time.monotonic() - t0, 1),
              now={i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in lost})
 
-        # 4. what was recorded: give deliveries one sweep to settle, then count
+        # 5. what was recorded: give deliveries one sweep to settle, then count
         _wait(lambda: all(inc.get("alert_status") == "sent" for inc in incidents()), 60, "every alert delivered")
         per_stream: dict[str, int] = {}
         for inc in incidents():

@@ -45,6 +45,20 @@ def test_nine_cameras_spread_over_three_shards_on_at_least_two_nodes(failover):
     assert len({node for _, node in placement.values()}) >= 2, placement
 
 
+def test_a_stalled_shard_stops_decoding_before_another_shard_starts(failover):
+    stalled = failover["renewals_stalled"]
+    assert stalled["moved"] and all(shard != stalled["shard"] for shard in stalled["now"].values()), stalled
+    assert stalled["seconds"] <= FAILOVER_BOUND_S, stalled
+    for sid in stalled["moved"]:
+        spans = sorted((first, last, shard, token) for s, token, shard, first, last in stalled["spans"] if s == sid)
+        before = [sp for sp in spans if sp[2] == stalled["shard"]]
+        after = [sp for sp in spans if sp[2] != stalled["shard"]]
+        assert before and after, (sid, spans)  # positive control: both shards did decode this stream
+        assert len({sp[3] for sp in spans}) == len(spans), spans  # one span per token: no token decoded twice
+        for (_, last, _, _), (first, _, _, _) in zip(spans, spans[1:]):
+            assert last < first, f"stream {sid}: two shards decoded at once: {spans}"
+
+
 def test_a_killed_shards_cameras_come_back_live_on_another_shard_within_the_bound(failover):
     killed = failover["shard_killed"]
     assert killed["moved"], killed

@@ -33,13 +33,16 @@ class Clock:
 class Shard:
     """What a StreamShard does with its keeper's decisions: the streams it decodes, and when each started/stopped."""
 
-    def __init__(self, name: str, store: IncidentStore, clock: Clock, capacity: int = 10, moves: int = 2) -> None:
+    def __init__(self, name: str, store: IncidentStore, clock: Clock, capacity: int = 10, moves: int = 2,
+                 regain: bool = False) -> None:
         self.decoding: dict[str, float] = {}
+        self.regained: list = []
         self.history: list[tuple[str, str, float]] = []  # (stream, "start"|"stop", time)
         self.states: dict[str, dict | None] = {}
         self.keeper = LeaseKeeper(LeaseStore(store), lambda: len(store.list_streams()), shard_id=name, node_id=f"node-{name}",
                                   capacity=capacity, ttl_s=TTL, moves_per_interval=moves, start=self._start,
-                                  stop=self._stop, monotonic=clock.mono, now=clock.now)
+                                  stop=self._stop, regained=self.regained.append if regain else None,
+                                  monotonic=clock.mono, now=clock.now)
         self.clock = clock
 
     def _start(self, fence, state) -> None:
@@ -154,3 +157,24 @@ def test_deleting_a_stream_frees_its_lease_and_its_shards_capacity(store):
     report = a.keeper.tick()
     assert report.lost == [gone] and gone not in a.decoding
     assert waiting in a.decoding, "the freed capacity went to the stream that was waiting"
+
+
+def test_a_lapsed_lease_nobody_took_is_claimed_back_with_a_new_token_and_a_taken_one_is_not(store):
+    clock = Clock()
+    ids = _register(store, 2)
+    a = Shard("a", store, clock, capacity=1, regain=True)
+    a.keeper.tick()
+    mine = next(iter(a.decoding))
+    token = a.keeper.fence(mine).token
+    clock.t += 2 * TTL  # a stalled past its TTL; nobody else is there to take the stream
+    report = a.keeper.tick()
+    assert report.regained == [mine] and not report.lost and mine in a.decoding, report
+    assert a.keeper.fence(mine).token == token + 1 and [f.stream_id for f in a.regained] == [mine]
+    # Now another shard takes it while a stalls again: a must stop it, not claim it back.
+    b = Shard("b", store, clock, capacity=2)
+    clock.t += 2 * TTL
+    b.keeper.tick()
+    assert mine in b.decoding
+    report = a.keeper.tick()
+    assert report.lost == [mine] and mine not in a.decoding and len(a.regained) == 1, report
+    assert set(ids) == set(b.decoding) | set(a.decoding)
