@@ -177,6 +177,8 @@ class ShardsConfig(Strict):
                                "(every lease_ttl_s / 3); a shard stops a stream whose lease it could not renew in time.")
     moves_per_interval: int = Field(2, ge=1, description="Most streams one shard hands over to a less loaded one per renewal "
                                     "interval when shards are added (orphaned streams are claimed at once).")
+    journal_dir: Path = Field(Path("journal"), description="Node-local folder where a shard journals the incident events "
+                              "the database could not take (replayed when it answers, or by the next shard on the node).")
 
     @model_validator(mode="after")
     def _bounds(self) -> "ShardsConfig":

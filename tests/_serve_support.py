@@ -61,6 +61,7 @@ def serve_settings(tmp: Path, checkpoint: Path, **serve_overrides: Any):
     }
     for key, value in serve_overrides.items():
         serve[key] = value
+    serve["shards"] = {"journal_dir": str(tmp / "journal"), **serve.get("shards", {})}
     return Settings(
         serve=serve,
         database={"url": f"sqlite:///{tmp / 'bigsister.db'}"},

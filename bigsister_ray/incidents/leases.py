@@ -157,6 +157,17 @@ class LeaseStore:
             s.execute(update(StreamLease).where(StreamLease.stream_id == fence.stream_id)
                       .values(state=state, updated_at=now).execution_options(synchronize_session=False))
 
+    def restore_state(self, stream_id: str, token: int, state: dict[str, Any], *, now: datetime | None = None) -> bool:
+        """Put back a state journaled under ``token`` while the database was down, only if the lease still carries
+        that token and nobody holds it unexpired (the stream has not moved on); True when it was put back."""
+        now = now or utcnow()
+        with self.store.session() as s:
+            res = s.execute(update(StreamLease).where(
+                StreamLease.stream_id == stream_id, StreamLease.token == token,
+                or_(StreamLease.owner.is_(None), StreamLease.expires_at.is_(None), StreamLease.expires_at < now))
+                .values(state=state, updated_at=now).execution_options(synchronize_session=False))
+            return res.rowcount == 1
+
     def load_state(self, stream_id: str) -> dict[str, Any] | None:
         """The state the stream's last owner saved (None when none was)."""
         with self.store.session() as s:

@@ -171,6 +171,8 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     streams = settings.serve.streams
     if not Path(streams.media_root).is_absolute():  # replicas run in other working directories: resolve it here
         streams.media_root = Path(streams.media_root).resolve()
+    if not Path(settings.serve.shards.journal_dir).is_absolute():
+        settings.serve.shards.journal_dir = Path(settings.serve.shards.journal_dir).resolve()
     if settings.serve.checkpoint is None:
         raise ConfigError("serve.checkpoint is not set: pass --checkpoint PATH, set serve.checkpoint in the config file, "
                           "or `checkpoint:` in the application args")

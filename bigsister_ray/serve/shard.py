@@ -62,7 +62,7 @@ class _Owned:
     runner: Any = None
     assembler: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    pending: list[tuple[Any, bytes | None]] = field(default_factory=list)  # events the database did not take yet
+    pending: list[list[Any]] = field(default_factory=list)  # [event, jpeg, journaled] the database did not take yet
     last_ts: float | None = None
     last_wall: float | None = None
     finished: bool = False
@@ -86,6 +86,7 @@ class StreamShard:
         from bigsister_ray.incidents.store import IncidentStore
         from bigsister_ray.models.checkpoint import read_checkpoint_meta
         from bigsister_ray.serve.batcher import WindowBatcher
+        from bigsister_ray.serve.journal import EventJournal
         from bigsister_ray.serve.metrics import DecoderMetrics, WindowerMetrics
         from bigsister_ray.serve.ownership import LeaseKeeper
 
@@ -124,6 +125,8 @@ class StreamShard:
         self._stall_until = 0.0
         self._last_tick_ok = time.monotonic()
         self._tick_error: str | None = None
+        self._journal = EventJournal(sh.journal_dir, self.shard_id)
+        self._replay_orphans()  # a shard that died here during a database outage left events: written before claiming
         self._ticker = threading.Thread(target=self._lease_loop, name=f"shard-{self.shard_id}-leases", daemon=True)
         self._guard = threading.Thread(target=self._guard_loop, name=f"shard-{self.shard_id}-guard", daemon=True)
         self._ticker.start()
@@ -279,7 +282,8 @@ class StreamShard:
         self._persist(owned, events)
 
     def _persist(self, owned: _Owned, events: list[tuple[Any, np.ndarray | None]]) -> None:
-        """Save the rule state, then write the events (fenced). Events the database refuses wait for the next chunk."""
+        """Save the rule state, then write the events (fenced). Events the database refuses wait, in order, in memory
+        and in the shard's journal on disk, and are written with the next chunk or lease round."""
         from bigsister_ray.alerts.snapshot import render_snapshot
         from bigsister_ray.incidents.leases import StaleLeaseError
 
@@ -287,13 +291,13 @@ class StreamShard:
             jpeg = None
             if frame is not None and ev.kind in ("opened", "updated"):
                 jpeg = render_snapshot(frame, label=ev.label, score=ev.peak_score, camera=owned.name, when=ev.at)
-            owned.pending.append((ev, jpeg))
+            owned.pending.append([ev, jpeg, False])
         if not events and not owned.pending:
             return  # nothing happened: the state is saved with the next renewal
         try:
             self._leases.save_state(owned.fence, self._state(owned))
             while owned.pending:
-                ev, jpeg = owned.pending[0]
+                ev, jpeg, _ = owned.pending[0]
                 self._service.handle(ev, stream_name=owned.name, location=owned.location, snapshot_jpeg=jpeg,
                                      fence=owned.fence)
                 owned.pending.pop(0)
@@ -301,8 +305,50 @@ class StreamShard:
             log.error("stream %s: %s; stopping it here", owned.fence.stream_id, err)
             owned.fenced = True
             owned.pending.clear()
-        except Exception as err:  # database down: the events wait, in order, for the next chunk (lease permitting)
-            log.error("stream %s: %d incident event(s) not written yet: %r", owned.fence.stream_id, len(owned.pending), err)
+        except Exception as err:  # database down: the events wait, in order, in memory and on disk
+            self._journal_pending(owned)
+            log.error("stream %s: %d incident event(s) not written yet (journaled): %r", owned.fence.stream_id,
+                      len(owned.pending), err)
+            return
+        self._clear_journal_if_done()
+
+    def _journal_pending(self, owned: _Owned) -> None:
+        state = None
+        for item in owned.pending:
+            if item[2]:
+                continue
+            if state is None:
+                state = self._state(owned)
+            self._journal.append(stream_id=owned.fence.stream_id, token=owned.fence.token, event=item[0],
+                                 snapshot_jpeg=item[1], stream_name=owned.name, location=owned.location, state=state)
+            item[2] = True
+
+    def _clear_journal_if_done(self) -> None:
+        with self._lock:
+            waiting = any(o.pending for o in self._owned.values())
+        if not waiting:
+            self._journal.clear()
+
+    def _replay_orphans(self) -> None:
+        """Write the events journaled by shards that died on this node, in order, then put back their streams' rule
+        state where the lease has not moved on (see :mod:`bigsister_ray.serve.journal`)."""
+        from bigsister_ray.serve.journal import EventJournal, event_from_dict
+
+        live = {sh.shard_id for sh in self._leases.live_shards(self._keeper.ttl_s)} | {self.shard_id}
+        for path in self._journal.orphans(live):
+            last_state: dict[str, tuple[int, dict]] = {}
+            count = 0
+            for rec in EventJournal.records(path):
+                self._service.handle(event_from_dict(rec["event"]), stream_name=rec["stream_name"],
+                                     location=rec.get("location"), snapshot_jpeg=EventJournal.snapshot(rec))
+                if rec.get("state") is not None:
+                    last_state[rec["stream_id"]] = (int(rec["token"]), rec["state"])
+                count += 1
+            for sid, (token, state) in last_state.items():
+                self._leases.restore_state(sid, token, state)
+            path.unlink(missing_ok=True)
+            log.warning("StreamShard %s: replayed %d incident event(s) journaled by shard %s during a database outage",
+                        self.shard_id, count, path.stem)
 
     def _on_end(self, stream_id: str) -> None:
         """A file source ended: close what is open on it and remember it finished (a move does not replay it)."""
@@ -336,6 +382,11 @@ class StreamShard:
 
     def _after_tick(self, report: Any) -> None:
         from bigsister_ray.serve.ownership import desired_shards
+
+        try:
+            self._replay_orphans()
+        except Exception as err:  # the files stay; the next round tries again
+            log.error("StreamShard %s: journaled events of a dead shard not replayed yet: %r", self.shard_id, err)
 
         sh = self.settings.serve.shards
         self._desired = desired_shards(report.streams, self.settings.serve.streams.per_shard, sh.min_shards, sh.max_shards)

@@ -501,6 +501,61 @@ def test_database_locked_for_a_while_buffers_incidents_and_readiness_degrades(ap
     assert _spacing_ok(rows), sorted(r["start_s"] for r in rows)  # no ramp period lost across the lock
 
 
+def test_shard_killed_while_the_database_is_down_loses_no_incident_and_alerts_each_once(app):
+    """SQLite is locked by another writer; the ramp camera's incident events wait in the shard and in its journal on
+    disk; the shard replica is killed while the lock holds. Once the lock goes, the replica Serve starts in its place
+    replays the journal before it claims anything: every journaled incident is in the database, and each incident's
+    alert (and close reply) is delivered exactly once."""
+    c, db, hook = app["client"], app["db"], app["hook"]
+    shard = _handle("StreamShard")
+    journal_dir = Path(app["settings"].serve.shards.journal_dir)
+    with StreamServer(fps=TINY_SPEC.fps, size=(64, 48)) as cam:
+        r = c.post("/streams", json={"url": cam.url("/live.ts"), "name": "journal", "realtime": True})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        wait_for(lambda: len([x for x in _incidents(db, sid) if x["ended_at"] is not None]) >= 1, 90, 0.5,
+                 "an incident of the camera written (the database takes them)")
+        renewed = _lease_expiry(db, sid)
+        wait_for(lambda: _lease_expiry(db, sid) != renewed, 3 * LEASE_TTL_S, 0.05, "a lease round")
+        lock = sqlite3.connect(db, timeout=10, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            written = {row[0] for row in _keys_readonly(db, sid)}
+
+            def journaled() -> list[dict]:
+                records = [json.loads(line) for p in journal_dir.glob("*.jsonl") for line in p.read_text().splitlines()]
+                mine = [rec for rec in records if rec["stream_id"] == sid]
+                return len({rec["event"]["key"] for rec in mine} - written) >= 1 and mine
+
+            records = wait_for(journaled, 30, 0.2, "an incident of the camera journaled on disk while the database is locked")
+            assert all((p.stat().st_mode & 0o777) == 0o600 for p in journal_dir.glob("*.jsonl"))
+            _kill_replica("StreamShard")
+        finally:
+            lock.execute("COMMIT")
+            lock.close()
+        journaled_keys = {rec["event"]["key"] for rec in records}
+        wait_for(lambda: journaled_keys <= {r["event_key"] for r in _incidents(db, sid)}, 90, 0.5,
+                 "the new shard to replay the journal into the database")
+        wait_for(lambda: not list(journal_dir.glob("*.jsonl")) or None, 30, 0.5, "the replayed journal to be removed")
+        assert c.delete(f"/streams/{sid}").status_code == 204
+        wait_for(lambda: _try(lambda: _shard_released(sid)), 60, 0.5, "the new shard to stop the deleted stream")
+    rows = _incidents(db, sid)
+    assert len({r["event_key"] for r in rows}) == len(rows), [dict(r) for r in rows]
+    ids = [r["id"] for r in rows]
+    wait_for(lambda: all(len(_messages_about(hook, i)) >= 2 for i in ids), 90, 0.5,
+             "every incident's alert and close reply to be delivered")
+    counts = {i: len(_messages_about(hook, i)) for i in ids}
+    assert all(n == 2 for n in counts.values()), counts  # the alert once, the close reply once
+
+
+def _keys_readonly(db, sid):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    try:
+        return con.execute("SELECT event_key FROM incident WHERE stream_id = ?", (sid,)).fetchall()
+    finally:
+        con.close()
+
+
 def _incidents_readonly(db, sid):
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
     try:
