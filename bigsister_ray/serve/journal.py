@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["EventJournal", "event_from_dict"]
+__all__ = ["EventJournal", "event_from_dict", "replay_orphans"]
 
 log = logging.getLogger("ray.serve")
 
@@ -98,3 +98,26 @@ class EventJournal:
     @staticmethod
     def snapshot(record: dict[str, Any]) -> bytes | None:
         return base64.b64decode(record["snapshot"]) if record.get("snapshot") else None
+
+
+def replay_orphans(journal: EventJournal, live_shards: set[str], service: Any, leases: Any) -> int:
+    """Write the events of every orphaned journal in ``journal``'s folder, in order, unfenced (merged by key),
+    then put back each stream's last journaled rule state where its lease still carries the journaled token;
+    remove each file once replayed. Returns how many events were replayed. Raises what the database raises
+    (the files stay for the next try)."""
+    total = 0
+    for path in journal.orphans(live_shards):
+        last_state: dict[str, tuple[int, dict]] = {}
+        count = 0
+        for rec in EventJournal.records(path):
+            service.handle(event_from_dict(rec["event"]), stream_name=rec["stream_name"], location=rec.get("location"),
+                           snapshot_jpeg=EventJournal.snapshot(rec))
+            if rec.get("state") is not None:
+                last_state[rec["stream_id"]] = (int(rec["token"]), rec["state"])
+            count += 1
+        for sid, (token, state) in last_state.items():
+            leases.restore_state(sid, token, state)
+        path.unlink(missing_ok=True)
+        log.warning("replayed %d incident event(s) journaled by shard %s during a database outage", count, path.stem)
+        total += count
+    return total

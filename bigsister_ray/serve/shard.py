@@ -32,21 +32,14 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-__all__ = ["StreamShard", "status_dict", "STATUS_FIELDS"]
+from bigsister_ray.video.stream import status_dict
+
+__all__ = ["StreamShard"]
 
 log = logging.getLogger("ray.serve")
 
-#: Fields of the runner's StreamStatus that the API shows.
-STATUS_FIELDS = ("state", "last_frame_at", "fps", "frames_decoded", "frames_dropped", "windows_classified", "reconnects",
-                 "watchdog_restarts", "callback_errors", "last_error", "backoff_s", "next_retry_s", "finished")
 #: How often the guard checks the lease deadline (seconds).
 GUARD_PERIOD_S = 0.1
-
-
-def status_dict(status: Any) -> dict[str, Any]:
-    """A runner's ``StreamStatus`` as the API's status fields (URL already redacted by the runner)."""
-    d = status.model_dump(mode="json") if hasattr(status, "model_dump") else dict(status)
-    return {k: d[k] for k in STATUS_FIELDS if k in d}
 
 
 @dataclass
@@ -330,25 +323,11 @@ class StreamShard:
             self._journal.clear()
 
     def _replay_orphans(self) -> None:
-        """Write the events journaled by shards that died on this node, in order, then put back their streams' rule
-        state where the lease has not moved on (see :mod:`bigsister_ray.serve.journal`)."""
-        from bigsister_ray.serve.journal import EventJournal, event_from_dict
+        """Write the events journaled by shards that died on this node (see :mod:`bigsister_ray.serve.journal`)."""
+        from bigsister_ray.serve.journal import replay_orphans
 
         live = {sh.shard_id for sh in self._leases.live_shards(self._keeper.ttl_s)} | {self.shard_id}
-        for path in self._journal.orphans(live):
-            last_state: dict[str, tuple[int, dict]] = {}
-            count = 0
-            for rec in EventJournal.records(path):
-                self._service.handle(event_from_dict(rec["event"]), stream_name=rec["stream_name"],
-                                     location=rec.get("location"), snapshot_jpeg=EventJournal.snapshot(rec))
-                if rec.get("state") is not None:
-                    last_state[rec["stream_id"]] = (int(rec["token"]), rec["state"])
-                count += 1
-            for sid, (token, state) in last_state.items():
-                self._leases.restore_state(sid, token, state)
-            path.unlink(missing_ok=True)
-            log.warning("StreamShard %s: replayed %d incident event(s) journaled by shard %s during a database outage",
-                        self.shard_id, count, path.stem)
+        replay_orphans(self._journal, live, self._service, self._leases)
 
     def _on_end(self, stream_id: str) -> None:
         """A file source ended: close what is open on it and remember it finished (a move does not replay it)."""
@@ -472,15 +451,9 @@ class StreamShard:
 
     def stream_threads(self) -> dict[str, int]:
         """Live decoder threads per stream id in this replica (a stream it gave up must have none)."""
-        import re
+        from bigsister_ray.video.stream import live_stream_threads
 
-        pattern = re.compile(r"^bigsister-stream-(.+?)-(consumer|supervisor|reader-\d+)$")
-        counts: dict[str, int] = {}
-        for t in threading.enumerate():
-            m = pattern.match(t.name)
-            if m and t.is_alive():
-                counts[m.group(1)] = counts.get(m.group(1), 0) + 1
-        return counts
+        return live_stream_threads()
 
     def stall_renewals(self, seconds: float, shard_id: str | None = None) -> str | None:
         """Drill: hold this shard's lease renewals back for ``seconds`` (as a stalled or partitioned node would).

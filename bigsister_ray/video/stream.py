@@ -66,6 +66,9 @@ from bigsister_ray.video.reader import Attempt, Stalled, StreamReader, _now
 from bigsister_ray.video.sources import Source, describe_av_error, redact_text, redact_url, resolve_source
 
 __all__ = [
+    "live_stream_threads",
+    "status_dict",
+    "STATUS_FIELDS",
     "StreamState",
     "StreamStatus",
     "StreamRunner",
@@ -418,3 +421,27 @@ class StreamRunner(StreamReader):
                 self._on_end(self.stream_id)
             except Exception as err:  # noqa: BLE001 - reported, the runner is done anyway
                 log.warning("stream %s: on_end failed: %s", self.stream_id, redact_text(str(err), [self._source.url]))
+
+
+def live_stream_threads() -> dict[str, int]:
+    """Live runner threads (``bigsister-stream-<id>-...``) per stream id in this process: a stopped stream has none."""
+    import re
+
+    pattern = re.compile(r"^bigsister-stream-(.+?)-(consumer|supervisor|reader-\d+)$")
+    counts: dict[str, int] = {}
+    for t in threading.enumerate():
+        m = pattern.match(t.name)
+        if m and t.is_alive():
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+#: Fields of :class:`StreamStatus` that the HTTP API shows.
+STATUS_FIELDS = ("state", "last_frame_at", "fps", "frames_decoded", "frames_dropped", "windows_classified", "reconnects",
+                 "watchdog_restarts", "callback_errors", "last_error", "backoff_s", "next_retry_s", "finished")
+
+
+def status_dict(status: "StreamStatus") -> dict:
+    """A runner's status as the API's status fields, JSON-ready (the URL in it is already redacted)."""
+    d = status.model_dump(mode="json")
+    return {k: d[k] for k in STATUS_FIELDS if k in d}
