@@ -43,9 +43,33 @@ def _settings(config: Path | None, **overrides):
     return load_settings(config, **overrides)
 
 
+#: Exit codes: 0 done, 1 the command failed (bad data, unreachable database, a failed run), 2 usage (a bad flag,
+#: option value or settings key: fix the command line or the config file).
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
 def _fail(err: Exception) -> None:
+    from bigsister_ray.errors import ConfigError
+
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILURE)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"bigsister-ray {version('bigsister-ray')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            typer.echo("bigsister-ray (not installed: run pip install -e .)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """CCTV abnormal-behaviour detection on Ray: prepare data, train, evaluate, serve, alert."""
 
 
 @app.command()

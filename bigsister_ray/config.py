@@ -361,7 +361,7 @@ def format_validation_error(err: ValidationError, source: str | None = None) -> 
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see `bigsister --help` or the README's configuration reference)"
+            msg = "unknown key (check the spelling; `bigsister config --reference` lists every key)"
         got = e.get("input")
         got_s = "" if e["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{source + ': ' if source else ''}{loc}: {msg}{got_s}")

@@ -155,7 +155,7 @@ def test_cli_prepare_folders_and_clear_error_for_a_missing_root(ray_session, tmp
 
     missing = runner.invoke(app, ["prepare", "--source", "folders", "--root", str(tmp_path / "nope"),
                                   "--out", str(tmp_path / "out2")])
-    assert missing.exit_code == 2
+    assert missing.exit_code == 1
     assert "nope does not exist" in missing.output
 
 

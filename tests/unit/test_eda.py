@@ -101,7 +101,7 @@ def test_cli_synth_then_eda(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e" / "report.md").is_file() and "EDA report" in res.output
     res = runner.invoke(app, ["eda", "--source", "aihub", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e2")])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 1 and "does not exist" in res.output
 
 
 def test_short_videos_and_imbalance_are_flagged():

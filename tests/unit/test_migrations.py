@@ -142,7 +142,7 @@ def test_db_commands_upgrade_and_report_the_revision(tmp_path):
     assert after.exit_code == 0 and after.stdout.strip() == "0002"
     cfg.write_text("database:\n  url: mysql://root@localhost/x\n")
     bad = runner.invoke(app, ["db", "upgrade", "--config", str(cfg)])
-    assert bad.exit_code == 2 and "expected sqlite:// or postgresql://" in bad.output
+    assert bad.exit_code == 1 and "expected sqlite:// or postgresql://" in bad.output
 
 
 def test_the_migrations_ship_inside_the_package():
