@@ -353,6 +353,28 @@ class Settings(BaseSettings):
                 data = {**data, "clip": {**CLIP_PRESETS[name].model_dump(), **rest}}
         return data
 
+    def for_workers(self) -> "Settings":
+        """A copy without secrets, for Ray tasks, actors and jobs: what crosses a process boundary is pickled into
+        Ray's object store and may be shown by its state API and dashboard.
+
+        Dropped: the API keys (``auth.keys``), the Slack token (``alerts.slack.token``), the webhook URL
+        (``alerts.webhook.url``) and the credentials in ``database.url`` (user and password become ``***``).
+        Kept: the files that hold secrets on the nodes (``auth.keys_file``, ``alerts.slack.token_file``), which a
+        process that needs the secret reads where it runs. The copy is valid: dumped in JSON mode and validated
+        again on a worker it gives the same settings, less the secrets.
+        """
+        from bigsister_ray.incidents.models import redact_url
+
+        alerts = self.alerts.model_copy(update={
+            "slack": self.alerts.slack.model_copy(update={"token": None}),
+            "webhook": self.alerts.webhook.model_copy(update={"url": None}),
+        })
+        return self.model_copy(update={
+            "alerts": alerts,
+            "auth": self.auth.model_copy(update={"keys": []}),
+            "database": self.database.model_copy(update={"url": redact_url(self.database.url)}),
+        })
+
 
 def format_validation_error(err: ValidationError, source: str | None = None) -> str:
     """One line per problem: ``where: key.path: message (got value)``."""

@@ -17,6 +17,8 @@ Errors are drawn in :mod:`bigsister_ray.incidents.errors` and re-exported here.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +72,44 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file ``path`` readable by its owner only (0600), in folders we create 0700.
+
+    The database holds camera URLs with their credentials and incident snapshots. SQLite gives the ``-wal`` and
+    ``-shm`` files it creates the mode of the database file, so they are 0600 too. An existing file (or its
+    ``-wal``/``-shm``) that others may read is narrowed to 0600, with a warning; existing folders are left alone.
+    """
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it first
+            continue
+        except OSError as err:
+            raise IncidentStoreError(f"database.url: cannot create the folder {folder} for the SQLite file: "
+                                     f"{err.strerror}") from err
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise IncidentStoreError(f"database.url: cannot create the SQLite file {path}: {err.strerror}") from err
+    else:
+        os.close(fd)
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            log.warning("database file %s was readable by others (mode %o); narrowed to 0600", f, st.st_mode & 0o777)
+            os.chmod(f, 0o600)
+
+
 class IncidentStore(DeliveryOutbox):
     """Streams and incidents in one SQL database. ``url``: ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
 
@@ -93,7 +133,7 @@ class IncidentStore(DeliveryOutbox):
             if not database or database == ":memory:":
                 kwargs["poolclass"] = StaticPool
             else:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(database).expanduser())
         elif self.dialect == "postgresql":
             kwargs["pool_pre_ping"] = True
             kwargs["connect_args"] = {"connect_timeout": max(1, busy_timeout_ms // 1000)}
@@ -121,6 +161,7 @@ class IncidentStore(DeliveryOutbox):
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA secure_delete=ON")  # deleted or overwritten content is zeroed in the file
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -214,17 +255,44 @@ class IncidentStore(DeliveryOutbox):
 
     def delete_stream(self, stream_id: str, *, now: datetime | None = None) -> bool:
         """Soft-delete (its incidents stay) and free its lease at once, so its owner's next fenced write or
-        renewal fails. The lease keeps its token. False when unknown or already deleted."""
+        renewal fails. The lease keeps its token. False when unknown or already deleted.
+
+        The row keeps no secret: its URL is replaced by the redacted URL (no user, password or secret query
+        value) and its last error, which may quote the source, is cleared."""
         now = now or utcnow()
         with self.session() as s:
+            q = select(Stream).where(Stream.id == stream_id, Stream.deleted_at.is_(None))
+            if self.dialect == "postgresql":
+                q = q.with_for_update()
+            row = s.exec(q).first()
+            if row is None:
+                return False
             res = s.execute(
-                update(Stream).where(Stream.id == stream_id, Stream.deleted_at.is_(None)).values(deleted_at=now)
+                update(Stream).where(Stream.id == stream_id, Stream.deleted_at.is_(None))
+                .values(deleted_at=now, url=redact_url(row.url), last_error=None, updated_at=now)
             )
             if res.rowcount != 1:
                 return False
             s.execute(update(StreamLease).where(StreamLease.stream_id == stream_id)
                       .values(owner=None, node_id=None, expires_at=None, updated_at=now))
-            return True
+        if self.dialect == "sqlite":
+            self._truncate_wal()
+        return True
+
+    def _truncate_wal(self) -> None:
+        """Copy the WAL into the database file and empty it, so the pages that held a deleted stream's URL do not
+        stay in ``-wal`` until SQLite happens to overwrite them (``secure_delete`` clears them in the file)."""
+        raw = self.engine.raw_connection()
+        try:
+            busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as err:  # the deletion itself is committed
+            log.warning("database %s: WAL checkpoint after a stream deletion failed: %s", self.safe_url, err)
+            return
+        finally:
+            raw.close()
+        if busy:
+            log.warning("database %s: a reader held the WAL during a stream deletion; the old URL stays in the "
+                        "-wal file until the next checkpoint", self.safe_url)
 
     # ---- incidents: events -----------------------------------------------------------------------
     def record_event(self, data: IncidentCreate, *, closed: bool = False, now: datetime | None = None,

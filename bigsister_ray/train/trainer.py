@@ -247,7 +247,7 @@ def train(data: Path | str, out: Path | str, settings: Settings, *,
     if tc.balance == "weighted_loss":
         weights = class_weights(manifest.counts.get("train", {}), manifest.labels)
     loop_cfg = LoopConfig(
-        settings=settings.model_dump(mode="json"),
+        settings=settings.for_workers().model_dump(mode="json"),  # the loop needs no secret (see for_workers)
         labels=list(manifest.labels),
         clip=manifest.clip,
         data_fingerprint=manifest.fingerprint,
