@@ -6,7 +6,9 @@ is given to the ServeContext up front, as the Classifier's ``info()`` would give
 so an upload that got past the decode deadline would fail differently (500), never with this 400.
 
 The deadline is set from the time the same video takes to decode here (a fraction of it), so the test does
-not depend on how fast or busy the machine is.
+not depend on how fast or busy the machine is. A decode slowed to 50 ms a frame shows the deadline stopping
+its thread (no frame scaled after it, the thread count back) while ``/readyz`` and ``GET /streams`` answer at
+once during it (stand-in Classifier and StreamShard handles that answer ``info``/``health`` at once).
 """
 
 from __future__ import annotations
@@ -82,3 +84,84 @@ def test_the_timeout_400_is_not_the_decode_error_400(tmp_path):
         r = c.post("/detect", headers={"X-API-Key": WRITE}, files={"file": ("cut.mp4", data[: len(data) // 3], "video/mp4")})
     assert r.status_code == 400 and "cut.mp4" in r.json()["detail"], r.text
     assert "upload_decode_timeout_s" not in r.json()["detail"], r.text
+
+
+# ------------------------------------------------------------- a timed-out decode stops; other routes answer
+class _Remote:
+    def __init__(self, fn):
+        self._fn = fn
+
+    async def remote(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+
+class _Handles:
+    """Stand-in Classifier and StreamShard handles: ``info`` and ``health`` answer at once (readiness only)."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = _Remote(lambda: info)
+        self.health = _Remote(lambda: {"ok": True})
+        self.poke = _Remote(lambda: None)
+
+
+def test_a_timed_out_decode_stops_its_thread_and_other_routes_answer_meanwhile(tmp_path, monkeypatch):
+    import threading
+
+    from ray._common.test_utils import wait_for_condition
+
+    import bigsister_ray.video.files as files
+    from bigsister_ray.serve.api import create_api
+    from bigsister_ray.serve.detect import DECODE_THREAD_PREFIX
+
+    # Every scaled frame takes 50 ms: the upload's 96 sampled frames need about 5 s; the deadline is 1.5 s.
+    scaled = []
+    real_scale = files.scale_frame
+
+    def slow_scale(*args, **kwargs):
+        scaled.append(time.monotonic())
+        time.sleep(0.05)
+        return real_scale(*args, **kwargs)
+
+    monkeypatch.setattr(files, "scale_frame", slow_scale)
+    video = make_mp4(tmp_path / "slow.mp4", frames=300, fps=25.0, size=(64, 48))  # 12 s, 96 sampled frames
+    app = _app(tmp_path, 1.5)
+    ctx = app.state.ctx
+    handles = _Handles(ctx.model_info)
+    ctx.classifier = ctx.shards = handles
+    app = create_api(ctx)
+
+    def decoders():
+        return [t for t in threading.enumerate() if t.name.startswith(DECODE_THREAD_PREFIX)]
+
+    def own_threads() -> int:
+        """Threads other than the reusable workers of the event loop's and AnyIO's pools (they stay, idle)."""
+        return sum(1 for t in threading.enumerate() if not t.name.startswith(("asyncio_", "AnyIO worker")))
+
+    result = {}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        before = own_threads()
+
+        def upload():
+            result["r"] = c.post("/detect", headers={"X-API-Key": WRITE},
+                                 files={"file": ("slow.mp4", video.read_bytes(), "video/mp4")})
+
+        poster = threading.Thread(target=upload)
+        poster.start()
+        wait_for_condition(lambda: len(scaled) >= 2 and decoders(), timeout=10)  # the decode is running
+        # meanwhile, readiness and the stream list answer at once, several times over
+        for _ in range(3):
+            t = time.monotonic()
+            ready = c.get("/readyz", headers={"X-API-Key": WRITE})
+            streams = c.get("/streams", headers={"X-API-Key": WRITE})
+            assert ready.status_code == 200 and streams.status_code == 200, (ready.text, streams.text)
+            assert time.monotonic() - t < 1.0, time.monotonic() - t
+            assert decoders(), "the decode ended before the checks ran: the test proves nothing"
+        poster.join(timeout=30)
+        r = result["r"]
+        assert r.status_code == 400 and "upload_decode_timeout_s" in r.json()["detail"], r.text
+        # the decode thread ends within a frame or two of the deadline, long before the video would be decoded
+        wait_for_condition(lambda: not decoders(), timeout=2)
+        stopped = len(scaled)
+        time.sleep(0.3)
+        assert len(scaled) == stopped < 96, (stopped, len(scaled))
+        assert own_threads() == before, [t.name for t in threading.enumerate()]
