@@ -1,0 +1,89 @@
+"""The whole OpenAPI of the in-process ingress, fuzzed with schemathesis: no input gives a 5xx.
+
+No Ray: :func:`bigsister_ray.serve.api.create_api` with a real SQLite store. The Classifier and StreamShard
+handles are stand-ins whose methods answer at once with plausible values (model loaded, shard healthy, 0.5 for
+every label); the test is about the Ingress's input handling, not about the deployments. Every operation is
+called with a write key, and again with no key (401, never 5xx). Bounded: a few examples per operation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+
+from tests._serve_support import TINY_SPEC
+
+schemathesis = pytest.importorskip("schemathesis")
+
+WRITE = "unit-write-key-0123456789"
+
+
+class _Remote:
+    def __init__(self, fn):
+        self._fn = fn
+
+    async def remote(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+
+class _Handles:
+    """Stand-in Classifier + StreamShard handles."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = _Remote(lambda: info)
+        self.classify_many = _Remote(lambda b: np.full((len(b), len(info["labels"])), 0.5, dtype=np.float32))
+        self.health = _Remote(lambda: {"ok": True})
+        self.poke = _Remote(lambda: None)
+
+
+@pytest.fixture()
+def app(tmp_path):
+    from bigsister_ray.config import Settings
+    from bigsister_ray.incidents.store import IncidentStore
+    from bigsister_ray.security.auth import Authenticator
+    from bigsister_ray.serve.api import create_api
+    from bigsister_ray.serve.context import ServeContext
+
+    (tmp_path / "media").mkdir()
+    settings = Settings(auth={"keys": [{"name": "w", "key": WRITE, "scope": "write"}]},
+                        database={"url": f"sqlite:///{tmp_path / 'x.db'}"},
+                        serve={"upload_max_bytes": 256 * 1024, "upload_decode_timeout_s": 10.0,
+                               "streams": {"media_root": str(tmp_path / "media")}})
+    store = IncidentStore(settings.database.url, busy_timeout_ms=500)
+    store.create_tables()
+    info = {"loaded": True, "labels": ["fight", "normal"], "clip": TINY_SPEC.model_dump(), "thresholds": {},
+            "max_batch_size": 4}
+    handles = _Handles(info)
+    ctx = ServeContext(settings=settings, store=store, shards=handles, classifier=handles,
+                       authenticator=Authenticator.from_config(settings.auth), model_info=info)
+    return create_api(ctx)
+
+
+@pytest.mark.parametrize("headers", [{"X-API-Key": WRITE}, {}], ids=["with-key", "no-key"])
+def test_no_input_gives_a_5xx(app, headers, monkeypatch):
+    import socket
+
+    def unresolved(*args, **kwargs):  # no DNS from the fuzzer's host names
+        raise socket.gaierror(socket.EAI_NONAME, "not resolved in tests")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolved)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures, calls = [], []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @hsettings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy())
+        def check(case):
+            r = case.call(headers=headers)
+            calls.append(r.status_code)
+            if r.status_code >= 500:
+                failures.append((case.method, case.formatted_path, r.status_code, r.text[:300]))
+
+        check()
+    assert len(calls) >= 10, calls  # the fuzzer reached the operations
+    if not headers:
+        assert set(calls) <= {401, 200, 404, 405, 422}, sorted(set(calls))
+    assert not failures, failures[:5]
