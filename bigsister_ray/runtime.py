@@ -17,15 +17,31 @@ warning (:func:`quiet_worker_logs`, Ray's ``worker_process_setup_hook``; ``ensur
 Everything else they log still reaches the driver. Only for training: a job with a runtime environment gets no
 pre-started worker processes, so its first tasks wait longer for workers, about 1.5 s in all at the start of a run
 (``benchmarks/worker_start.py``; RESULTS.md).
+
+A local Ray listens on the loopback interface only. Ray turns a node address of ``127.0.0.1`` into the host's
+routable address, and then its GCS, raylet, object manager, dashboard agent, runtime-env agent, metrics ports and
+every worker's gRPC server listen on all interfaces: any host that reaches this one could submit code to it (Ray
+has no authentication). The node address is kept at ``127.0.0.1`` (:func:`_loopback_node`), and every one of them
+binds to loopback. The dashboard is off unless asked for (``include_dashboard=True``), and then on ``127.0.0.1``.
+Not covered: the Serve HTTP proxy binds ``serve.host`` (loopback by default); every Serve replica opens an
+inter-deployment gRPC server on all interfaces (Ray Serve hard-codes ``[::]:0``; it runs the deployment's methods
+for whoever connects); a Ray Train run's ``torch.distributed`` rendezvous store listens on all interfaces while the
+run lasts. On a host others can reach, a host firewall that drops inbound connections to ports other than the
+published HTTP port closes these. A cluster (``ray.address``
+set) is exposed as its ``ray start`` flags and security groups say (``cluster.yaml``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
-__all__ = ["ensure_ray", "local_system_config", "quiet_worker_logs"]
+__all__ = ["ensure_ray", "local_system_config", "quiet_worker_logs", "LOOPBACK"]
+
+#: The address a local Ray binds to.
+LOOPBACK = "127.0.0.1"
 
 #: The logger of Ray Train's placement-group cleaner, and the warning it repeats while the state API is absent.
 PG_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
@@ -49,12 +65,28 @@ def local_system_config(num_cpus: int | None, idle_workers: int) -> dict[str, An
     return {"num_workers_soft_limit": int(cpus) + int(idle_workers)}
 
 
+@contextmanager
+def _loopback_node() -> Iterator[None]:
+    """While Ray starts: let ``127.0.0.1`` be the node address (Ray's own rule on a single-host macOS or Windows
+    Ray, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``); Ray's processes then bind to it. Read once, at start-up."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 def ensure_ray(settings: Any, *, train: bool = False, **init_kwargs: Any) -> bool:
     """Connect to ``settings.ray.address`` or start a local Ray, unless this process is already connected.
 
-    ``init_kwargs`` go to :func:`ray.init` (e.g. ``include_dashboard=False``). ``train``: this Ray will run Ray
-    Train (a local one without the dashboard then quiets the cleaner's warning, see above). Returns True when this
-    call started or joined Ray (the caller then owns the ``ray.shutdown``), False when Ray was already up.
+    ``init_kwargs`` go to :func:`ray.init` (e.g. ``include_dashboard=True``). A local Ray listens on loopback only
+    and has no dashboard unless ``include_dashboard=True`` (then on ``127.0.0.1`` unless ``dashboard_host`` says
+    otherwise). ``train``: this Ray will run Ray Train (a local one without the dashboard then quiets the
+    cleaner's warning, see above). Returns True when this call started or joined Ray (the caller then owns the
+    ``ray.shutdown``), False when Ray was already up.
     """
     import ray
 
@@ -65,8 +97,12 @@ def ensure_ray(settings: Any, *, train: bool = False, **init_kwargs: Any) -> boo
     if rc.address:
         ray.init(address=rc.address, **kwargs)
     else:
-        if train and kwargs.get("include_dashboard") is False and "runtime_env" not in kwargs:
+        kwargs.setdefault("include_dashboard", False)
+        kwargs.setdefault("dashboard_host", LOOPBACK)
+        kwargs.setdefault("_node_ip_address", LOOPBACK)
+        if train and kwargs["include_dashboard"] is False and "runtime_env" not in kwargs:
             kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"}
-        ray.init(address="local", num_cpus=rc.num_cpus,
-                 _system_config=local_system_config(rc.num_cpus, rc.idle_workers), **kwargs)
+        with _loopback_node():
+            ray.init(address="local", num_cpus=rc.num_cpus,
+                     _system_config=local_system_config(rc.num_cpus, rc.idle_workers), **kwargs)
     return True

@@ -105,3 +105,22 @@ def test_shared_storage_is_mounted_on_every_host_and_in_the_container():
     assert re.search(r"mount -t nfs4? .* /mnt/bigsister", init), "no shared file system mounted on the hosts"
     assert "-v /mnt/bigsister:/mnt/bigsister" in config["docker"]["run_options"], "the mount must reach the container"
 
+
+
+def test_every_node_type_requires_imdsv2():
+    """Instance metadata only with a session token (IMDSv2), whose reply does not leave the host's network stack
+    (hop limit 1: Ray's launcher runs the container with --net=host)."""
+    prepared = _validated(_raw())
+    wanted = {"HttpEndpoint": "enabled", "HttpTokens": "required", "HttpPutResponseHopLimit": 1}
+    for name, node_type in prepared["available_node_types"].items():
+        assert node_type["node_config"].get("MetadataOptions") == wanted, name
+    from ray.autoscaler._private.docker import docker_start_cmds
+
+    assert "--net=host" in docker_start_cmds("ray", "img", {}, "bigsister", [], "bigsister", "/home/ray", "docker")
+
+
+def test_imdsv2_check_is_real():
+    raw = _raw()
+    raw["available_node_types"]["gpu_worker"]["node_config"].pop("MetadataOptions")
+    node_types = _validated(raw)["available_node_types"]
+    assert "MetadataOptions" not in node_types["gpu_worker"]["node_config"]  # Ray does not add it for us
