@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow.fs as pafs
 
 from bigsister_ray.errors import ConfigError
+from bigsister_ray.security.redact import redact_url
 
 __all__ = [
     "REMOTE_SCHEMES",
@@ -83,10 +84,8 @@ def _scheme(uri: str) -> str | None:
 
 
 def redact_uri(uri: str | os.PathLike[str]) -> str:
-    """``uri`` with any ``user:secret@`` part and secret-looking query values replaced by ``***``."""
-    s = os.fspath(uri)
-    s = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1***@", s)
-    return re.sub(r"(?i)((?:secret|token|key|password|signature)[a-z_]*=)[^&]*", r"\1***", s)
+    """``uri`` without credentials (the rules of :func:`bigsister_ray.security.redact.redact_url`)."""
+    return redact_url(uri)
 
 
 def is_remote(uri: str | os.PathLike[str]) -> bool:
@@ -98,7 +97,7 @@ def _local_path(uri: str) -> str:
     if _scheme(uri) == "file":
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"storage URI {uri!r}: file:// URIs name no host, expected file:///absolute/path")
+            raise ConfigError(f"storage URI {redact_uri(uri)!r}: file:// URIs name no host, expected file:///absolute/path")
         return os.path.abspath(unquote(parts.path))
     return os.path.abspath(os.path.expanduser(uri))
 

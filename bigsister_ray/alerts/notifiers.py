@@ -7,6 +7,14 @@ whether trying again can help (a rate limit, a 5xx, a dropped connection) or not
 Secrets (the bot token, the webhook URL) never appear in reprs, exception messages or logs: the slack-sdk
 clients log through a logger that masks them.
 
+Every string a user or a config file controls (camera name, location, class label, stream id, URLs) reaches
+Slack inert: it cannot mention (``<!channel>``, ``<@U..>``, ``@here``), link (``<https://x|text>``) or format
+(``*bold*``, ``_italic_``, ``~strike~``, `` `code` ``). In mrkdwn text :func:`escape_mrkdwn` escapes ``&``, ``<``
+and ``>`` as Slack asks and swaps the formatting characters for look-alikes that Slack does not parse (a
+zero-width character next to them is no defence: Slack reads zero-width spaces as word boundaries, which is what
+lets formatting start mid-word); headers and the context line are ``plain_text``, which Slack never parses; every
+such string is one line (control characters and line separators become spaces).
+
 Exactly once: Slack messages carry metadata (``bigsister_incident``, incident id, alert|close), a post whose
 connection broke after the request left raises :class:`AmbiguousDeliveryError`, and ``find_sent`` looks the
 message up before anything is posted again. An incoming webhook has no history to ask: a response lost on
@@ -18,6 +26,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import socket
 import sys
 import threading
@@ -25,11 +34,12 @@ import urllib.error
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, TextIO, runtime_checkable
+from typing import Any, Callable, Protocol, TextIO, runtime_checkable
 
 from pydantic import SecretStr
 
 from bigsister_ray.errors import AlertDeliveryError, ConfigError
+from bigsister_ray.security.redact import safe_log
 
 __all__ = [
     "IncidentAlert",
@@ -43,6 +53,8 @@ __all__ = [
     "incident_link",
     "METADATA_EVENT",
     "AmbiguousDeliveryError",
+    "escape_mrkdwn",
+    "one_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,6 +69,38 @@ NON_RETRYABLE_SLACK_ERRORS = frozenset({
 })
 
 _CONNECTION_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, OSError)
+
+
+# ---- Slack-safe text ------------------------------------------------------------------------------
+#: Control characters, line and paragraph separators (one line each) and bidi overrides (removed).
+_CONTROL = {**{c: " " for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]},
+            **{c: None for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}}
+#: Slack's formatting characters and the look-alikes shown instead (Slack parses only the ASCII ones).
+_FORMATTING = {ord("*"): "\u2217", ord("_"): "\u02cd", ord("~"): "\u223c", ord("`"): "\u02cb"}
+_BROADCAST = re.compile(r"@(?=(?:channel|here|everyone|group)\b)", re.IGNORECASE)
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: control characters and line separators become spaces, bidi overrides go."""
+    return str(text).translate(_CONTROL)
+
+
+def escape_mrkdwn(text: object) -> str:
+    """``text`` shown literally in Slack mrkdwn: no mention, link or formatting can come alive in it.
+
+    ``&``, ``<`` and ``>`` become ``&amp;``, ``&lt;`` and ``&gt;`` (so ``<!channel>``, ``<@U123>``, ``<#C123>`` and
+    ``<https://x|text>`` are text), the formatting characters (asterisk, underscore, tilde, backtick) become
+    look-alikes Slack does not format, a word joiner follows ``@`` in ``@channel``/``@here``/``@everyone``, and
+    the text is made one line.
+    """
+    s = one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").translate(_FORMATTING)
+    return _BROADCAST.sub("@\u2060", s)
+
+
+def _slack_url(url: str) -> str:
+    """A URL fit for Slack text and its ``<url|label>`` syntax: escaped, no ``|`` or whitespace to end it early."""
+    url = re.sub(r"\s", lambda m: f"%{ord(m.group(0)):02X}", one_line(url)).replace("|", "%7C")
+    return url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E")
 
 
 def incident_link(public_url: str, incident_id: int) -> str:
@@ -104,15 +148,31 @@ class IncidentAlert:
         return f"{self.stream_name} ({self.location})" if self.location else self.stream_name
 
     def fallback_text(self) -> str:
-        """The plain-text version (notifications, screen readers, clients without Block Kit)."""
-        return (f"[{self.severity.upper()}] {self.label} on {self.camera()} at {self.when()}, "
-                f"peak score {self.peak_score:.2f} - incident #{self.incident_id}: {self.link}")
+        """The plain-text version (the console, logs); :meth:`slack_text` is the one for chat."""
+        return self._alert_text(str, str)
 
     def close_text(self) -> str:
+        """The plain-text closing note; :meth:`slack_close_text` is the one for chat."""
+        return self._close_text(str, str)
+
+    def slack_text(self) -> str:
+        """The text of the alert for Slack (notifications, screen readers, clients without Block Kit), escaped."""
+        return self._alert_text(escape_mrkdwn, _slack_url)
+
+    def slack_close_text(self) -> str:
+        """The closing note for Slack, escaped."""
+        return self._close_text(escape_mrkdwn, _slack_url)
+
+    def _alert_text(self, text: Callable[[Any], str], url: Callable[[str], str]) -> str:
+        camera = f"{text(self.stream_name)} ({text(self.location)})" if self.location else text(self.stream_name)
+        return (f"[{text(self.severity.upper())}] {text(self.label)} on {camera} at {self.when()}, "
+                f"peak score {self.peak_score:.2f} - incident #{self.incident_id}: {url(self.link)}")
+
+    def _close_text(self, text: Callable[[Any], str], url: Callable[[str], str]) -> str:
         dur = max(0.0, self.end_s - self.start_s)
         ended = self.ended_at.astimezone(timezone.utc).strftime("%H:%M:%S UTC") if self.ended_at else "now"
-        return (f"Incident #{self.incident_id} closed at {ended}: {self.label} lasted {dur:.0f} s, "
-                f"peak score {self.peak_score:.2f}. Review status: {self.status}. {self.link}")
+        return (f"Incident #{self.incident_id} closed at {ended}: {text(self.label)} lasted {dur:.0f} s, "
+                f"peak score {self.peak_score:.2f}. Review status: {text(self.status)}. {url(self.link)}")
 
 
 @dataclass(frozen=True)
@@ -314,29 +374,36 @@ class SlackNotifier:
     # ---- messages ------------------------------------------------------------------------------
     @staticmethod
     def blocks(alert: IncidentAlert) -> list[dict[str, Any]]:
-        """The Block Kit layout of an incident alert."""
+        """The Block Kit layout of an incident alert. User strings are escaped mrkdwn or plain_text."""
         ts = int(alert.started_at.timestamp())
+
+        def field(name: str, value: str) -> dict[str, Any]:
+            return {"type": "mrkdwn", "text": f"*{name}:*\n{value}", "verbatim": True}
+
         fields = [
-            {"type": "mrkdwn", "text": f"*Class:*\n{alert.label}"},
-            {"type": "mrkdwn", "text": f"*Severity:*\n{alert.severity}"},
-            {"type": "mrkdwn", "text": f"*Camera:*\n{alert.stream_name}"},
-            {"type": "mrkdwn", "text": f"*Location:*\n{alert.location or '-'}"},
-            {"type": "mrkdwn", "text": f"*Time:*\n<!date^{ts}^{{date_short_pretty}} {{time_secs}}|{alert.when()}>"},
-            {"type": "mrkdwn", "text": f"*Peak score:*\n{alert.peak_score:.2f}"},
+            field("Class", escape_mrkdwn(alert.label)),
+            field("Severity", escape_mrkdwn(alert.severity)),
+            field("Camera", escape_mrkdwn(alert.stream_name)),
+            field("Location", escape_mrkdwn(alert.location or "-")),
+            field("Time", f"<!date^{ts}^{{date_short_pretty}} {{time_secs}}|{alert.when()}>"),
+            field("Peak score", f"{alert.peak_score:.2f}"),
         ]
+        header = one_line(f"{alert.label.capitalize()} on {alert.stream_name}")[:150]
         return [
-            {"type": "header", "text": {"type": "plain_text", "text": f"{alert.label.capitalize()} on {alert.stream_name}"[:150], "emoji": True}},
+            {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": False}},
             {"type": "section", "fields": fields},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"<{alert.link}|Incident #{alert.incident_id}>"},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"<{_slack_url(alert.link)}|Incident #{alert.incident_id}>",
+                                         "verbatim": True},
              "accessory": {"type": "button", "text": {"type": "plain_text", "text": "Open incident"}, "url": alert.link,
                            "action_id": "open_incident"}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"bigsister-ray · stream `{alert.stream_id}`"}]},
+            {"type": "context", "elements": [{"type": "plain_text", "text": one_line(f"bigsister-ray · stream {alert.stream_id}"),
+                                              "emoji": False}]},
         ]
 
     def send_incident(self, alert: IncidentAlert) -> Delivery:
         with self._lock:
             try:
-                resp = self._post_client.chat_postMessage(channel=self.channel, text=alert.fallback_text(), blocks=self.blocks(alert),
+                resp = self._post_client.chat_postMessage(channel=self.channel, text=alert.slack_text(), blocks=self.blocks(alert),
                                                           unfurl_links=False, unfurl_media=False, metadata=_metadata(alert, "alert"))
             except Exception as err:  # classified: slack-sdk, urllib and socket errors all land here
                 raise _slack_error(err, f"Slack chat.postMessage for incident {alert.incident_id}", self._secrets, ambiguous=True) from None
@@ -356,11 +423,11 @@ class SlackNotifier:
             self._client.files_upload_v2(
                 channel=delivery.channel, thread_ts=delivery.ts, file=alert.snapshot_jpeg,
                 filename=f"incident-{alert.incident_id}.jpg",
-                title=f"{alert.label} {alert.peak_score:.2f} - {alert.stream_name}",
+                title=one_line(f"{alert.label} {alert.peak_score:.2f} - {alert.stream_name}"),
             )
         except Exception as err:  # the message is out: never resend it for a failed picture
             e = _slack_error(err, f"Slack snapshot upload for incident {alert.incident_id}", self._secrets)
-            log.warning("%s (the alert itself was delivered)", e)
+            log.warning("%s, camera %s (the alert itself was delivered)", e, safe_log(alert.stream_name))
             note = f"snapshot upload failed: {e.reason}"
             return Delivery(delivery.notifier, delivery.channel, delivery.ts, note=f"{delivery.note}; {note}" if delivery.note else note)
         return delivery
@@ -368,7 +435,7 @@ class SlackNotifier:
     def send_close(self, alert: IncidentAlert, ref: Delivery) -> Delivery:
         with self._lock:
             try:
-                resp = self._post_client.chat_postMessage(channel=ref.channel or self.channel, thread_ts=ref.ts, text=alert.close_text(),
+                resp = self._post_client.chat_postMessage(channel=ref.channel or self.channel, thread_ts=ref.ts, text=alert.slack_close_text(),
                                                           metadata=_metadata(alert, "close"))
             except Exception as err:  # classified like send_incident
                 raise _slack_error(err, f"Slack close reply for incident {alert.incident_id}", self._secrets, ambiguous=True) from None
@@ -492,11 +559,11 @@ class WebhookNotifier:
                                  retryable=False, reason=body or f"http_{resp.status_code}")
 
     def send_incident(self, alert: IncidentAlert) -> Delivery:
-        self._send(alert.fallback_text(), f"webhook alert for incident {alert.incident_id}")
+        self._send(alert.slack_text(), f"webhook alert for incident {alert.incident_id}")
         return Delivery(self.name, channel=self.channel)
 
     def send_close(self, alert: IncidentAlert, ref: Delivery) -> Delivery:
-        self._send(alert.close_text(), f"webhook close for incident {alert.incident_id}")
+        self._send(alert.slack_close_text(), f"webhook close for incident {alert.incident_id}")
         return Delivery(self.name, channel=self.channel)
 
 

@@ -20,10 +20,11 @@ import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import JSON, Column, DateTime, LargeBinary, String, TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from bigsister_ray.security.redact import redact_url as _redact_url
 
 __all__ = [
     "IncidentStatus",
@@ -102,25 +103,9 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
-_SECRET_QUERY_KEYS = {"password", "pass", "pwd", "token", "access_token", "key", "apikey", "api_key", "secret", "auth", "signature", "sig"}
-
-
 def redact_url(url: str) -> str:
-    """``url`` with credentials removed: user:password@ becomes ``***@`` and secret query values ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if not parts.scheme or not parts.netloc:
-        return url  # a local path carries no credentials
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    """``url`` with credentials removed (the rules of :func:`bigsister_ray.security.redact.redact_url`)."""
+    return _redact_url(url)
 
 
 def _uuid() -> str:

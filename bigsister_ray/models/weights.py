@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from bigsister_ray.errors import CheckpointError
+from bigsister_ray.security.redact import redact_url
 
 __all__ = ["LoadReport", "load_weights", "read_state_dict", "redact_source", "extract_state_dict"]
 
@@ -83,15 +84,8 @@ class LoadReport:
 
 
 def redact_source(source: str | Path) -> str:
-    """A path as is; a URL without its user:password and query string (which may carry tokens)."""
-    text = str(source)
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme in ("http", "https", "ftp") and parts.netloc:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-    return text
+    """A path as is; a URL without credentials (the rules of :func:`bigsister_ray.security.redact.redact_url`)."""
+    return redact_url(source)
 
 
 def _read_bytes(source: str | Path, timeout_s: float) -> tuple[Any, str]:

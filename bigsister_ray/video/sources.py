@@ -13,7 +13,7 @@ with bounded open and read timeouts (PyAV's interrupt callback plus FFmpeg's ``r
 whitelist, so that a stalled camera can never block a reader forever and an HLS playlist cannot make FFmpeg
 open ``file:`` or other protocols. :func:`redact_url` removes credentials before a URL reaches a log, a
 status or an error message; :func:`redact_text` does the same inside any text (FFmpeg's error messages quote
-the URL they failed on).
+the URL they failed on). Both are :mod:`bigsister_ray.security.redact`'s, re-exported here.
 
 Errors are :class:`~bigsister_ray.errors.StreamError` with the redacted URL and what to do.
 """
@@ -24,10 +24,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote, urlsplit
 
 from bigsister_ray.errors import StreamError
+from bigsister_ray.security.redact import redact_text, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import av.container
@@ -67,53 +68,6 @@ _WHITELIST = {
 #: not allowed for files: a playlist under the media root could name files outside it.
 _FILE_FORMATS = "mov,mp4,matroska,webm,avi,mpegts,mpeg,flv,asf,ogg,h264,hevc,m4v,mjpeg,ivf,gif"
 _HTTP_FORMATS = _FILE_FORMATS + ",hls,mpjpeg"
-
-#: Query parameters whose values are secrets (matched case-insensitively, as a whole key or a key suffix).
-_SECRET_KEYS = re.compile(
-    r"(^|[_\-.])(token|access[_\-]?token|auth|authorization|key|api[_\-]?key|apikey|secret|password|passwd|pwd|pass"
-    r"|sig|signature|credential|credentials|session|sessionid|jwt|code)$",
-    re.IGNORECASE,
-)
-_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>]+")
-_REDACTED = "***"
-
-
-# --------------------------------------------------------------------------------------------- redaction
-def redact_url(url: str) -> str:
-    """``url`` without credentials: ``user:password@`` becomes ``***@`` and secret-looking query values ``***``.
-
-    Anything that is not a URL (a plain path) is returned unchanged. Never raises.
-    """
-    if not isinstance(url, str):
-        url = str(url)
-    if "://" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        # Unparseable: keep only the scheme, never risk showing a secret.
-        return url.split("://", 1)[0] + "://" + _REDACTED
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = _REDACTED + "@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_KEYS.search(k) for k, _ in pairs):
-            query = urlencode([(k, _REDACTED if _SECRET_KEYS.search(k) else v) for k, v in pairs], safe="*")
-    fragment = _REDACTED if parts.fragment and "=" in parts.fragment else parts.fragment
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
-
-
-def redact_text(text: str, urls: Iterable[str] = ()) -> str:
-    """``text`` with every URL in it redacted (the given raw ``urls`` first, then anything URL-shaped)."""
-    out = str(text)
-    for raw in urls:
-        if raw and raw in out:
-            out = out.replace(raw, redact_url(raw))
-        if raw and "%" in raw and unquote(raw) in out:
-            out = out.replace(unquote(raw), redact_url(raw))
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), out)
 
 
 # --------------------------------------------------------------------------------------------- resolution

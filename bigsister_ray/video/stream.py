@@ -61,6 +61,7 @@ from pydantic import BaseModel, ConfigDict
 from bigsister_ray.clip import ClipSpec
 from bigsister_ray.config import StreamsConfig
 from bigsister_ray.errors import StreamError
+from bigsister_ray.security.redact import safe_log
 from bigsister_ray.video.buffering import Backoff, FrameBuffer, FrameSampler
 from bigsister_ray.video.reader import Attempt, Stalled, StreamReader, _now
 from bigsister_ray.video.sources import Source, describe_av_error, redact_text, redact_url, resolve_source
@@ -206,7 +207,7 @@ class StreamRunner(StreamReader):
                                             daemon=True)
         self._consumer.start()
         self._supervisor.start()
-        log.info("stream %s: started %s (%s)", self.stream_id, self.url, self.kind)
+        log.info("stream %s: started %s (%s)", safe_log(self.stream_id), safe_log(self.url), self.kind)
         return self
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -243,7 +244,7 @@ class StreamRunner(StreamReader):
             ok = ok and not late.thread.is_alive()
         if not ok:
             log.warning("stream %s: some threads did not stop within %.1fs; they end at their next read timeout",
-                        self.stream_id, timeout)
+                        safe_log(self.stream_id), timeout)
         return ok
 
     def note_windows_classified(self, n: int = 1) -> None:
@@ -313,7 +314,7 @@ class StreamRunner(StreamReader):
                         attempt.error = StreamError(f"{self.url}: the stream ended")
                     else:
                         self._buffer.end()
-                        log.info("stream %s: file finished", self.stream_id)
+                        log.info("stream %s: file finished", safe_log(self.stream_id))
                         return
                 self._after_failure(attempt)
                 if attempt.permanent:
@@ -382,7 +383,7 @@ class StreamRunner(StreamReader):
             delay = self._backoff.next_delay()
             self._backoff_s = round(nominal, 3)
             self._retry_at = time.monotonic() + delay
-        log.info("stream %s: reconnecting in %.2fs", self.stream_id, delay)
+        log.info("stream %s: reconnecting in %.2fs", safe_log(self.stream_id), delay)
         return not self._stop.wait(delay)
 
     # ------------------------------------------------------------------------------------------ reader
@@ -404,7 +405,7 @@ class StreamRunner(StreamReader):
                     self._last_ts = stamps[-1]
                     self._counts["callback_errors"] += 1
                     self._set_error(f"on_frames failed: {type(err).__name__}: {err}")
-                log.warning("stream %s: on_frames failed: %s", self.stream_id, self._last_error)
+                log.warning("stream %s: on_frames failed: %s", safe_log(self.stream_id), safe_log(self._last_error))
                 continue
             with self._lock:
                 self._counts["frames_delivered"] += len(chunk)
@@ -420,7 +421,7 @@ class StreamRunner(StreamReader):
             try:
                 self._on_end(self.stream_id)
             except Exception as err:  # noqa: BLE001 - reported, the runner is done anyway
-                log.warning("stream %s: on_end failed: %s", self.stream_id, redact_text(str(err), [self._source.url]))
+                log.warning("stream %s: on_end failed: %s", safe_log(self.stream_id), safe_log(redact_text(str(err), [self._source.url])))
 
 
 def live_stream_threads() -> dict[str, int]:
