@@ -215,16 +215,24 @@ def negative_log_likelihood(logits: Any, y_true: Any, temperature: float = 1.0) 
     return float(np.mean(lse - z[np.arange(t.size), t]))
 
 
-def fit_temperature(logits: Any, y_true: Any, lo: float = 0.05, hi: float = 20.0, iters: int = 80,
+def fit_temperature(logits: Any, y_true: Any, lo: float = 0.05, hi: float = 20.0, iters: int = 60,
                     prior_sigma: float | None = 0.5) -> float:
-    """The temperature ``T`` minimising the validation NLL of ``softmax(logits / T)`` (golden-section search on
-    ``log T`` over ``[lo, hi]``). Returns 1.0 for empty input.
+    """The temperature ``T`` in ``[lo, hi]`` minimising the validation NLL of ``softmax(logits / T)``.
+    Returns 1.0 for empty input.
 
-    ``prior_sigma`` puts a Gaussian prior on ``log T`` (centred on T = 1): the search minimises the summed NLL
-    plus ``(log T)^2 / (2 sigma^2)``, the MAP temperature. With thousands of validation clips the data decide
-    (the prior is worth a few nats against hundreds); with the few dozen clips of a small validation split, one
-    borderline mistake no longer drives T to 0.05 and every probability to 0 or 1 (seen on the demo: the fight
-    threshold came out at 0.20 and the model then alerted on everything). ``None`` fits the plain MLE.
+    The search runs on ``log T``: a grid over the whole range finds the basin (the objective need not be
+    unimodal once the prior is added), then a golden-section search inside the neighbouring grid cells
+    refines it. Bounded on both sides, so a model whose logits are thousands of times too sharp gets ``hi``,
+    never an overflow.
+
+    ``prior_sigma`` guards against sharpening on little evidence: below T = 1 it adds
+    ``(log T)^2 / (2 sigma^2)`` to the summed NLL (a half-Gaussian prior on ``log T``). With the few dozen
+    clips of a small validation split, one borderline mistake no longer drives T to 0.05 and every probability
+    to 0 or 1 (seen on the demo: the fight threshold came out at 0.20 and the model then alerted on
+    everything), while thousands of clips still decide. Softening (T > 1) is left to the data: every confident
+    mistake is several nats of evidence, an over-confident model is the usual case after training on a small
+    set, and softer probabilities keep their order, so the precision thresholds fitted on them alert the same
+    clips. ``None`` fits the plain maximum-likelihood temperature.
 
     When the validation clips are perfectly separated (every clip's true class has the largest logit), the NLL
     keeps falling as ``T -> 0`` and has no minimum: the search would run into ``lo`` and make every probability
@@ -234,14 +242,24 @@ def fit_temperature(logits: Any, y_true: Any, lo: float = 0.05, hi: float = 20.0
     t = _as_labels(y_true, "y_true")
     if t.size == 0:
         return 1.0
+    if not 0 < lo < hi:
+        raise ValueError(f"expected temperature bounds 0 < lo < hi, got lo={lo}, hi={hi}")
     z = np.asarray(logits, dtype=np.float64)
-    if z.ndim == 2 and z.shape[0] == t.size and bool(np.all(z.argmax(axis=1) == t)):
+    if z.ndim != 2 or z.shape[0] != t.size:
+        raise ValueError(f"expected logits N x C matching {t.size} labels, got shape {z.shape}")
+    if bool(np.all(z.argmax(axis=1) == t)):
         return 1.0  # separable: NLL has no minimum (see above)
-    def objective(log_t: float) -> float:
-        total = t.size * negative_log_likelihood(logits, t, math.exp(log_t))
-        return total + (log_t * log_t / (2 * prior_sigma**2) if prior_sigma else 0.0)
 
-    a, b = math.log(lo), math.log(hi)
+    def objective(log_t: float) -> float:
+        total = t.size * negative_log_likelihood(z, t, math.exp(log_t))
+        if prior_sigma and log_t < 0:
+            total += log_t * log_t / (2 * prior_sigma**2)
+        return total
+
+    grid = np.linspace(math.log(lo), math.log(hi), 97)
+    values = [objective(float(g)) for g in grid]
+    i = int(np.argmin(values))
+    a, b = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, grid.size - 1)])
     g = (math.sqrt(5) - 1) / 2
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = objective(c), objective(d)
@@ -254,7 +272,10 @@ def fit_temperature(logits: Any, y_true: Any, lo: float = 0.05, hi: float = 20.0
             a, c, fc = c, d, fd
             d = a + g * (b - a)
             fd = objective(d)
-    return float(math.exp((a + b) / 2))
+    best = (a + b) / 2
+    if values[i] < objective(best):  # the refinement never does worse than the grid point it started from
+        best = float(grid[i])
+    return float(min(max(math.exp(best), lo), hi))
 
 
 def threshold_for_precision(scores: Any, positive: Any, target: float) -> dict[str, Any]:
