@@ -201,6 +201,7 @@ class StreamsConfig(Strict):
     probe_s: float = Field(1.0, gt=0, le=10, description="Seconds of a live source FFmpeg analyses before decoding (analyzeduration).")
     decode_threads: int = Field(1, ge=0, le=64, description="FFmpeg decoder threads per stream (0: all cores). One keeps the CPU cost per camera lowest when a node decodes many cameras; raise it only for a few very high-resolution cameras per node.")
     hwaccel: Literal["none", "cuda"] = Field("none", description="Decode on the GPU with NVDEC (cuda). A node without a usable CUDA device decodes on the CPU and says so in the stream's status (decoder, last_error).")
+    max_streams: int = Field(1000, ge=1, description="Streams this deployment registers at most; POST /streams beyond is a 409 (delete one first, or raise this and add shards). Checked per registration: concurrent registrations through several Ingress replicas may pass it by one each.")
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> "StreamsConfig":
@@ -306,6 +307,8 @@ class AuthConfig(Strict):
     allow_loopback: bool = Field(False, description="Allow stream URLs on 127.0.0.0/8 and ::1 (tests, local replay servers).")
     allow_private: bool = Field(True, description="Allow private-range camera addresses (10/8, 172.16/12, 192.168/16); cameras usually live there.")
     public_docs: bool = Field(True, description="Serve /docs and /openapi.json without a key (the published contract; nothing secret).")
+    max_streams_per_key: int = Field(0, ge=0, description="Streams one key may have registered at once (counted by the key's name); POST /streams beyond is a 409. 0: no per-key cap, only serve.streams.max_streams (most deployments use one write key). Set it when several clients share a deployment so one key cannot take every slot.")
+    registrations_per_minute: int = Field(60, ge=0, description="POST /streams per key per minute, per Ingress replica (a token bucket holding a minute's worth); beyond, 429 with Retry-After. 0: no limit.")
 
 
 class DatabaseConfig(Strict):

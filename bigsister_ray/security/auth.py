@@ -1,7 +1,9 @@
 """API keys: several named keys with a scope, compared in constant time.
 
 A request carries ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. No key: 401. A read key on a route
-that changes something: 403. With no key configured at all, :func:`load_keys` generates one write key once,
+that changes something: 403. GET, HEAD and OPTIONS need the read scope, every other method the write scope
+(:func:`needed_scope`); :meth:`Authenticator.check` applies both rules to a request's headers alone, so the
+Ingress answers 401/403 before it reads a byte of the body. With no key configured at all, :func:`load_keys` generates one write key once,
 keeps it in ``auth.generated_key_file`` (mode 0600) and the service logs where it is (never the key).
 """
 
@@ -22,12 +24,32 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 from bigsister_ray.config import ApiKey, AuthConfig, format_validation_error
 from bigsister_ray.errors import ConfigError
 
-__all__ = ["Principal", "Authenticator", "load_keys", "SCOPES"]
+__all__ = ["Principal", "Authenticator", "AccessDenied", "load_keys", "needed_scope", "SCOPES", "READ_METHODS"]
 
 log = logging.getLogger(__name__)
 
 Scope = Literal["read", "write"]
 SCOPES: dict[str, int] = {"read": 0, "write": 1}
+#: Methods that only read: they need the read scope; every other method needs write.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def needed_scope(method: str) -> Scope:
+    """The scope a request with this HTTP method needs."""
+    return "read" if method.upper() in READ_METHODS else "write"
+
+
+class AccessDenied(Exception):
+    """A request without a valid key (401) or with too small a scope (403); the HTTP layer answers with it."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,17 @@ class Authenticator:
             if hmac.compare_digest(given, key) and found is None:
                 found = Principal(name=name, scope=scope)
         return found
+
+    def check(self, headers, method: str) -> Principal:
+        """The principal of a request from its headers alone; raises :class:`AccessDenied` (401 no or unknown
+        key, 403 a scope smaller than ``method`` needs)."""
+        principal = self.identify(self.extract(headers))
+        if principal is None:
+            raise AccessDenied(401, "missing or unknown API key: send it as X-API-Key or Authorization: Bearer")
+        needed = needed_scope(method)
+        if not principal.allows(needed):
+            raise AccessDenied(403, f"key {principal.name!r} has scope {principal.scope!r}; this route needs {needed!r}")
+        return principal
 
     @staticmethod
     def extract(headers) -> str | None:

@@ -2,7 +2,9 @@
 
 Every route except ``/healthz`` needs an API key (see :mod:`bigsister_ray.security.auth`): read scope for GET
 (``/readyz`` included), write scope for the rest. ``/docs`` and ``/openapi.json`` are public only while
-``auth.public_docs`` is on (the default: the published contract), else they need a read key too.
+``auth.public_docs`` is on (the default: the published contract), else they need a read key too. The key and
+the body size are checked before the body is read (:class:`bigsister_ray.serve.guard.IngressGuard`); the
+OpenAPI declares both ways to send the key (``X-API-Key``, ``Authorization: Bearer``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bigsister_ray.serve.context import DOCS_PATHS, ServeContext, authorize
+from bigsister_ray.serve.context import PUBLIC_PATHS, ServeContext, authorize
+from bigsister_ray.serve.guard import IngressGuard, StreamLimits
 
 __all__ = ["create_api"]
 
@@ -41,17 +44,10 @@ def create_api(ctx: ServeContext) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     app.state.ctx = ctx
-
-    @app.middleware("http")
-    async def _docs_need_a_key(request: Request, call_next):
-        # FastAPI serves /docs and /openapi.json outside the routers (no dependencies run): checked here, so that
-        # with auth.public_docs off they need a read key like every other route.
-        if request.url.path in DOCS_PATHS and not ctx.settings.auth.public_docs:
-            try:
-                authorize(request)
-            except HTTPException as err:
-                return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
-        return await call_next(request)
+    app.state.stream_limits = StreamLimits(ctx.settings)
+    # Outermost of the app's own middleware: the key and the body size before anything reads the body (the
+    # docs routes included, which FastAPI serves outside the routers and their dependencies).
+    app.add_middleware(IngressGuard)
 
     app.include_router(health_router)
     app.include_router(streams_router)
@@ -71,4 +67,21 @@ def create_api(ctx: ServeContext) -> FastAPI:
         log.warning("request failed (%d): %s", status, err)
         return JSONResponse({"detail": str(err)}, status_code=status)
 
+    _public_routes_in_openapi(app)
     return app
+
+
+def _public_routes_in_openapi(app: FastAPI) -> None:
+    """The OpenAPI says the public routes (``/healthz``) need no key; every other operation lists the schemes."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in PUBLIC_PATHS:
+                for op in schema.get("paths", {}).get(path, {}).values():
+                    op["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

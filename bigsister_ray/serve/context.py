@@ -2,7 +2,7 @@
 
 :class:`ServeContext` holds the settings, the incidents store (and its stream leases), the deployment handles and the request
 authenticator. Routes get it with the :func:`get_ctx` dependency; :func:`authorize` checks the API key with
-the scope the HTTP method needs (read for GET/HEAD, write for everything else).
+the scope the HTTP method needs (read for GET/HEAD/OPTIONS, write for everything else).
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+
+from bigsister_ray.security.auth import AccessDenied
 
 __all__ = ["ServeContext", "get_ctx", "authorize", "PUBLIC_PATHS", "DOCS_PATHS"]
 
@@ -49,8 +52,19 @@ def get_ctx(request: Request) -> ServeContext:
     return request.app.state.ctx
 
 
-def authorize(request: Request) -> Any:
-    """FastAPI dependency: the caller's principal; 401 without a valid key, 403 when its scope is too small."""
+#: The two ways to send a key, as the OpenAPI declares them (``/docs`` gets an Authorize button).
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (read or write scope).")
+BEARER = HTTPBearer(auto_error=False, description="The same API key as `Authorization: Bearer <key>`.")
+
+
+def authorize(request: Request, _key: Any = Security(API_KEY_HEADER), _bearer: Any = Security(BEARER)) -> Any:
+    """FastAPI dependency: the caller's principal; 401 without a valid key, 403 when its scope is too small.
+
+    The key is read from the headers by :meth:`~bigsister_ray.security.auth.Authenticator.check` (the two
+    security parameters only declare the schemes). The Ingress's :class:`~bigsister_ray.serve.guard.IngressGuard`
+    applies this same function before the body is read; as a dependency it checks again and hands the
+    principal to the routes.
+    """
     ctx: ServeContext = request.app.state.ctx
     auth = ctx.authenticator
     path = request.url.path
@@ -58,11 +72,7 @@ def authorize(request: Request) -> Any:
         return None
     if path in DOCS_PATHS and ctx.settings.auth.public_docs:
         return None
-    principal = auth.identify(auth.extract(request.headers))
-    if principal is None:
-        raise HTTPException(status_code=401, detail="missing or unknown API key: send it as X-API-Key or Authorization: Bearer",
-                            headers={"WWW-Authenticate": "Bearer"})
-    needed = "read" if request.method in ("GET", "HEAD", "OPTIONS") else "write"
-    if not principal.allows(needed):
-        raise HTTPException(status_code=403, detail=f"key {principal.name!r} has scope {principal.scope!r}; this route needs {needed!r}")
-    return principal
+    try:
+        return auth.check(request.headers, request.method)
+    except AccessDenied as err:
+        raise HTTPException(status_code=err.status, detail=err.detail, headers=err.headers or None) from err

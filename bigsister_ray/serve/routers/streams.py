@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 
 from bigsister_ray.errors import StreamError
 from bigsister_ray.serve.context import ServeContext, get_ctx
+from bigsister_ray.serve.guard import REGISTERED_BY, Registration, admit_registration
 from bigsister_ray.incidents.models import utcnow
 from bigsister_ray.serve.schemas import ShardList, ShardOut, StreamList, StreamOut, StreamOwner, StreamRegister, StreamStatusOut
 
@@ -72,17 +73,21 @@ async def _poke(ctx: ServeContext) -> None:
         log.warning("no stream shard answered a lease round request: %r", err)
 
 
-@router.post("", status_code=201, response_model=StreamOut)
-async def register_stream(body: StreamRegister, ctx: ServeContext = Depends(get_ctx)) -> StreamOut:
+@router.post("", status_code=201, response_model=StreamOut, responses={
+    409: {"description": "serve.streams.max_streams or auth.max_streams_per_key reached: delete a stream first"},
+    413: {"description": "request body larger than a small JSON body"},
+    429: {"description": "auth.registrations_per_minute used up for this key; retry after the Retry-After seconds"}})
+async def register_stream(body: StreamRegister, ctx: ServeContext = Depends(get_ctx),
+                          registration: Registration = Depends(admit_registration)) -> StreamOut:
     """Register a stream; a shard with room starts watching it. 400 when the URL is refused (scheme, host policy,
-    media root)."""
+    media root); 409 when the deployment's or the key's stream cap is reached; 429 (Retry-After) when the key
+    registers faster than ``auth.registrations_per_minute``. The registering key's name is kept with the stream."""
     from bigsister_ray.incidents.models import StreamCreate
 
     await asyncio.to_thread(_validate_url, ctx, body.url)
-    rec = await asyncio.to_thread(
-        ctx.store.add_stream,
-        StreamCreate(name=body.name, url=body.url, location=body.location, options={"realtime": body.realtime}),
-    )
+    rec = await registration.store(ctx, StreamCreate(
+        name=body.name, url=body.url, location=body.location,
+        options={"realtime": body.realtime, REGISTERED_BY: registration.owner}))
     await _poke(ctx)
     return stream_out(rec, await asyncio.to_thread(ctx.leases.lease, rec.id))
 
