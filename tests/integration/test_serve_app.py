@@ -288,3 +288,21 @@ def test_prometheus_metrics_are_exported(app):
         return wanted <= names and ours and names
 
     wait_for(exported, 60, 2.0, f"metrics {sorted(wanted)} with this app's windows on the Ray metrics endpoint")
+
+
+def test_an_unauthenticated_huge_upload_is_refused_through_serves_proxy_before_its_body(app):
+    """Through Ray Serve's HTTP proxy, not only in-process: headers announcing 500 MB and no key get a 401 while the
+    client has sent no body byte; with a key the announced size gets 413 the same way."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(app["base"]).hostname, urlsplit(app["base"]).port
+
+    def answer_to_headers(extra: str) -> str:
+        with socket.create_connection((host, port), timeout=20) as sock:
+            sock.sendall((f"POST /detect HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                          f"Content-Length: {500 * 1024 * 1024}\r\n{extra}\r\n").encode())
+            return sock.recv(4096).decode(errors="replace")
+
+    assert answer_to_headers("").startswith("HTTP/1.1 401"), "refused without a key before any body byte"
+    assert answer_to_headers(f"X-API-Key: {WRITE_KEY}\r\n").startswith("HTTP/1.1 413")
