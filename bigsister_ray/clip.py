@@ -9,8 +9,10 @@ These functions define it, and every flow calls them (never a copy):
   frame is ever made, and training and serving get the same bytes for the same decoded frame.
 * :func:`preprocess_frames` resizes frames that are already RGB arrays (``T x H x W x 3`` -> ``T x S x S x 3``,
   torch's antialiased bilinear): images and uploads decoded to RGB. Video frames go through :func:`scale_frame`.
-* :func:`to_model_input` runs next to the model (the training loop, the Classifier): uint8 clips
-  ``B x T x S x S x 3`` -> float32 ``B x 3 x T x S x S`` normalised with the checkpoint's :class:`Normalization`.
+* :func:`to_model_input` runs next to the model (the training loop, evaluation, the Classifier): uint8 clips
+  ``B x T x S x S x 3`` -> float32 ``B x C x T x S x S`` normalised with the checkpoint's :class:`Normalization`,
+  as the checkpoint's ``ClipSpec.input`` says: the frames (``rgb``, C = 3), their differences (``diff``, C = 3)
+  or both stacked on the channels (``rgb+diff``, C = 6).
 
 :func:`sample_indices` picks which frames of a video make up a clip; :func:`window_starts` lays sliding
 windows over a sequence of already-sampled frames.
@@ -19,17 +21,21 @@ windows over a sequence of already-sampled frames.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "ClipSpec",
+    "InputMode",
+    "INPUT_MODES",
+    "input_channels",
     "Normalization",
     "CLIP_PRESETS",
     "KINETICS_NORM",
     "I3D_NORM",
+    "IMAGENET_NORM",
     "sample_indices",
     "SCALE_INTERPOLATION",
     "scaled_size",
@@ -40,8 +46,21 @@ __all__ = [
 ]
 
 
+#: What the model sees of a clip (see :func:`to_model_input`).
+InputMode = Literal["rgb", "diff", "rgb+diff"]
+INPUT_MODES: tuple[str, ...] = get_args(InputMode)
+
+
+def input_channels(mode: str) -> int:
+    """Channels of the model input for ``mode``: 3 for ``rgb`` and ``diff``, 6 for ``rgb+diff``."""
+    if mode not in INPUT_MODES:
+        raise ValueError(f"unknown clip input {mode!r}: expected one of {', '.join(INPUT_MODES)}")
+    return 6 if mode == "rgb+diff" else 3
+
+
 class ClipSpec(BaseModel):
-    """Frames per clip, sampling rate, spatial size and window stride. Immutable; stored in every checkpoint."""
+    """Frames per clip, sampling rate, spatial size, window stride and model input. Immutable; stored in every
+    checkpoint (a checkpoint written before ``input`` existed reads as ``rgb``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +72,13 @@ class ClipSpec(BaseModel):
         "squash",
         description="squash: the whole frame resized to size x size (CCTV action happens at the edges too); "
         "crop: short side to size, then a centre crop.",
+    )
+    input: InputMode = Field(
+        "rgb",
+        description="What the model sees: rgb: the frames; diff: frame differences x[t] - x[t-1] of the normalised "
+        "clip (the first frame's difference is zero), which carry motion and drop the static scene, so a camera's "
+        "background and colours matter less; rgb+diff: both, stacked as 6 channels (models that take them: "
+        "tiny3d, mobilenet_tsm).",
     )
 
     @model_validator(mode="after")
@@ -98,6 +124,8 @@ class Normalization(BaseModel):
 I3D_NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 #: torchvision's Kinetics video models.
 KINETICS_NORM = Normalization(mean=(0.43216, 0.394666, 0.37645), std=(0.22803, 0.22145, 0.216989))
+#: ImageNet-trained image models (torchvision's classification weights).
+IMAGENET_NORM = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def sample_indices(
@@ -210,13 +238,22 @@ def preprocess_frames(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def to_model_input(clips, norm: Normalization):
-    """uint8 clips ``B x T x H x W x 3`` (or one ``T x H x W x 3``) -> float32 ``B x 3 x T x H x W``, normalised.
+def to_model_input(clips, norm: Normalization, input_mode: str = "rgb"):
+    """uint8 clips ``B x T x H x W x 3`` (or one ``T x H x W x 3``) -> float32 ``B x C x T x H x W``, normalised.
 
-    Accepts numpy arrays or torch tensors (on any device); never goes through float64.
+    ``input_mode`` is the clip's :attr:`ClipSpec.input`:
+
+    * ``rgb``: the normalised frames, C = 3.
+    * ``diff``: ``x[t] - x[t-1]`` of the normalised frames (the first frame's difference is zero), C = 3.
+    * ``rgb+diff``: the frames, then their differences, stacked on the channels, C = 6.
+
+    The one conversion used by training, evaluation and serving (:func:`bigsister_ray.models.predict_proba`),
+    so the same uint8 clip gives the same tensor everywhere. Accepts numpy arrays or torch tensors (on any
+    device); never goes through float64.
     """
     import torch
 
+    input_channels(input_mode)  # an unknown mode fails before any work
     x = clips if isinstance(clips, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(clips))
     if x.ndim == 4:
         x = x.unsqueeze(0)
@@ -227,7 +264,13 @@ def to_model_input(clips, norm: Normalization):
     x = x.permute(0, 4, 1, 2, 3).to(torch.float32).div_(255.0)
     mean = torch.tensor(norm.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(norm.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1, 1)
-    return x.sub_(mean).div_(std).contiguous()
+    x = x.sub_(mean).div_(std)
+    if input_mode == "rgb":
+        return x.contiguous()
+    diff = torch.zeros_like(x)
+    diff[:, :, 1:] = x[:, :, 1:] - x[:, :, :-1]
+    out = diff if input_mode == "diff" else torch.cat([x, diff], dim=1)
+    return out.contiguous()
 
 
 def window_starts(num_frames: int, spec: ClipSpec) -> Sequence[int]:

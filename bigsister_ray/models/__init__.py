@@ -1,7 +1,7 @@
-"""Models: the registry of backbones (I3D, torchvision video models, Tiny3D), audited weight loading,
-self-describing checkpoints and FLOP counting.
+"""Models: the registry of backbones (I3D, torchvision video models, MobileNetV2-TSM, Tiny3D), audited weight
+loading, self-describing checkpoints and FLOP counting.
 
-Build by name with :func:`build_model`; feed it ``clip.to_model_input(clips, get_model_spec(name).norm)``.
+Build by name with :func:`build_model`; feed it ``clip.to_model_input(clips, get_model_spec(name).norm, spec.input)``.
 Save with :func:`save_checkpoint`, and serve with :func:`load_checkpoint` + :func:`predict_proba`.
 """
 
@@ -18,6 +18,7 @@ from bigsister_ray.models.checkpoint import (
 )
 from bigsister_ray.models.flops import mfu, model_flops
 from bigsister_ray.models.i3d import InceptionI3d, i3d
+from bigsister_ray.models.mobilenet_tsm import MobileNetTSM, mobilenet_tsm
 from bigsister_ray.models.registry import (
     ModelSpec,
     build_model,
@@ -35,6 +36,7 @@ __all__ = [
     "InceptionI3d",
     "LoadReport",
     "LoadedCheckpoint",
+    "MobileNetTSM",
     "ModelSpec",
     "Tiny3D",
     "build_model",
@@ -45,6 +47,7 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "mfu",
+    "mobilenet_tsm",
     "model_flops",
     "predict_proba",
     "read_checkpoint_meta",

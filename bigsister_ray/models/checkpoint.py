@@ -35,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
-from bigsister_ray.clip import ClipSpec, Normalization, to_model_input
+from bigsister_ray.clip import ClipSpec, Normalization, input_channels, to_model_input
 from bigsister_ray.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -70,7 +70,7 @@ class CheckpointMeta(BaseModel):
     format_version: int = Field(FORMAT_VERSION, ge=1)
     model_name: str = Field(description="Registry name (bigsister_ray.models.list_models()).")
     labels: list[str] = Field(min_length=1, description="Class names in output order.")
-    clip: ClipSpec = Field(description="The clips the model was trained on (frames, fps, size, stride).")
+    clip: ClipSpec = Field(description="The clips the model was trained on (frames, fps, size, stride, input).")
     norm: Normalization = Field(description="Input normalisation (clip.to_model_input).")
     data_fingerprint: str | None = Field(None, description="Fingerprint of the prepared dataset's manifest.")
     metrics: dict[str, Any] = Field(default_factory=dict, description="What the model reached (e.g. val macro_f1).")
@@ -229,7 +229,7 @@ def _check_fits(meta: CheckpointMeta, state_dict: Mapping[str, torch.Tensor], wh
 
     try:
         with torch.device("meta"):
-            shell = build_model(meta.model_name, meta.num_classes)
+            shell = build_model(meta.model_name, meta.num_classes, in_channels=input_channels(meta.clip.input))
     except ConfigError as err:
         raise CheckpointError(f"{where}: {err}") from err
     expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
@@ -339,7 +339,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     state_dict = obj["state_dict"]
     _check_fits(meta, state_dict, f"checkpoint {p}")
     try:
-        model = build_model(meta.model_name, meta.num_classes)
+        model = build_model(meta.model_name, meta.num_classes, in_channels=input_channels(meta.clip.input))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {p}: {err}") from err
     from bigsister_ray.models.weights import load_weights
@@ -372,7 +372,7 @@ def predict_proba(
     """Class probabilities ``B x C`` (float32) for uint8 clips ``B x T x S x S x 3`` (or one ``T x S x S x 3``).
 
     The clips must match the checkpoint's ClipSpec (T = clip.frames, S = clip.size). Runs
-    :func:`~bigsister_ray.clip.to_model_input` with ``meta.norm``, the forward pass under ``inference_mode``
+    :func:`~bigsister_ray.clip.to_model_input` with ``meta.norm`` and ``meta.clip.input``, the forward pass under ``inference_mode``
     and ``softmax(logits / meta.temperature)``. The model is used in whatever mode it is in (load_checkpoint
     returns it in eval mode).
     """
@@ -389,7 +389,7 @@ def predict_proba(
     if device is None:
         device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32  # e.g. a model cast to bf16 for serving
-    x = to_model_input(clips_uint8, meta.norm).to(device=device, dtype=dtype)
+    x = to_model_input(clips_uint8, meta.norm, meta.clip.input).to(device=device, dtype=dtype)
     with torch.inference_mode():
         logits = model(x).float()
         if logits.ndim != 2 or logits.shape[1] != meta.num_classes:

@@ -6,8 +6,9 @@ every conv, residual connections, a 1x1x1 expansion before global average poolin
 Global pooling makes any T, H and W work (T >= 1, H, W >= 16); 0.34M parameters, 0.6 GFLOPs per 16 x 112 x 112
 clip. The first stage expands less (1.5x) because it runs at the highest resolution, where CPU time goes.
 
-Input: ``B x 3 x T x H x W`` float32 normalised with :data:`bigsister_ray.clip.KINETICS_NORM` (any per-channel
-normalisation works: the model is trained from scratch). Output: clip logits ``B x num_classes``.
+Input: ``B x C x T x H x W`` float32 normalised with :data:`bigsister_ray.clip.KINETICS_NORM` (any per-channel
+normalisation works: the model is trained from scratch), C = 3 (``rgb`` or ``diff`` clips) or 6 (``rgb+diff``,
+``in_channels=6``). Output: clip logits ``B x num_classes``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Head(nn.Module):
 class Tiny3D(nn.Module):
     """X3D-style tiny network.
 
-    Input ``B x 3 x T x H x W`` float32 (normalised); output logits ``B x num_classes``.
+    Input ``B x in_channels x T x H x W`` float32 (normalised); output logits ``B x num_classes``.
     ``widths``/``depths`` give the channels and blocks of the four stages (each halves H and W).
     """
 
@@ -86,6 +87,7 @@ class Tiny3D(nn.Module):
         depths: Sequence[int] = (1, 2, 2, 2),
         expansion: float | Sequence[float] = (1.5, 2.5, 2.5, 2.5),
         head_width: int = 256,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -93,9 +95,10 @@ class Tiny3D(nn.Module):
         if len(widths) != len(depths):
             raise ValueError(f"widths and depths must have the same length, got {len(widths)} and {len(depths)}")
         self.num_classes = num_classes
+        self.in_channels = in_channels
         # A dense 3x3x3 stem: with 3 input channels it is cheap, sees motion at full resolution, and runs on
         # oneDNN (a depthwise temporal conv here falls back to a slow CPU kernel, 2x the whole step).
-        self.stem = _conv_bn(3, stem_width, (3, 3, 3), (1, 2, 2))
+        self.stem = _conv_bn(in_channels, stem_width, (3, 3, 3), (1, 2, 2))
         stages: list[nn.Module] = []
         cin = stem_width
         expansions = [expansion] * len(widths) if isinstance(expansion, (int, float)) else list(expansion)
@@ -133,8 +136,8 @@ class Tiny3D(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5 or x.shape[1] != 3:
-            raise ValueError(f"Tiny3D expects input B x 3 x T x H x W, got {tuple(x.shape)}")
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"Tiny3D expects input B x {self.in_channels} x T x H x W, got {tuple(x.shape)}")
         return self.head(self.stages(self.stem(x)))
 
 

@@ -89,7 +89,7 @@ def _forward(model: Any, clips: np.ndarray, meta: Any, device: Any, bf16: bool) 
 
     from bigsister_ray.clip import to_model_input
 
-    x = to_model_input(clips, meta.norm).to(device)
+    x = to_model_input(clips, meta.norm, meta.clip.input).to(device)
     with torch.inference_mode():
         if bf16 and device.type == "cuda":
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):

@@ -6,7 +6,8 @@ dict (:class:`LoopConfig`, validated on the first line). Each epoch it
 1. streams its own shard of the training clips (``ray.train.get_dataset_shard("train")``), decodes the raw
    bytes with :func:`bigsister_ray.data.prepared.frames_from_bytes`, augments the uint8 clips on the worker
    (:func:`augment_clips`: random crop resized back, horizontal flip, temporal jitter), normalises them with
-   the model's :class:`~bigsister_ray.clip.Normalization` (:func:`bigsister_ray.clip.to_model_input`) and
+   the model's :class:`~bigsister_ray.clip.Normalization` and the clip's input (frames, frame differences or
+   both; :func:`bigsister_ray.clip.to_model_input`) and
    takes a step of a class-weighted cross-entropy (bf16 autocast on GPU);
 2. scores its shard of the validation clips; confusion matrices and losses are summed over workers, so
    every worker computes the same accuracy and macro-F1 and takes the same early-stopping decision;
@@ -32,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bigsister_ray.clip import ClipSpec, Normalization
+from bigsister_ray.clip import ClipSpec, Normalization, input_channels
 
 __all__ = [
     "FaultInjection",
@@ -261,7 +262,7 @@ def run_epoch(
                 continue
             clips = decode_batch(batch["frames"], spec)
             x_u8 = augment_clips(clips, rng, color=color_jitter) if augment else torch.from_numpy(clips)
-            x = to_model_input(x_u8, norm).to(device, non_blocking=True)
+            x = to_model_input(x_u8, norm, spec.input).to(device, non_blocking=True)
             y = torch.from_numpy(y_np).to(device)
             if autocast_dtype is not None:
                 with torch.autocast(device_type=device_type, dtype=autocast_dtype):
@@ -407,7 +408,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # --- model, optimizer, and the state to resume from -------------------------------------------------
     resume = ray.train.get_checkpoint()
     model = build_model(model_name, num_classes, dropout=settings.model.dropout,
-                        weights=None if resume else settings.model.weights)
+                        weights=None if resume else settings.model.weights, in_channels=input_channels(cfg.clip.input))
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, tc.epochs), eta_min=tc.lr * 0.02)
     state: dict[str, Any] = {"epoch": 0, "best_score": -1.0, "best_epoch": None, "bad_epochs": 0, "stopped": False}

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 import bigsister_ray.models as models
-from bigsister_ray.clip import CLIP_PRESETS, I3D_NORM, KINETICS_NORM, ClipSpec
+from bigsister_ray.clip import CLIP_PRESETS, I3D_NORM, IMAGENET_NORM, KINETICS_NORM, ClipSpec
 from bigsister_ray.errors import CheckpointError, ConfigError
 from bigsister_ray.models import build_model, check_clip, get_model_spec, list_models, model_flops
 
-ALL = ["i3d", "mc3_18", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_t", "tiny3d"]
+ALL = ["i3d", "mc3_18", "mobilenet_tsm", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_t", "tiny3d"]
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 def test_public_surface_is_pinned():
     assert sorted(models.__all__) == sorted([
-        "CHECKPOINT_FILENAME", "CheckpointMeta", "InceptionI3d", "LoadReport", "LoadedCheckpoint", "ModelSpec",
-        "Tiny3D", "build_model", "check_clip", "get_model_spec", "i3d", "list_models", "load_checkpoint",
-        "load_weights", "mfu", "model_flops", "predict_proba", "read_checkpoint_meta", "read_state_dict",
+        "CHECKPOINT_FILENAME", "CheckpointMeta", "InceptionI3d", "LoadReport", "LoadedCheckpoint", "MobileNetTSM",
+        "ModelSpec", "Tiny3D", "build_model", "check_clip", "get_model_spec", "i3d", "list_models", "load_checkpoint",
+        "load_weights", "mfu", "mobilenet_tsm", "model_flops", "predict_proba", "read_checkpoint_meta", "read_state_dict",
         "register_model", "resolve_checkpoint_path", "save_checkpoint", "tiny3d", "update_checkpoint_meta",
     ])
     for name in models.__all__:
@@ -32,7 +32,8 @@ def test_public_surface_is_pinned():
 def test_list_and_specs():
     assert list_models() == ALL
     assert get_model_spec("i3d").norm == I3D_NORM
-    for name in ALL[1:]:
+    assert get_model_spec("mobilenet_tsm").norm == IMAGENET_NORM
+    for name in set(ALL) - {"i3d", "mobilenet_tsm"}:
         assert get_model_spec(name).norm == KINETICS_NORM, name
     assert get_model_spec("i3d").min_frames == 8
     assert (get_model_spec("mvit_v2_s").fixed_frames, get_model_spec("mvit_v2_s").fixed_size) == (16, 224)
