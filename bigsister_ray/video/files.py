@@ -1,7 +1,10 @@
-"""Video files: probe with decord, decode only the sampled frames, scaled at decode time.
+"""Video files: probe with decord (or PyAV), decode only the sampled frames, scaled at decode time.
 
 decord gives the facts clips are sampled from (frame count and fps: :func:`probe`, :func:`open_reader`) and
-full-resolution RGB frames by index (:func:`decode_frames`). Clip pixels come from :class:`ScaledFrameReader`:
+full-resolution RGB frames by index (:func:`decode_frames`). decord is optional (it has no wheel for Linux
+aarch64 or macOS arm64): where ``import decord`` fails, :func:`open_reader` returns a PyAV reader with the same
+interface (:class:`PyAVReader`: frames counted from the container's packets, fps from the stream's average rate,
+the numbers decord reports for the same file). Clip pixels come from :class:`ScaledFrameReader`:
 PyAV decodes the sampled frames and :func:`bigsister_ray.clip.scale_frame` turns each one, from the decoder's
 own YUV pixels, into the small RGB frame of the ClipSpec. The serving stream readers call the same function on
 the same decoder's frames, so a clip is the same bytes in training and in serving (decord bundles an older
@@ -19,6 +22,7 @@ the file (:func:`probe`, :func:`decode_frames`), or is yielded as an
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -33,8 +37,8 @@ from bigsister_ray.errors import VideoDecodeError
 if TYPE_CHECKING:
     from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
 
-__all__ = ["VideoInfo", "open_reader", "probe", "decode_frames", "ScaledFrameReader", "clip_indices", "iter_clip_frames",
-           "file_size"]
+__all__ = ["VideoInfo", "open_reader", "probe", "decode_frames", "ScaledFrameReader", "PyAVReader", "clip_indices",
+           "iter_clip_frames", "file_size", "decord_available"]
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,93 @@ class VideoInfo:
         return self.num_frames / self.fps
 
 
-def _decord_errors() -> tuple[type[BaseException], ...]:
-    import decord
+@functools.lru_cache(maxsize=1)
+def _decord() -> Any | None:
+    """The decord module, or None where it cannot be imported (no wheel for the platform, not installed)."""
+    try:
+        import decord
+    except ImportError:
+        return None
+    return decord
 
-    return (decord.DECORDError, RuntimeError, ValueError, IndexError, OSError)
+
+def decord_available() -> bool:
+    """True when decord can be imported; otherwise :func:`open_reader` reads with PyAV."""
+    return _decord() is not None
+
+
+def _decord_errors() -> tuple[type[BaseException], ...]:
+    import av
+
+    decord = _decord()
+    own = (decord.DECORDError,) if decord is not None else ()
+    return (*own, av.FFmpegError, RuntimeError, ValueError, IndexError, OSError)
+
+
+class _Frames:
+    """What ``get_batch`` returns: ``asnumpy()`` gives the ``N x H x W x 3`` uint8 frames."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self._frames = frames
+
+    def asnumpy(self) -> np.ndarray:
+        return self._frames
+
+
+class PyAVReader:
+    """decord's ``VideoReader`` interface (``len``, ``get_avg_fps``, ``[i]``, ``get_batch``) over PyAV.
+
+    The frame count is the number of the video stream's packets (no decode) and the fps the stream's average
+    rate, as decord reports them; frames are numbered in presentation order from 0 and decoded by one forward
+    pass from the start (:meth:`get_batch`), RGB at full resolution. Used where decord cannot be imported.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 1) -> None:
+        import av
+
+        from bigsister_ray.video.sniff import probe_container
+
+        self.path, self.num_threads = str(path), num_threads
+        with av.open(self.path) as container:
+            self.info = probe_container(container, self.path)
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def get_avg_fps(self) -> float:
+        return self.info.fps
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.get_batch([index]).asnumpy()[0]
+
+    def get_batch(self, indices: Sequence[int]) -> _Frames:
+        import av
+
+        order = [int(i) for i in indices]
+        if not order:
+            raise ValueError("expected at least one frame index")
+        wanted, last = set(order), max(order)
+        got: dict[int, np.ndarray] = {}
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = self.num_threads
+            for n, frame in enumerate(container.decode(stream)):
+                if n in wanted:
+                    got[n] = frame.to_ndarray(format="rgb24")
+                if n >= last:
+                    break
+        missing = sorted(wanted - got.keys())
+        if missing:
+            raise IndexError(f"the video ended before frame {missing[0]}")
+        return _Frames(np.stack([got[i] for i in order]))
 
 
 def open_reader(path: str | Path, num_threads: int = 1) -> Any:
-    """Open a decord ``VideoReader`` (CPU, RGB). Raises :class:`VideoDecodeError` naming the file and why."""
+    """Open a decord ``VideoReader`` (CPU, RGB), or a :class:`PyAVReader` where decord cannot be imported.
+
+    Raises :class:`VideoDecodeError` naming the file and why.
+    """
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -68,10 +151,14 @@ def open_reader(path: str | Path, num_threads: int = 1) -> Any:
         raise VideoDecodeError(f"{p}: cannot read video: {err.strerror or err}") from err
     if size == 0:
         raise VideoDecodeError(f"{p}: video file is empty (0 bytes)")
-    import decord
-
+    decord = _decord()
     try:
-        reader = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=num_threads)
+        if decord is None:
+            reader = PyAVReader(p, num_threads=num_threads)
+        else:
+            reader = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=num_threads)
+    except VideoDecodeError:
+        raise
     except _decord_errors() as err:
         raise VideoDecodeError(f"{p}: cannot open video (truncated or corrupt?): {_short(err)}") from err
     if len(reader) <= 0:
@@ -117,7 +204,7 @@ def _header_size(path: str | Path) -> tuple[int, int] | None:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Frame count and fps (decord: the numbers decoding will use) and size of a video.
+    """Frame count and fps (decord's, or the same numbers from PyAV: the numbers decoding will use) and size.
 
     The size comes from the container header (no decode, about 3x cheaper over a folder of videos); when the
     header does not give it, frame 0 is decoded.
