@@ -306,9 +306,25 @@ class AuthConfig(Strict):
     allowed_hosts: list[str] = Field(default_factory=list, description="Camera hosts or networks (CIDR) streams may use; empty: any public host.")
     allow_loopback: bool = Field(False, description="Allow stream URLs on 127.0.0.0/8 and ::1 (tests, local replay servers).")
     allow_private: bool = Field(True, description="Allow private-range camera addresses (10/8, 172.16/12, 192.168/16); cameras usually live there.")
+    allowed_networks: list[str] = Field(default_factory=list, description="Networks (CIDR, e.g. 10.20.0.0/16) camera addresses must lie in, checked at registration and at every connection; empty: any address the other rules allow.")
+    allowed_ports: list[int] = Field(default_factory=list, description="Ports stream URLs may use (a URL without one uses its scheme's default: rtsp 554, http 80, https 443); empty: any port but Ray's and the service's.")
     public_docs: bool = Field(True, description="Serve /docs and /openapi.json without a key (the published contract; nothing secret).")
     max_streams_per_key: int = Field(0, ge=0, description="Streams one key may have registered at once (counted by the key's name); POST /streams beyond is a 409. 0: no per-key cap, only serve.streams.max_streams (most deployments use one write key). Set it when several clients share a deployment so one key cannot take every slot.")
     registrations_per_minute: int = Field(60, ge=0, description="POST /streams per key per minute, per Ingress replica (a token bucket holding a minute's worth); beyond, 429 with Retry-After. 0: no limit.")
+
+    @model_validator(mode="after")
+    def _camera_network_rules(self) -> "AuthConfig":
+        import ipaddress
+
+        for net in self.allowed_networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as err:
+                raise ValueError(f"auth.allowed_networks: expected a CIDR network such as 10.20.0.0/16, got {net!r}") from err
+        for port in self.allowed_ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"auth.allowed_ports: expected ports 1..65535, got {port}")
+        return self
 
 
 class DatabaseConfig(Strict):

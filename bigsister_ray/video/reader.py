@@ -4,6 +4,11 @@ A reader opens the source, decodes it (:mod:`bigsister_ray.video.decode`), keeps
 (:class:`~bigsister_ray.video.buffering.FrameSampler`), scales each kept frame to the clip size at decode
 time, paces file replays and live HLS at real time, and puts the frames into the runner's buffer. What it
 decided (first frame, error, end, watchdog) goes into its :class:`Attempt`, which the supervisor watches.
+
+Every attempt connects under the stream URL policy (:class:`~bigsister_ray.security.urls.UrlPolicy`): the
+runner's ``url_policy`` when set, else the one installed in the process. The host is resolved and checked again
+on each (re)connection, so a stream resumed from the database is held to the same rules as a new one, and a
+refusal (at connect time, or of a later HLS segment or RTSP redirect) is the attempt's error, in policy terms.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING
 
 
 from bigsister_ray.errors import StreamError
+from bigsister_ray.security.urls import UrlPolicy, url_policy
 from bigsister_ray.video.decode import KeptFrameScaler, configure_decoder, hwaccel_for, seek_media_time
 from bigsister_ray.video.sources import ARRIVAL_TIME_FORMATS, open_source, redact_text, resolve_source
 
@@ -55,8 +61,12 @@ class StreamReader:
     """Reader methods of :class:`~bigsister_ray.video.stream.StreamRunner` (the runner's state, lock and
     counters are its own; these run in the reader thread and touch the container only there)."""
 
+    #: The policy this runner's connections are held to (None: the process's, see :func:`url_policy`).
+    url_policy: UrlPolicy | None = None
+
     def _read(self: "StreamRunner", attempt: Attempt) -> None:
         container = None
+        refusals: list[StreamError] = []
         try:
             try:
                 src = self._source
@@ -65,7 +75,8 @@ class StreamReader:
                     src = resolve_source(src.url, self.cfg.media_root, must_exist=True)
                 hwaccel = self._hwaccel()
                 container = open_source(src, open_timeout_s=self.cfg.open_timeout_s,
-                                        read_timeout_s=self.cfg.watchdog_s, probe_s=self.cfg.probe_s, hwaccel=hwaccel)
+                                        read_timeout_s=self.cfg.watchdog_s, probe_s=self.cfg.probe_s, hwaccel=hwaccel,
+                                        policy=self.url_policy or url_policy(), refusals=refusals)
             except StreamError as err:
                 attempt.error = err
                 attempt.permanent = not self._source.is_live
@@ -91,6 +102,11 @@ class StreamReader:
             if not isinstance(err, (av.error.FFmpegError, OSError)):
                 log.exception("stream %s: unexpected reader error", self.stream_id)
         finally:
+            if refusals and not isinstance(attempt.error, StreamError):
+                # A hop the policy refused (an HLS segment elsewhere, an RTSP redirect) is why this attempt
+                # failed, whatever FFmpeg made of it.
+                attempt.error = StreamError(f"{self._source.redacted}: {refusals[0]}")
+                attempt.watchdog = False
             if container is not None:
                 try:
                     container.close()

@@ -20,6 +20,7 @@ Errors are :class:`~bigsister_ray.errors.StreamError` with the redacted URL and 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from bigsister_ray.security.redact import redact_text, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import av.container
+
+    from bigsister_ray.security.urls import UrlPolicy
 
 __all__ = [
     "LIVE_SCHEMES",
@@ -47,6 +50,8 @@ __all__ = [
 ]
 
 SourceKind = Literal["live", "file"]
+
+log = logging.getLogger("bigsister_ray.video.stream")
 
 #: URL schemes opened as live network sources.
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
@@ -68,6 +73,8 @@ _WHITELIST = {
 #: not allowed for files: a playlist under the media root could name files outside it.
 _FILE_FORMATS = "mov,mp4,matroska,webm,avi,mpegts,mpeg,flv,asf,ogg,h264,hevc,m4v,mjpeg,ivf,gif"
 _HTTP_FORMATS = _FILE_FORMATS + ",hls,mpjpeg"
+#: An HTTP URL that is not a playlist may not turn into one (HLS goes through the policy-checked fetcher).
+_HTTP_STREAM_FORMATS = _FILE_FORMATS + ",mpjpeg"
 
 
 # --------------------------------------------------------------------------------------------- resolution
@@ -178,19 +185,22 @@ def _file_options() -> dict[str, str]:
 def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict[str, str]:
     us = str(max(1, int(read_timeout_s * 1_000_000)))
     opts: dict[str, str] = {
-        "protocol_whitelist": _WHITELIST[source.scheme],
         # Start fast on a live source: probe about a second, not FFmpeg's default five.
         "analyzeduration": str(max(100_000, int(probe_s * 1_000_000))),
         "probesize": "1000000",
         "fflags": "nobuffer+discardcorrupt",
     }
     if source.scheme in ("rtsp", "rtsps"):
-        # RTSP's socket timeout option is 'timeout' (microseconds) in FFmpeg >= 5; TCP interleaving, never UDP.
-        opts.update({"rtsp_transport": "tcp", "timeout": us})
+        # FFmpeg speaks plain RTSP to the local relay (which adds TLS for rtsps); TCP interleaving, never UDP.
+        # RTSP's socket timeout option is 'timeout' (microseconds) in FFmpeg >= 5.
+        opts.update({"protocol_whitelist": "rtsp,tcp", "rtsp_transport": "tcp", "timeout": us})
     else:
         opts.update({
+            "protocol_whitelist": _WHITELIST[source.scheme],
             "format_whitelist": _HTTP_FORMATS,
             "rw_timeout": us,
+            # Any HTTP 3xx is an error: a redirect could lead anywhere.
+            "max_redirects": "0",
             # FFmpeg's own HTTP reconnection is off on purpose: it would hide a flapping camera (a silent
             # reconnect per hang-up, no backoff, nothing counted). The runner reconnects instead, with capped
             # exponential backoff, and shows it in the stream's status.
@@ -200,37 +210,77 @@ def _live_options(source: Source, read_timeout_s: float, probe_s: float) -> dict
             "user_agent": "bigsister-ray",
             # A live HLS playlist is followed as players do: start three segments behind its end, reload it as
             # it grows, keep reloading while the publisher is briefly late, and retry a segment download once
-            # before skipping it. (Ignored by the other demuxers.)
+            # before skipping it. Each playlist and segment is a request of its own through the policy-checked
+            # fetcher (no keep-alive). (Ignored by the other demuxers.)
             "live_start_index": "-3",
             "max_reload": "1000",
             "m3u8_hold_counters": "1000",
             "seg_max_retry": "1",
+            "http_persistent": "0",
+            "http_multiple": "0",
         })
     return opts
 
 
 def open_source(source: Source, *, open_timeout_s: float, read_timeout_s: float, probe_s: float = 1.0,
-                extra_options: dict[str, str] | None = None, hwaccel=None) -> "av.container.InputContainer":
+                extra_options: dict[str, str] | None = None, hwaccel=None, policy: "UrlPolicy | None" = None,
+                refusals: list[StreamError] | None = None) -> "av.container.InputContainer":
     """Open ``source`` with PyAV, bounded in time; the caller closes the container (in the same thread).
 
     ``open_timeout_s`` bounds connecting and probing, ``read_timeout_s`` every later read (PyAV's interrupt
     callback, re-armed per packet, plus FFmpeg's socket timeout). ``hwaccel``: PyAV's ``HWAccel`` to decode on
-    a device (:func:`bigsister_ray.video.decode.hwaccel_for`). Raises :class:`StreamError` (redacted) when the
-    source cannot be opened or has no video stream; ``err.__cause__`` is PyAV's error.
+    a device (:func:`bigsister_ray.video.decode.hwaccel_for`).
+
+    A live source is held to ``policy`` (default: :func:`bigsister_ray.security.urls.url_policy`) on this
+    connection and every one FFmpeg makes from it (:mod:`bigsister_ray.video.egress`): its host is resolved
+    now, every address checked, and the connection made to a checked address. What the guards refuse later
+    (an HLS segment elsewhere, an RTSP redirect) is appended to ``refusals``.
+
+    Raises :class:`StreamError` (redacted) when the source is refused, cannot be opened or has no video stream.
+    A live source that fails to connect is reported as "could not connect to the camera" without what the far
+    end answered; ``err.__cause__`` is PyAV's error.
     """
     import av
 
     options = dict(source.options)
+    target, io_open, relay = source.target, None, None
+    refusals = refusals if refusals is not None else []
     if source.is_live:
+        from bigsister_ray.security.urls import url_policy
+        from bigsister_ray.video.egress import HlsFetcher, RtspRelay, is_hls_url
+
+        policy = policy or url_policy()
+        checked = policy.resolve_target(source.url, source.redacted)
         options.update(_live_options(source, read_timeout_s, probe_s))
+        if source.scheme in ("rtsp", "rtsps"):
+            relay = RtspRelay(checked, open_timeout_s, refusals)
+            target = relay.url
+        elif is_hls_url(source.url):
+            io_open = HlsFetcher(policy, read_timeout_s, refusals)
+            options["format_whitelist"] = _HTTP_FORMATS
+        else:
+            target = checked.pinned_url()
+            options["format_whitelist"] = _HTTP_STREAM_FORMATS
+            options["headers"] = f"Host: {checked.host_header}\r\n"
+            if source.scheme == "https":
+                options["verifyhost"] = checked.host  # TLS SNI and certificate name: the URL's, not the address
     options.update(extra_options or {})
     try:
-        container = av.open(source.target, mode="r", options=options, timeout=(open_timeout_s, read_timeout_s),
-                            hwaccel=hwaccel)
-    except av.error.FFmpegError as err:
-        hint = "" if source.is_live else f" (expected a video file of a supported container: {_FILE_FORMATS})"
-        raise StreamError(f"cannot open {source.redacted}: {describe_av_error(err, source)}{hint}") from err
-    except OSError as err:  # PyAV maps some FFmpeg errors onto OSError subclasses
+        container = av.open(target, mode="r", format="hls" if io_open is not None else None, options=options,
+                            timeout=(open_timeout_s, read_timeout_s), hwaccel=hwaccel, io_open=io_open)
+    except (av.error.FFmpegError, OSError, StreamError) as err:
+        if relay is not None:
+            relay.close()
+        if refusals:
+            raise StreamError(f"cannot open {source.redacted}: {refusals[0]}") from err
+        if source.is_live:
+            log.debug("cannot open %s: %s", source.redacted, describe_av_error(err, source))
+            why = ("timed out (no video within the open timeout)" if isinstance(err, av.error.ExitError)
+                   else "check that it is up and serves video at this URL; redirects are not followed")
+            raise StreamError(f"cannot open {source.redacted}: could not connect to the camera ({why})") from err
+        if isinstance(err, av.error.FFmpegError):
+            hint = f" (expected a video file of a supported container: {_FILE_FORMATS})"
+            raise StreamError(f"cannot open {source.redacted}: {describe_av_error(err, source)}{hint}") from err
         raise StreamError(f"cannot open {source.redacted}: {redact_text(str(err), [source.url, source.target])}") from err
     if not container.streams.video:
         container.close()
