@@ -32,12 +32,12 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from bigsister_ray.config import AuthConfig
 from bigsister_ray.errors import StreamError
 
-__all__ = ["UrlPolicy", "CheckedTarget", "check_stream_url", "install_url_policy", "url_policy", "LIBRARY_POLICY",
+__all__ = ["UrlPolicy", "CheckedTarget", "check_stream_url", "install_url_policy", "url_policy", "split_url", "LIBRARY_POLICY",
            "NETWORK_SCHEMES", "RAY_PORTS", "DEFAULT_PORTS", "Resolver", "system_resolve"]
 
 NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https"})
@@ -57,6 +57,34 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 def system_resolve(host: str, port: int) -> list[str]:
     """The TCP addresses the system resolver gives for ``host``."""
     return [str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
+
+
+def split_url(url: str, shown: str) -> SplitResult:
+    """``urlsplit`` whose every failure is a :class:`StreamError` naming the URL (``shown``, redacted): brackets that
+    do not close or hold no IP address, host labels that are empty or longer than 63 characters, a host over 253
+    characters, characters that IDNA refuses, a port that is not a number in 0-65535."""
+    why = "expected scheme://host[:port]/path"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as err:
+        raise StreamError(f"stream URL {shown}: malformed ({err}); {why}") from err
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as err:
+        raise StreamError(f"stream URL {shown}: invalid port ({err}); {why}") from err
+    if host and not host.startswith("[") and ":" not in host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                encoded = host.encode("idna")
+            except UnicodeError as err:
+                raise StreamError(f"stream URL {shown}: malformed host name ({err}); {why}") from err
+            if len(encoded) > 253 or any(not label or len(label) > 63 for label in encoded.rstrip(b".").split(b".")):
+                raise StreamError(f"stream URL {shown}: malformed host name (a label is empty or over 63 characters, "
+                                  f"or the name is over 253); {why}")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -132,7 +160,7 @@ class UrlPolicy:
         return self._check_network(url, shown, need_address=True)
 
     def _scheme(self, url: str, shown: str) -> str:
-        scheme = urlsplit(url).scheme.lower()
+        scheme = split_url(url, shown).scheme.lower()
         if scheme in ("", "file"):
             return "file"
         if scheme not in NETWORK_SCHEMES:
@@ -140,7 +168,7 @@ class UrlPolicy:
         return scheme
 
     def _check_network(self, url: str, shown: str, *, need_address: bool) -> CheckedTarget:
-        parts = urlsplit(url)
+        parts = split_url(url, shown)
         scheme = parts.scheme.lower()
         host = parts.hostname
         if not host:

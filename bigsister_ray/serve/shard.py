@@ -79,6 +79,7 @@ class StreamShard:
         from bigsister_ray.incidents.store import IncidentStore
         from bigsister_ray.models.checkpoint import read_checkpoint_meta
         from bigsister_ray.serve.batcher import WindowBatcher
+        from bigsister_ray.security.urls import UrlPolicy
         from bigsister_ray.serve.journal import EventJournal
         from bigsister_ray.serve.metrics import DecoderMetrics, WindowerMetrics
         from bigsister_ray.serve.ownership import LeaseKeeper
@@ -101,6 +102,7 @@ class StreamShard:
         self._engine = RuleEngine(meta.labels, settings.alerts, meta.thresholds)
         self._engine_lock = threading.Lock()
         self._classifier = classifier
+        self._url_policy = UrlPolicy.from_config(settings.auth, settings.serve.port)
         self._batcher = WindowBatcher(self._send, max_batch_size=max_batch_size, name=f"shard-{self.shard_id}")
         self._owned: dict[str, _Owned] = {}
         #: (stream, fencing token) -> wall time of the first and last chunk this shard took in under that token
@@ -186,6 +188,7 @@ class StreamShard:
         owned.fenced = False
         owned.runner = StreamRunner(sid, owned.url, self.spec, self.settings.serve.streams, self._on_frames,
                                     realtime=owned.realtime, on_end=self._on_end, start_at_s=start_at)
+        owned.runner.url_policy = self._url_policy  # every (re)connection is checked against the deployment's policy
         owned.runner.start()
 
     def _regain(self, fence: Any) -> None:

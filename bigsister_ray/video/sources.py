@@ -157,7 +157,9 @@ def resolve_source(url: str, media_root: str | os.PathLike[str], *, must_exist: 
     if not has_scheme:
         path = resolve_media_path(url, media_root, must_exist=must_exist, shown=shown)
         return Source(url=url, target=str(path), kind="file", scheme="file", options=_file_options())
-    parts = urlsplit(url)
+    from bigsister_ray.security.urls import split_url
+
+    parts = split_url(url, shown)
     scheme = parts.scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):

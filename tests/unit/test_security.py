@@ -52,7 +52,7 @@ def test_keys_file_and_duplicate_names(tmp_path):
 @pytest.mark.parametrize(
     "url,allowed",
     [
-        ("rtsp://cam.example.invalid/stream1", True),
+        ("rtsp://cam.example.invalid/stream1", False),  # unresolvable and not in auth.allowed_hosts
         ("http://169.254.169.254/latest/meta-data", False),
         ("http://127.0.0.1:8554/live", False),
         ("http://[::1]:8554/live", False),
