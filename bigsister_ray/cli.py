@@ -31,6 +31,13 @@ ConfigOpt = Annotated[
 ]
 
 
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Show everything on the terminal (Ray's, Train's and Serve's logs too) "
+                                         "instead of one line per step and the log file's path."),
+]
+
+
 class Source(str, Enum):
     aihub = "aihub"
     folders = "folders"
@@ -53,6 +60,32 @@ def _fail(err: Exception) -> None:
 
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILURE)
+
+
+def _log_path(out: str | Path) -> Path:
+    """The command's log file: ``OUT/bigsister.log`` for a local OUT, ``./bigsister.log`` for an object-store URI."""
+    from bigsister_ray import storage
+    from bigsister_ray.console import LOG_FILE
+
+    if storage.is_remote(out):
+        return Path.cwd() / LOG_FILE
+    return Path(storage.resolve(out)[1]) / LOG_FILE
+
+
+def _local_copy(location: str, folder: Path, what: str) -> Path:
+    """``location`` as a local path: a local path as it is; an ``s3://``/``gs://`` object copied into ``folder``."""
+    from bigsister_ray import storage
+
+    if not storage.is_remote(location):
+        return Path(storage.resolve(location)[1])
+    target = folder / (storage.basename(location) or what)
+    try:
+        storage.copy(location, target)
+    except FileNotFoundError as err:
+        from bigsister_ray.errors import DataError
+
+        raise DataError(f"{what}: {err}") from err
+    return target
 
 
 def _version(value: bool) -> None:
@@ -99,16 +132,21 @@ def prepare(
     out: Annotated[str, typer.Option(help="Output folder: shards, index, manifest and errors report. A path or an "
                                           "s3:// or gs:// URI.")],
     config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Index, split by group, decode and preprocess clips with Ray Data into compressed shards (resumable)."""
     try:
         settings = _settings(config)
+        from bigsister_ray.console import command_output
         from bigsister_ray.data.pipeline import prepare as run_prepare
 
-        summary = run_prepare(source.value, root, out, settings)
+        with command_output(_log_path(out), verbose=verbose) as console:
+            with console.step(f"prepare {source.value} {root}") as step:
+                summary = run_prepare(source.value, root, out, settings, progress=step.message)
+                step.summary = f"{summary.clips_written} clips in {summary.shards_total} shards, {summary.clips_failed} failed"
+            console.result(str(summary))
     except BigSisterError as err:
         _fail(err)
-    typer.echo(str(summary))
 
 
 @app.command()
@@ -139,17 +177,42 @@ def train(
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers (default: train.workers).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: train.epochs).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name (default: train.name or the folder name).")] = None,
+    gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="One GPU per Ray Train worker "
+                                                "(default: train.use_gpu).")] = None,
     config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train on Ray Train (TorchTrainer) over the prepared shards; keeps the best checkpoint by validation macro-F1."""
     try:
-        settings = _settings(config, **{"model.name": model, "train.workers": workers, "train.epochs": epochs, "train.name": name})
+        settings = _settings(config, **{"model.name": model, "train.workers": workers, "train.epochs": epochs,
+                                        "train.name": name, "train.use_gpu": gpu})
+        from bigsister_ray import storage
+        from bigsister_ray.console import command_output
         from bigsister_ray.train.trainer import train as run_train
 
-        result = run_train(data, out, settings)
+        _check_gpu(settings)
+        with command_output(_log_path(out), verbose=verbose) as console:
+            local_out = None if storage.is_remote(out) else Path(storage.resolve(out)[1])
+            with console.step(f"train {settings.model.name} on {storage.redact_uri(data)}") as step, \
+                    console.epochs(local_out, settings.train.epochs):
+                result = run_train(data, out, settings)
+                step.summary = f"best epoch {result.best_epoch}, {result.epochs_this_call} epochs"
+            console.result(str(result))
     except BigSisterError as err:
         _fail(err)
-    typer.echo(str(result))
+
+
+def _check_gpu(settings) -> None:
+    """``train.use_gpu`` on a local Ray needs a CUDA device here (else Ray would wait for one for ever)."""
+    if not settings.train.use_gpu or settings.ray.address:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        from bigsister_ray.errors import ConfigError
+
+        raise ConfigError("train.use_gpu (--gpu): no CUDA device on this machine; train with --no-gpu, or set "
+                          "ray.address to a cluster with GPU nodes")
 
 
 @app.command()
@@ -162,30 +225,51 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split of a prepared dataset to evaluate.")] = "test",
     source: Annotated[Optional[Source], typer.Option(help="Evaluate a raw aihub/folders/manifest dataset directly.")] = None,
     config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Accuracy, macro-F1, per-class metrics, confusion matrix, baselines, calibration and alert thresholds."""
     try:
         settings = _settings(config)
+        from bigsister_ray.console import command_output
         from bigsister_ray.train.evaluate import evaluate as run_evaluate
 
-        result = run_evaluate(checkpoint, data, out, settings, split=split, source=source.value if source else None)
+        with command_output(_log_path(out), verbose=verbose) as console:
+            with console.step(f"evaluate the {split if source is None else source.value} clips") as step:
+                result = run_evaluate(checkpoint, data, out, settings, split=split,
+                                      source=source.value if source else None)
+                step.summary = (f"accuracy {result.accuracy:.3f} vs majority-class baseline "
+                                f"{result.majority_accuracy:.3f} on {result.n} clips")
+            console.result(str(result))
     except BigSisterError as err:
         _fail(err)
-    typer.echo(str(result))
 
 
 @app.command()
 def detect(
-    file: Annotated[Path, typer.Argument(help="A video file.")],
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `bigsister train`.")],
+    file: Annotated[str, typer.Argument(help="A video file: a path or an s3:// or gs:// URI.")],
+    checkpoint: Annotated[str, typer.Option(help="A checkpoint written by `bigsister train`: a path or an s3:// or "
+                                                 "gs:// URI.")],
     config: ConfigOpt = None,
 ) -> None:
-    """Classify a video offline: JSON with per-window probabilities and detected events."""
+    """Classify a video offline: JSON with per-window probabilities and detected events (progress on stderr)."""
+    import tempfile
+
     try:
         settings = _settings(config)
+        from bigsister_ray import storage
+        from bigsister_ray.console import command_output
         from bigsister_ray.serve.detect import detect_file
 
-        result = detect_file(file, checkpoint, settings)
+        with command_output(None) as console, tempfile.TemporaryDirectory(prefix="bigsister-detect-") as tmp:
+            if storage.is_remote(file) or storage.is_remote(checkpoint):
+                with console.step("fetch the video and the checkpoint"):
+                    video = _local_copy(file, Path(tmp) / "video", "the video")
+                    model = _local_copy(checkpoint, Path(tmp) / "checkpoint", "the checkpoint")
+            else:
+                video, model = _local_copy(file, Path(tmp), "the video"), _local_copy(checkpoint, Path(tmp), "the checkpoint")
+            with console.step(f"detect {storage.redact_uri(file)}") as step:
+                result = detect_file(video, model, settings)
+                step.summary = f"{len(result.get('windows', []))} windows, {len(result.get('events', []))} event(s)"
     except BigSisterError as err:
         _fail(err)
     json.dump(result, sys.stdout, indent=2)
@@ -227,10 +311,13 @@ def evaluate_alerts(
 def serve(
     config: ConfigOpt = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint to serve (default: serve.checkpoint).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="HTTP bind address (default: serve.host, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="HTTP port (default: serve.port, 8000).")] = None,
 ) -> None:
     """Start the Serve app (ingress, stream shards, classifier) on embedded defaults."""
     try:
-        settings = _settings(config, **{"serve.checkpoint": str(checkpoint) if checkpoint else None})
+        settings = _settings(config, **{"serve.checkpoint": str(checkpoint) if checkpoint else None,
+                                        "serve.host": host, "serve.port": port})
         from bigsister_ray.serve.app import run_serve
 
         run_serve(settings)
@@ -241,14 +328,15 @@ def serve(
 @app.command()
 def demo(
     config: ConfigOpt = None,
-    workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, run, database and alerts.")] = Path("bigsister-demo"),
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo's data, run, database, alerts and log.")] = Path("bigsister-demo"),
+    verbose: VerboseOpt = False,
 ) -> None:
     """The whole loop on synthetic data: synth, prepare, train, evaluate, serve, a stream, an incident, an alert."""
     try:
         settings = _settings(config)
         from bigsister_ray.demo import run_demo
 
-        run_demo(settings, workdir)
+        run_demo(settings, workdir, verbose=verbose)
     except BigSisterError as err:
         _fail(err)
 
