@@ -176,8 +176,9 @@ def _run(out: "Output", base: Settings, workdir: Path, *, stream_seconds: float,
             result["checkpoint"] = str(trained.best_checkpoint)
             m = trained.best_metrics
             step.summary = (f"{trained.epochs_this_call} epochs, best epoch {trained.best_epoch} ("
-                            + ", ".join(f"{k.replace('_', ' ')} {m[k]:.3f}" for k in ("val_accuracy", "val_macro_f1")
-                                        if k in m) + ")")
+                            + ", ".join(f"{name} {m[k]:.3f}" for k, name in (("val_accuracy", "val accuracy"),
+                                                                            ("val_macro_f1", "val macro-F1")) if k in m)
+                            + ")")
         with out.step("4/6 evaluate on the held-out test takes") as step:
             report = evaluate(trained.best_checkpoint, workdir / "prepared", workdir / "eval", settings, split="test")
             out.log(str(report))
