@@ -81,10 +81,11 @@ def _local_copy(location: str, folder: Path, what: str) -> Path:
     target = folder / (storage.basename(location) or what)
     try:
         storage.copy(location, target)
-    except FileNotFoundError as err:
+    except OSError as err:  # missing object, access denied, unreachable endpoint (pyarrow raises OSError)
         from bigsister_ray.errors import DataError
+        from bigsister_ray.security.redact import redact_text
 
-        raise DataError(f"{what}: {err}") from err
+        raise DataError(f"cannot fetch {what} {storage.redact_uri(location)}: {redact_text(str(err))}") from err
     return target
 
 
