@@ -42,9 +42,8 @@ LOG_FILE = "bigsister.log"
 _SHARD_RE = re.compile(r"shard (\d+)/(\d+)")
 
 
-def _quiet_ray_env() -> None:
-    """Knobs read when Ray Data is imported or Ray starts: no progress bars (their text would fill the log)."""
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+#: Read when Ray Data is imported or Ray starts: no progress bars (their text would fill the log).
+QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
 
 
 class Output:
@@ -226,11 +225,15 @@ def command_output(log_path: Path | None, *, verbose: bool = False, terminal: st
         return
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    _quiet_ray_env()
+    env_before = {k: os.environ.get(k) for k in QUIET_ENV}
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    bars_before = None
     if ray_logging:
         import ray.data
 
-        ray.data.DataContext.get_current().enable_progress_bars = False
+        context = ray.data.DataContext.get_current()
+        bars_before, context.enable_progress_bars = context.enable_progress_bars, False
     log = open(log_path, "a", buffering=1, encoding="utf-8")
     handler = logging.StreamHandler(log)
     handler.setLevel(logging.INFO)  # Ray Data logs DEBUG to its own file in Ray's session folder
@@ -274,6 +277,11 @@ def command_output(log_path: Path | None, *, verbose: bool = False, terminal: st
         for f in opened:
             f.close()
         logging.captureWarnings(False)
+        if bars_before is not None:
+            context.enable_progress_bars = bars_before
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
         for logger, handlers, propagate in routed:
             logger.removeHandler(handler)
             for h in handlers:
