@@ -1,7 +1,9 @@
 """Benchmark the serving graph on this machine.
 
-1. **Graph vs direct**: windows per second pushed through Windower -> Classifier (@serve.batch) -> AlertManager
-   by many concurrent pseudo-streams (frames already preprocessed, so decoding is excluded), against calling
+1. **Graph vs direct**: windows per second through the path a StreamShard's windows take: many concurrent
+   pseudo-streams (threads of this process, frames already preprocessed, so decoding is excluded) cut windows
+   (``WindowAssembler``) and hand them to the shard's ``WindowBatcher``, which sends them to the Classifier
+   (``classify_many``, @serve.batch); the alert rules, which a shard applies after scoring, are not run. Against calling
    the same model directly (``predict_proba``) at the same batch size and torch threads, in the same process
    run, side by side: ``--rounds`` alternating runs (a direct run before and after each graph run), medians
    reported, each graph run also paired with the direct runs either side of it (``ratio_paired_median``: the
@@ -13,9 +15,6 @@
    is sustained when, over ``--hold`` seconds, every stream stays ``live``, drops no frame, decodes at least
    95% of the camera's 25 fps (then samples clip.fps of them) and gets at least 90% of its windows scored
    (clip.fps / clip.stride per second). Reports the largest sustained count.
-3. **Frame-to-score latency** p50/p95 (newest frame of a window handed over by the stream runner -> its scores
-   back; time in the runner's drop-oldest buffer is not included), from the Windower, over the largest
-   sustained run.
 
 Default ClipSpec (``laptop``: 16 frames, 8 fps, 112 px, stride 8) and the default model (tiny3d, random
 weights: speed does not depend on the weights). CPU only unless a GPU is present (then the Classifier takes it).
@@ -26,12 +25,12 @@ weights: speed does not depend on the weights). CPU only unless a GPU is present
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,7 +66,8 @@ def _settings(root: Path, ckpt: Path, args):
     return Settings(
         serve={"checkpoint": str(ckpt),
                "classifier": {"max_batch_size": args.batch, "batch_wait_timeout_s": 0.05, "num_cpus": args.classifier_cpus},
-               "streams": {"media_root": str(root), "open_timeout_s": 10.0, "watchdog_s": 10.0}},
+               "streams": {"media_root": str(root), "open_timeout_s": 10.0, "watchdog_s": 10.0},
+               "shards": {"journal_dir": str(root / "journal")}},
         database={"url": f"sqlite:///{root / 'bench.db'}"},
         alerts={"alert_file": str(root / "alerts.jsonl"), "notifier": "console"},
         auth={"enabled": False, "allow_loopback": True},
@@ -110,52 +110,56 @@ def direct_rate(ckpt: Path, batch: int, seconds: float, threads: int) -> float:
 
 
 def graph_rate(app_name: str, spec, streams: int, seconds: float, settle: float = 1.0) -> dict:
-    """Windows/s through Windower -> Classifier -> AlertManager from ``streams`` concurrent pushers.
+    """Windows/s through a shard's path (WindowAssembler -> WindowBatcher -> Classifier) from ``streams``
+    concurrent pseudo-streams, each with one window in flight, as a stream's thread in a StreamShard.
 
     The pushers start together; windows scored in the first ``settle`` seconds (the pipeline filling) are not
     counted, nor those scored after the ``seconds`` that follow (the pipeline draining)."""
     from ray import serve
 
-    windower = serve.get_deployment_handle("Windower", app_name=app_name)
+    from bigsister_ray.serve.batcher import WindowBatcher
+    from bigsister_ray.video.windows import WindowAssembler
+
     classifier = serve.get_deployment_handle("Classifier", app_name=app_name)
     rng = np.random.default_rng(1)
     chunk = rng.integers(0, 256, (spec.stride, spec.size, spec.size, 3), dtype=np.uint8)
     first = rng.integers(0, 256, (spec.frames, spec.size, spec.size, 3), dtype=np.uint8)
+    before = classifier.info.remote().result()
+    batcher = WindowBatcher(lambda x: classifier.classify_many.remote(x).result(timeout_s=120.0),
+                            max_batch_size=before["max_batch_size"], name="bench")
+    counts = [0] * streams
 
-    async def pusher(i: int, start: float, deadline: float, counts: list[int]) -> None:
-        sid = f"bench-{i}"
-        t = 0.0
-        await windower.push.remote(sid, first, [t + k / spec.fps for k in range(spec.frames)], time.time())
-        t += spec.frames / spec.fps
+    def pusher(i: int, start: float, deadline: float) -> None:
+        asm = WindowAssembler(spec)
+        asm.push(first[:-spec.stride], [k / spec.fps for k in range(spec.frames - spec.stride)], time.time())
+        t = (spec.frames - spec.stride) / spec.fps
         while time.perf_counter() < deadline:
             ts = [t + k / spec.fps for k in range(spec.stride)]
             t += spec.stride / spec.fps
-            await windower.push.remote(sid, chunk, ts, time.time())
-            if start <= time.perf_counter() <= deadline:
-                counts[i] += 1
+            for w in asm.push(chunk, ts, time.time()):
+                batcher.classify(w.frames, timeout_s=120.0)
+                if start <= time.perf_counter() <= deadline:
+                    counts[i] += 1
 
-    async def run() -> int:
-        counts = [0] * streams
-        t0 = time.perf_counter()
-        await asyncio.gather(*(pusher(i, t0 + settle, t0 + settle + seconds, counts) for i in range(streams)))
-        return sum(counts)
-
-    before = classifier.info.remote().result()
     t0 = time.perf_counter()
-    windows = asyncio.run(run())
+    threads = [threading.Thread(target=pusher, args=(i, t0 + settle, t0 + settle + seconds)) for i in range(streams)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    windows = sum(counts)
     after = classifier.info.remote().result()
     wall = time.perf_counter() - t0
+    batcher.close()
     batches = max(1, after["batches"] - before["batches"])
     busy = after["busy_s"] - before["busy_s"]
-    for i in range(streams):
-        windower.forget.remote(f"bench-{i}").result()
     # busy_share: the Classifier's forward passes over the run's wall time (filling and draining included);
     # forward_per_batch_s: against the direct call's time per batch, a slower pass means the model's CPU was shared.
     return {"windows_per_s": windows / seconds, "mean_batch": (after["windows"] - before["windows"]) / batches,
             "busy_share": busy / wall, "forward_per_batch_s": busy / batches}
 
 
-def streams_sustained(base: str, spec, args, windower) -> tuple[int, dict, list[dict]]:
+def streams_sustained(base: str, spec, args) -> tuple[int, list[dict]]:
     """Grow the number of 25 fps cameras until one drops frames or falls below the sampled rate."""
     import httpx
 
@@ -165,7 +169,7 @@ def streams_sustained(base: str, spec, args, windower) -> tuple[int, dict, list[
     w, h = (int(v) for v in args.camera_size.lower().split("x"))
     server = StreamServer(fps=args.camera_fps, size=(w, h)).start()
     client = httpx.Client(base_url=base, timeout=60)
-    best, best_latency, log = 0, {}, []
+    best, log = 0, []
     n = 1
     try:
         while n <= args.max_streams:
@@ -177,11 +181,9 @@ def streams_sustained(base: str, spec, args, windower) -> tuple[int, dict, list[
                 if all(s["state"] == "live" for s in sts):
                     break
                 time.sleep(1)
-            windower.reset_latency.remote().result()
             start = {i: client.get(f"/streams/{i}").json()["status"] for i in ids}
             time.sleep(args.hold)
             end = {i: client.get(f"/streams/{i}").json()["status"] for i in ids}
-            stats = windower.stats.remote().result()
             dropped = sum(end[i]["frames_dropped"] - start[i]["frames_dropped"] for i in ids)
             rates = [(end[i]["frames_decoded"] - start[i]["frames_decoded"]) / args.hold for i in ids]
             # Keeping up also means scoring: one window per stride of sampled frames, per stream (a backlog that
@@ -192,20 +194,20 @@ def streams_sustained(base: str, spec, args, windower) -> tuple[int, dict, list[
             ok = live and dropped == 0 and min(rates) >= 0.95 * args.camera_fps and scored >= 0.9 * expected
             row = {"streams": n, "ok": ok, "dropped": dropped, "min_decoded_fps": round(min(rates), 2),
                    "windows_scored": scored, "windows_expected": round(expected),
-                   "all_live": live, "frame_to_score_s": stats["frame_to_score_s"]}
+                   "all_live": live}
             log.append(row)
             print(json.dumps(row), flush=True)
             for i in ids:
                 client.delete(f"/streams/{i}")
             if not ok:
                 break
-            best, best_latency = n, stats["frame_to_score_s"]
+            best = n
             n = n * 2 if n < 8 else n + 4
             time.sleep(2)
     finally:
         client.close()
         server.stop()
-    return best, best_latency, log
+    return best, log
 
 
 def main(argv=None) -> None:
@@ -275,10 +277,8 @@ def main(argv=None) -> None:
         result["ratio_at_graph_batch"] = round(g / d_same, 3)
         print(json.dumps(result), flush=True)
         if not args.skip_streams:
-            windower = serve.get_deployment_handle("Windower", app_name="bench")
-            best, latency, log = streams_sustained(base, spec, args, windower)
+            best, log = streams_sustained(base, spec, args)
             result["streams_sustained"] = best
-            result["frame_to_score_s"] = latency
             result["stream_runs"] = log
     finally:
         serve.shutdown()
