@@ -184,9 +184,9 @@ def _run(out: "Output", base: Settings, workdir: Path, *, stream_seconds: float,
             out.log(str(report))
             result["report"] = str(report.report_path)
             result["model_vs_baseline"] = (
-                f"model accuracy {report.accuracy:.3f} (macro-F1 {report.macro_f1:.3f}) vs majority-class baseline "
+                f"accuracy {report.accuracy:.3f} (macro-F1 {report.macro_f1:.3f}) vs majority-class baseline "
                 f"{report.majority_accuracy:.3f} on {report.n} {report.split} clips")
-            step.summary = result["model_vs_baseline"]
+            step.summary = f"model {result['model_vs_baseline']}"
         with out.step("5/6 start the Serve app") as step:
             settings.serve.checkpoint = Path(trained.best_checkpoint)
             run_serve(settings, block=False)
@@ -236,7 +236,7 @@ def _run(out: "Output", base: Settings, workdir: Path, *, stream_seconds: float,
         out.console.rule("[bold]summary")
         out.line(f"model:           {result['model_vs_baseline']}")
         out.line(f"incident:        {base_url}/incidents/{result['incident'].get('id')} "
-                 f"({incident.get('label')}, peak score {incident.get('peak_score')})")
+                 f"({incident.get('label')}, peak score {float(incident.get('peak_score') or 0):.2f})")
         out.line(f"alert:           {'sent, ' + str(alert_file) if 'alert' in result else 'none recorded'}")
         out.line(f"evaluation:      {result['report']}")
         out.line(f"checkpoint:      {result['checkpoint']}")
