@@ -12,6 +12,8 @@ python3 -m venv "$venv"
 {
   echo "# Exact versions that the tests pass with; used by every install command in README.md and by .ci/run."
   echo "# Regenerate with tools/refresh-constraints.sh. The CUDA stack (nvidia-*, cuda-*, triton) is pinned by torch."
-  "$venv/bin/pip" freeze --exclude-editable | grep -viE '^(nvidia-|cuda-|triton==|-e |bigsister-ray)' | sort -f
+  # decord has wheels for x86_64 only: its pin carries the same marker as its dependency in pyproject.toml.
+  "$venv/bin/pip" freeze --exclude-editable | grep -viE '^(nvidia-|cuda-|triton==|-e |bigsister-ray)' \
+    | sed -E 's/^(decord==[^;]+)$/\1; platform_machine == "x86_64" or platform_machine == "AMD64"/' | sort -f
 } > constraints.txt
 echo "constraints.txt: $(grep -vc '^#' constraints.txt) packages"
