@@ -1,6 +1,7 @@
-"""The configuration reference, generated from the settings models (the README embeds its output).
+"""The configuration reference, generated from the settings models (docs/configuration.md embeds its output).
 
-``bigsister config --reference`` prints it; a test checks the README's copy is current.
+``bigsister config --reference`` prints it; ``python -m bigsister_ray.reference docs/configuration.md`` rewrites
+the block between the markers in that file, and a test checks the file's copy is current.
 """
 
 from __future__ import annotations
@@ -78,12 +79,17 @@ def config_reference() -> str:
 
 
 def embed_reference(text: str) -> str:
-    """``text`` (the README) with the block between the reference markers replaced by the current reference."""
+    """``text`` (docs/configuration.md) with the block between the reference markers replaced by the current
+    reference; ValueError when the markers are missing, repeated or out of order."""
+    nb, ne = text.count(REFERENCE_BEGIN), text.count(REFERENCE_END)
+    if nb != 1 or ne != 1 or text.index(REFERENCE_BEGIN) > text.index(REFERENCE_END):
+        raise ValueError(f"expected one {REFERENCE_BEGIN!r} followed by one {REFERENCE_END!r}, "
+                         f"got {nb} begin and {ne} end markers (or end before begin)")
     start, end = text.index(REFERENCE_BEGIN), text.index(REFERENCE_END)
     return text[: start + len(REFERENCE_BEGIN)] + "\n" + config_reference() + text[end:]
 
 
-if __name__ == "__main__":  # python -m bigsister_ray.reference README.md
+if __name__ == "__main__":  # python -m bigsister_ray.reference docs/configuration.md
     import sys
     from pathlib import Path
 

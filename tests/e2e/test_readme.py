@@ -1,4 +1,4 @@
-"""Every short command in the README runs as written (issue 8).
+"""Every short command in the README runs as written.
 
 The README's ``bash`` blocks are extracted; the ``bigsister`` commands that finish in seconds to a minute
 (--help, config, synth, eda, prepare, train, evaluate, detect) run in order, exactly as written except that
@@ -40,6 +40,7 @@ def test_readme_commands_are_known():
     commands = readme_commands(README.read_text())
     assert "pip install -c constraints.txt -e ." in commands
     assert "bigsister demo" in commands
+    assert 'pip install -c constraints.txt -e ".[dev,postgres]"' in commands and "python -m pytest -q" in commands
     for c in commands:
         words = shlex.split(c)
         runnable = words[0] == "bigsister" and len(words) > 1 and words[1] in RUNNABLE
@@ -54,6 +55,15 @@ def test_readme_test_command_is_what_ci_runs():
     test = next(c for c in commands if "pytest" in c)
     assert install.split("install", 1)[1].strip() in ci
     assert test in ci
+
+
+def test_readme_links_resolve():
+    """Every relative link in the README (docs, RESULTS, the dashboard) names a file of the repository."""
+    text = README.read_text()
+    links = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
+    assert "docs/configuration.md" in links and "docs/metrics.md" in links
+    missing = [t for t in links if not (README.parent / t).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
 
 
 @pytest.mark.slow

@@ -94,12 +94,17 @@ def test_env_nested(monkeypatch):
     assert Settings().train.epochs == 7
 
 
-def test_readme_configuration_reference_is_current():
-    """The README's configuration reference is generated from the settings models; a field added or changed
-    without `python -m bigsister_ray.reference README.md` makes it stale."""
+def test_configuration_reference_is_current():
+    """docs/configuration.md's reference is generated from the settings models; a field added or changed
+    without `python -m bigsister_ray.reference docs/configuration.md` makes it stale."""
     from pathlib import Path
 
-    from bigsister_ray.reference import embed_reference
+    from bigsister_ray.reference import REFERENCE_BEGIN, embed_reference
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert embed_reference(readme) == readme, "README.md's reference is stale: run `python -m bigsister_ray.reference README.md`"
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert embed_reference(doc) == doc, (
+        "docs/configuration.md's reference is stale: run `python -m bigsister_ray.reference docs/configuration.md`")
+    assert REFERENCE_BEGIN not in (root / "README.md").read_text(encoding="utf-8"), "one copy: docs/configuration.md"
+    with pytest.raises(ValueError, match="expected one"):
+        embed_reference("no markers here")
