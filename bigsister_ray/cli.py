@@ -27,7 +27,7 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[
     Optional[Path],
-    typer.Option("--config", "-c", help="YAML settings file (see the README's configuration reference).", exists=False),
+    typer.Option("--config", "-c", help="YAML settings file (see docs/configuration.md).", exists=False),
 ]
 
 

@@ -7,7 +7,7 @@ creates the metrics it updates in its constructor (metrics objects must be creat
 
 from __future__ import annotations
 
-__all__ = ["DecoderMetrics", "WindowerMetrics", "ClassifierMetrics", "LATENCY_BOUNDARIES_S", "BATCH_BOUNDARIES"]
+__all__ = ["export_stream_metrics", "DecoderMetrics", "WindowerMetrics", "ClassifierMetrics", "LATENCY_BOUNDARIES_S", "BATCH_BOUNDARIES"]
 
 #: Seconds: from a few milliseconds (one CPU batch) to a minute (a stream far behind).
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -55,3 +55,21 @@ class ClassifierMetrics:
         self.inference = Histogram("bigsister_inference_seconds", description="Seconds of one batched forward pass.",
                                    boundaries=LATENCY_BOUNDARIES_S)
         self.windows = Counter("bigsister_classifier_windows", description="Windows classified by this replica.")
+
+
+def export_stream_metrics(metrics: DecoderMetrics, statuses: dict[str, dict], exported: dict[str, tuple[int, int]]) -> None:
+    """Streams per state (gauge), and each stream's reconnects and dropped frames since the last call (counters).
+
+    ``exported`` keeps, per stream, the counts already added (updated here), so each is counted once."""
+    counts: dict[str, int] = {}
+    for sid, st in statuses.items():
+        counts[st["state"]] = counts.get(st["state"], 0) + 1
+        rec, drop = exported.get(sid, (0, 0))
+        now_rec, now_drop = int(st.get("reconnects", 0)), int(st.get("frames_dropped", 0))
+        if now_rec > rec:
+            metrics.reconnects.inc(now_rec - rec, tags={"stream": sid})
+        if now_drop > drop:
+            metrics.frames_dropped.inc(now_drop - drop, tags={"stream": sid})
+        exported[sid] = (max(rec, now_rec), max(drop, now_drop))
+    for state in ("connecting", "live", "reconnecting", "error", "stopped"):
+        metrics.streams.set(counts.get(state, 0), tags={"state": state})

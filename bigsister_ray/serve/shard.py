@@ -109,6 +109,7 @@ class StreamShard:
         self._decoded: dict[tuple[str, int], list[float]] = {}
         self._lock = threading.Lock()
         self._dmetrics, self._wmetrics = DecoderMetrics(), WindowerMetrics()
+        self._exported: dict[str, tuple[int, int]] = {}  # stream -> (reconnects, dropped frames) already counted
         sh = settings.serve.shards
         self._keeper = LeaseKeeper(
             self._leases, lambda: len(self._store.list_streams()), shard_id=self.shard_id, node_id=self.node_id,
@@ -390,11 +391,9 @@ class StreamShard:
         self._export_states()
 
     def _export_states(self) -> None:
-        counts: dict[str, int] = {}
-        for st in self.statuses().values():
-            counts[st["state"]] = counts.get(st["state"], 0) + 1
-        for state in ("connecting", "live", "reconnecting", "error", "stopped"):
-            self._dmetrics.streams.set(counts.get(state, 0), tags={"state": state})
+        from bigsister_ray.serve.metrics import export_stream_metrics
+
+        export_stream_metrics(self._dmetrics, self.statuses(), self._exported)
 
     def _guard_loop(self) -> None:
         """Stops every stream the moment this shard's lease deadline passes, whatever the lease loop is doing."""
