@@ -53,6 +53,8 @@ class WindowBatcher:
         self._retry_s = retry_s
         self._queue: queue.Queue[tuple[np.ndarray, Future] | None] = queue.Queue()
         self._closed = threading.Event()
+        self._inflight: dict[int, list[tuple[np.ndarray, Future]]] = {}  # batches being sent, by id
+        self._inflight_lock = threading.Lock()
         self.retries = 0
         self.batches = 0
         self._threads = [threading.Thread(target=self._run, name=f"{name}-classify-{i}", daemon=True) for i in range(senders)]
@@ -74,19 +76,25 @@ class WindowBatcher:
         return all(t.is_alive() for t in self._threads)
 
     def close(self) -> None:
-        """Stop the senders; windows still queued fail with RuntimeError."""
+        """Stop the senders; windows queued or being sent fail with RuntimeError at once (their stream threads
+        stop waiting), whatever the Classifier does."""
         self._closed.set()
+        with self._inflight_lock:
+            inflight = [item for batch in self._inflight.values() for item in batch]
+        for _, fut in inflight:
+            _settle(fut, error=RuntimeError("the shard shut down before this window was scored"))
         for _ in self._threads:
             self._queue.put(None)
+        deadline = time.monotonic() + 2.0  # a sender waiting on a Classifier that is gone too is not waited for
         for t in self._threads:
-            t.join(timeout=5.0)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item is not None and not item[1].done():
-                item[1].set_exception(RuntimeError("the shard shut down before this window was scored"))
+            if item is not None:
+                _settle(item[1], error=RuntimeError("the shard shut down before this window was scored"))
 
     # ---- senders ---------------------------------------------------------------------------------
     def _take(self) -> list[tuple[np.ndarray, Future]] | None:
@@ -112,17 +120,20 @@ class WindowBatcher:
             batch = self._take()
             if batch is None:
                 return
+            with self._inflight_lock:
+                self._inflight[id(batch)] = batch
             try:
                 probs = self._send_with_retry(np.stack([w for w, _ in batch]))
             except BaseException as err:  # every window of the batch hears it; the sender carries on
                 for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
+                    _settle(fut, error=err)
                 continue
+            finally:
+                with self._inflight_lock:
+                    self._inflight.pop(id(batch), None)
             self.batches += 1
             for (_, fut), p in zip(batch, probs):
-                if not fut.done():
-                    fut.set_result(np.asarray(p))
+                _settle(fut, result=np.asarray(p))
 
     def _send_with_retry(self, stacked: np.ndarray) -> Any:
         deadline = time.monotonic() + self._retry_s
@@ -139,3 +150,16 @@ class WindowBatcher:
                 if self._closed.wait(wait):
                     raise
                 wait = min(wait * 2, 4.0)
+
+
+def _settle(fut: Future, *, result: object = None, error: BaseException | None = None) -> None:
+    """Give ``fut`` its outcome unless it already has one (a closing batcher and a sender may race)."""
+    from concurrent.futures import InvalidStateError
+
+    try:
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        pass

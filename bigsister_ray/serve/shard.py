@@ -486,8 +486,8 @@ class StreamShard:
         self._stop.set()
         self._wake.set()
         self._ticker.join(timeout=5.0)
+        self._batcher.close()  # stream threads waiting for scores stop waiting, so each stream stops at once
         self._keeper.release_all()
-        self._batcher.close()
         self._service.stop()
 
     async def __del__(self) -> None:
