@@ -37,17 +37,6 @@ CAMERAS = 9
 TTL_S = 4.0
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
-
-
 def main(out: Path, pg_url: str, work: Path) -> None:
     import httpx
     import ray
@@ -56,7 +45,7 @@ def main(out: Path, pg_url: str, work: Path) -> None:
 
     from bigsister_ray.config import Settings
     from bigsister_ray.serve.app import AppArgs, build_app
-    from tests._serve_support import WRITE_KEY, free_port, make_checkpoint
+    from tests._serve_support import WRITE_KEY, free_port, make_checkpoint, wait_for
     from tests._slack_server import FakeSlack
     from tests._stream_server import StreamServer
 
@@ -118,7 +107,7 @@ def main(out: Path, pg_url: str, work: Path) -> None:
                     return None
             return st
 
-        st = _wait(all_live_and_alerted, 240, "all nine cameras live with their incident alerted")
+        st = wait_for(all_live_and_alerted, 240, what="all nine cameras live with their incident alerted")
         placement = {i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in ids}
         step("started", placement=placement, shards=client.get("/shards").json(), head=head_id,
              workers=[w.node_id for w in workers])
@@ -127,11 +116,11 @@ def main(out: Path, pg_url: str, work: Path) -> None:
         handle = serve.get_deployment_handle("StreamShard", app_name="failover")
         stalled_shard = placement[ids[1]][0]
         stalled = [i for i in ids if placement[i][0] == stalled_shard]
-        _wait(lambda: handle.stall_renewals.remote(3 * TTL_S, shard_id=stalled_shard).result(), 30,
-              "the stalled shard to take the drill", interval=0.0)
+        wait_for(lambda: handle.stall_renewals.remote(3 * TTL_S, shard_id=stalled_shard).result(), 30,
+              what="the stalled shard to take the drill", interval=0.0)
         t0 = time.monotonic()
-        st = _wait(lambda: moved_and_live(stalled, stalled_shard, None), 120,
-                   "the stalled shard's streams live on another shard", interval=0.25)
+        st = wait_for(lambda: moved_and_live(stalled, stalled_shard, None), 120,
+                   what="the stalled shard's streams live on another shard", interval=0.25)
         seconds = round(time.monotonic() - t0, 1)
         live_shards = {sh["shard_id"] for sh in client.get("/shards").json()["shards"]} | {stalled_shard}
         infos: dict[str, Any] = {}
@@ -141,14 +130,14 @@ def main(out: Path, pg_url: str, work: Path) -> None:
             infos[info["shard_id"]] = info
             return live_shards <= set(infos)
 
-        _wait(every_shard_answered, 60, "an info() answer from every shard", interval=0.0)
+        wait_for(every_shard_answered, 60, what="an info() answer from every shard", interval=0.0)
         spans = [(sid, token, shard, first, last) for shard, info in infos.items()
                  for sid, token, first, last in info["decoded"] if sid in stalled]
         step("renewals_stalled", shard=stalled_shard, moved=stalled, seconds=seconds, spans=spans,
              now={i: st[i]["owner"]["shard_id"] for i in stalled})
 
         # 3. kill the shard replica holding camera 0 (its node stays)
-        st = _wait(all_live_and_alerted, 120, "every camera live again before a shard is killed")
+        st = wait_for(all_live_and_alerted, 120, what="every camera live again before a shard is killed")
         placement = {i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in ids}
         victim_shard, victim_node = placement[ids[0]]
         moved = [i for i in ids if placement[i][0] == victim_shard]
@@ -158,13 +147,13 @@ def main(out: Path, pg_url: str, work: Path) -> None:
         ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
 
 
-        st = _wait(lambda: moved_and_live(moved, victim_shard, None), 120, "the killed shard's streams live elsewhere",
-                   interval=0.25)
+        st = wait_for(lambda: moved_and_live(moved, victim_shard, None), 120, interval=0.25,
+                      what="the killed shard's streams live elsewhere")
         step("shard_killed", shard=victim_shard, node=victim_node, moved=moved, seconds=round(time.monotonic() - t0, 1),
              now={i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in moved})
 
         # 4. remove the worker node holding the most cameras
-        st = _wait(all_live_and_alerted, 120, "every camera live again before the node is removed")
+        st = wait_for(all_live_and_alerted, 120, what="every camera live again before the node is removed")
         by_node: dict[str, list[str]] = {}
         for i in ids:
             by_node.setdefault(st[i]["owner"]["node_id"], []).append(i)
@@ -173,13 +162,13 @@ def main(out: Path, pg_url: str, work: Path) -> None:
         old_shards = {st[i]["owner"]["shard_id"] for i in lost}
         t0 = time.monotonic()
         cluster.remove_node(worker)
-        st = _wait(lambda: moved_and_live(lost, next(iter(old_shards)), worker.node_id), 120,
-                   "the removed node's streams live on another node", interval=0.25)
+        st = wait_for(lambda: moved_and_live(lost, next(iter(old_shards)), worker.node_id), 120,
+                   what="the removed node's streams live on another node", interval=0.25)
         step("node_removed", node=worker.node_id, moved=lost, seconds=round(time.monotonic() - t0, 1),
              now={i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in lost})
 
         # 5. what was recorded: give deliveries one sweep to settle, then count
-        _wait(lambda: all(inc.get("alert_status") == "sent" for inc in incidents()), 60, "every alert delivered")
+        wait_for(lambda: all(inc.get("alert_status") == "sent" for inc in incidents()), 60, what="every alert delivered")
         per_stream: dict[str, int] = {}
         for inc in incidents():
             per_stream[inc["stream_id"]] = per_stream.get(inc["stream_id"], 0) + 1

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from bigsister_ray.config import Settings
 from bigsister_ray.incidents.store import IncidentStore
+from tests._handles import Handles
 from tests._media import make_mp4
 from tests._serve_support import TINY_SPEC
 
@@ -87,21 +88,6 @@ def test_the_timeout_400_is_not_the_decode_error_400(tmp_path):
 
 
 # ------------------------------------------------------------- a timed-out decode stops; other routes answer
-class _Remote:
-    def __init__(self, fn):
-        self._fn = fn
-
-    async def remote(self, *args, **kwargs):
-        return self._fn(*args, **kwargs)
-
-
-class _Handles:
-    """Stand-in Classifier and StreamShard handles: ``info`` and ``health`` answer at once (readiness only)."""
-
-    def __init__(self, info: dict) -> None:
-        self.info = _Remote(lambda: info)
-        self.health = _Remote(lambda: {"ok": True})
-        self.poke = _Remote(lambda: None)
 
 
 def test_a_timed_out_decode_stops_its_thread_and_other_routes_answer_meanwhile(tmp_path, monkeypatch):
@@ -126,7 +112,7 @@ def test_a_timed_out_decode_stops_its_thread_and_other_routes_answer_meanwhile(t
     video = make_mp4(tmp_path / "slow.mp4", frames=300, fps=25.0, size=(64, 48))  # 12 s, 96 sampled frames
     app = _app(tmp_path, 1.5)
     ctx = app.state.ctx
-    handles = _Handles(ctx.model_info)
+    handles = Handles(ctx.model_info)
     ctx.classifier = ctx.shards = handles
     app = create_api(ctx)
 

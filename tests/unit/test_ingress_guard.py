@@ -18,11 +18,11 @@ import threading
 import time
 
 import httpx
-import numpy as np
 import pytest
 
 from bigsister_ray.config import Settings
 from bigsister_ray.incidents.store import IncidentStore
+from tests._handles import Handles
 from tests._serve_support import TINY_SPEC
 
 WRITE = "unit-write-key-0123456789"
@@ -37,22 +37,6 @@ HUGE = 512 * 1024 * 1024
 CHUNK = 4096
 
 
-class _Remote:
-    def __init__(self, fn):
-        self._fn = fn
-
-    async def remote(self, *args, **kwargs):
-        return self._fn(*args, **kwargs)
-
-
-class _Handles:
-    """Stand-in Classifier + StreamShard handles that answer at once."""
-
-    def __init__(self, info: dict) -> None:
-        self.info = _Remote(lambda: info)
-        self.classify_many = _Remote(lambda b: np.full((len(b), len(info["labels"])), 0.5, dtype=np.float32))
-        self.health = _Remote(lambda: {"ok": True})
-        self.poke = _Remote(lambda: None)
 
 
 def _app(tmp_path, **overrides):
@@ -71,7 +55,7 @@ def _app(tmp_path, **overrides):
     store.create_tables()
     info = {"loaded": True, "labels": ["fight", "normal"], "clip": TINY_SPEC.model_dump(), "thresholds": {},
             "max_batch_size": 4}
-    handles = _Handles(info)
+    handles = Handles(info)
     ctx = ServeContext(settings=settings, store=store, shards=handles, classifier=handles,
                        authenticator=Authenticator.from_config(settings.auth), model_info=info)
     return create_api(ctx)

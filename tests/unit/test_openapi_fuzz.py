@@ -8,11 +8,11 @@ called with a write key, and again with no key (401, never 5xx). Bounded: a few 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
+from tests._handles import Handles
 from tests._serve_support import TINY_SPEC
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -20,22 +20,6 @@ schemathesis = pytest.importorskip("schemathesis")
 WRITE = "unit-write-key-0123456789"
 
 
-class _Remote:
-    def __init__(self, fn):
-        self._fn = fn
-
-    async def remote(self, *args, **kwargs):
-        return self._fn(*args, **kwargs)
-
-
-class _Handles:
-    """Stand-in Classifier + StreamShard handles."""
-
-    def __init__(self, info: dict) -> None:
-        self.info = _Remote(lambda: info)
-        self.classify_many = _Remote(lambda b: np.full((len(b), len(info["labels"])), 0.5, dtype=np.float32))
-        self.health = _Remote(lambda: {"ok": True})
-        self.poke = _Remote(lambda: None)
 
 
 @pytest.fixture()
@@ -55,7 +39,7 @@ def app(tmp_path):
     store.create_tables()
     info = {"loaded": True, "labels": ["fight", "normal"], "clip": TINY_SPEC.model_dump(), "thresholds": {},
             "max_batch_size": 4}
-    handles = _Handles(info)
+    handles = Handles(info)
     ctx = ServeContext(settings=settings, store=store, shards=handles, classifier=handles,
                        authenticator=Authenticator.from_config(settings.auth), model_info=info)
     return create_api(ctx)
