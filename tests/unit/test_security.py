@@ -1,4 +1,4 @@
-"""API keys and the stream URL policy (issue 7 items 1 and 2)."""
+"""API keys and the stream URL policy."""
 
 import os
 
