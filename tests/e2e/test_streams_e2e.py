@@ -46,7 +46,8 @@ def local_ray():
         yield
         return
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bigsister-tests")
+    # address="local": always a new local Ray, never another one that happens to run on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bigsister-tests")
     try:
         yield
     finally:
