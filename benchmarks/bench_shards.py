@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +158,7 @@ class Graph:
         serve.run(build_app(AppArgs.from_settings(settings)), name=APP, route_prefix="/")
         self.shards = shards
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        _wait(lambda: len(self.client.get("/shards").json()["shards"]) >= shards, 180, f"{shards} live shards")
+        wait_for(lambda: len(self.client.get("/shards").json()["shards"]) >= shards, 180, 1.0, f"{shards} live shards")
 
     def streams(self) -> dict[str, dict]:
         return {s["id"]: s for s in self.client.get("/streams").json()["streams"]}
@@ -175,7 +174,7 @@ class Graph:
     def remove(self, ids: list[str]) -> None:
         for i in ids:
             self.client.delete(f"/streams/{i}")
-        _wait(lambda: not any(o for o in self.streams().values()), 60, "the streams deleted")
+        wait_for(lambda: not any(o for o in self.streams().values()), 60, 1.0, "the streams deleted")
         time.sleep(3)
 
     def wait_live(self, ids: list[str], balanced: bool) -> dict[str, dict]:
@@ -190,7 +189,7 @@ class Graph:
                 if len(per) < min(self.shards, len(ids)) or max(per.values()) - min(per.values()) > 1:
                     return None
             return st
-        return _wait(ready, 180, f"{len(ids)} streams live" + (" and balanced over the shards" if balanced else ""))
+        return wait_for(ready, 180, 1.0, f"{len(ids)} streams live" + (" and balanced over the shards" if balanced else ""))
 
     def close(self) -> None:
         import ray
@@ -205,15 +204,12 @@ class Graph:
                 self.cluster.shutdown()
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {str(last)[:300]}")
+def wait_for(*args: Any, **kwargs: Any) -> Any:
+    """The tests' poll-with-a-deadline helper (tests/_serve_support.py)."""
+    sys.path.insert(0, str(REPO))
+    from tests._serve_support import wait_for as poll
+
+    return poll(*args, **kwargs)
 
 
 def _processes() -> dict[str, list]:

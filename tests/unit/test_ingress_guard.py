@@ -21,9 +21,7 @@ import httpx
 import pytest
 
 from bigsister_ray.config import Settings
-from bigsister_ray.incidents.store import IncidentStore
-from tests._handles import Handles
-from tests._serve_support import TINY_SPEC
+from tests._handles import ingress_app
 
 WRITE = "unit-write-key-0123456789"
 OTHER = "unit-other-write-key-0123456789"
@@ -40,9 +38,6 @@ CHUNK = 4096
 
 
 def _app(tmp_path, **overrides):
-    from bigsister_ray.security.auth import Authenticator
-    from bigsister_ray.serve.api import create_api
-    from bigsister_ray.serve.context import ServeContext
 
     media = tmp_path / "media"
     media.mkdir(exist_ok=True)
@@ -50,15 +45,7 @@ def _app(tmp_path, **overrides):
     auth = {"keys": [{"name": "w", "key": WRITE, "scope": "write"}, {"name": "o", "key": OTHER, "scope": "write"},
                      {"name": "r", "key": READ, "scope": "read"}], **overrides.pop("auth", {})}
     serve = {"upload_max_bytes": 1024 * 1024, "streams": {"media_root": str(media), **overrides.pop("streams", {})}}
-    settings = Settings(auth=auth, serve=serve, database={"url": f"sqlite:///{tmp_path / 'x.db'}"})
-    store = IncidentStore(settings.database.url, busy_timeout_ms=500)
-    store.create_tables()
-    info = {"loaded": True, "labels": ["fight", "normal"], "clip": TINY_SPEC.model_dump(), "thresholds": {},
-            "max_batch_size": 4}
-    handles = Handles(info)
-    ctx = ServeContext(settings=settings, store=store, shards=handles, classifier=handles,
-                       authenticator=Authenticator.from_config(settings.auth), model_info=info)
-    return create_api(ctx)
+    return ingress_app(Settings(auth=auth, serve=serve, database={"url": f"sqlite:///{tmp_path / 'x.db'}"}))
 
 
 class _Body:

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
-from tests._handles import Handles
-from tests._serve_support import TINY_SPEC
+from tests._handles import ingress_app
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -25,24 +24,13 @@ WRITE = "unit-write-key-0123456789"
 @pytest.fixture()
 def app(tmp_path):
     from bigsister_ray.config import Settings
-    from bigsister_ray.incidents.store import IncidentStore
-    from bigsister_ray.security.auth import Authenticator
-    from bigsister_ray.serve.api import create_api
-    from bigsister_ray.serve.context import ServeContext
 
     (tmp_path / "media").mkdir()
     settings = Settings(auth={"keys": [{"name": "w", "key": WRITE, "scope": "write"}]},
                         database={"url": f"sqlite:///{tmp_path / 'x.db'}"},
                         serve={"upload_max_bytes": 256 * 1024, "upload_decode_timeout_s": 10.0,
                                "streams": {"media_root": str(tmp_path / "media")}})
-    store = IncidentStore(settings.database.url, busy_timeout_ms=500)
-    store.create_tables()
-    info = {"loaded": True, "labels": ["fight", "normal"], "clip": TINY_SPEC.model_dump(), "thresholds": {},
-            "max_batch_size": 4}
-    handles = Handles(info)
-    ctx = ServeContext(settings=settings, store=store, shards=handles, classifier=handles,
-                       authenticator=Authenticator.from_config(settings.auth), model_info=info)
-    return create_api(ctx)
+    return ingress_app(settings)
 
 
 @pytest.mark.parametrize("headers", [{"X-API-Key": WRITE}, {}], ids=["with-key", "no-key"])
