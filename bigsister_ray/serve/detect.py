@@ -29,7 +29,7 @@ import numpy as np
 from bigsister_ray.clip import ClipSpec
 from bigsister_ray.errors import VideoDecodeError
 from bigsister_ray.video.files import ScaledFrameReader
-from bigsister_ray.video.sniff import ContainerFormat, DecodeCancelled
+from bigsister_ray.video.sniff import ContainerFormat, DecodeCancelled, video_stream
 
 __all__ = ["detect_file", "iter_file_chunks", "iter_window_batches", "detection_result", "scores_dict", "UploadDecode",
            "DecodersBusy", "DECODE_THREAD_PREFIX", "MAX_UPLOAD_DECODES", "CHUNK_FRAMES"]
@@ -73,10 +73,10 @@ class _UploadFrameReader(ScaledFrameReader):
         self.path, self.spec, self.fps = str(path), spec, float(fps)
         container = open_container(path, fmt, io_timeout_s)
         try:
-            self._stream = container.streams.video[0]
-        except IndexError:
+            self._stream = video_stream(container, str(path))
+        except VideoDecodeError:
             container.close()
-            raise VideoDecodeError(f"{path}: the container has no video stream") from None
+            raise
         self._container = _CancellableContainer(container, cancel, self.path)
         self._stream.thread_type = "AUTO"
         self._stream.codec_context.thread_count = 1

@@ -33,6 +33,7 @@ import numpy as np
 
 from bigsister_ray.clip import ClipSpec, sample_indices, scale_frame
 from bigsister_ray.errors import VideoDecodeError
+from bigsister_ray.video.sniff import video_stream
 
 if TYPE_CHECKING:
     from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
@@ -123,7 +124,7 @@ class PyAVReader:
         wanted, last = set(order), max(order)
         got: dict[int, np.ndarray] = {}
         with av.open(self.path) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container, self.path)
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.num_threads
             for n, frame in enumerate(container.decode(stream)):
@@ -196,9 +197,9 @@ def _header_size(path: str | Path) -> tuple[int, int] | None:
 
     try:
         with av.open(str(path)) as container:
-            ctx = container.streams.video[0].codec_context
+            ctx = video_stream(container, str(path)).codec_context
             width, height = int(ctx.width or 0), int(ctx.height or 0)
-    except (av.FFmpegError, IndexError, OSError, ValueError):
+    except (av.FFmpegError, OSError, ValueError, VideoDecodeError):
         return None
     return (width, height) if width > 0 and height > 0 else None
 
@@ -264,9 +265,13 @@ class ScaledFrameReader:
         self.path, self.spec, self.fps = str(path), spec, float(fps)
         try:
             self._container = av.open(self.path)
-            self._stream = self._container.streams.video[0]
-        except (av.FFmpegError, IndexError, OSError) as err:
+        except (av.FFmpegError, OSError) as err:
             raise VideoDecodeError(f"{path}: cannot open video for decoding (truncated or corrupt?): {err}") from err
+        try:
+            self._stream = video_stream(self._container, self.path)
+        except VideoDecodeError:
+            self._container.close()
+            raise
         self._stream.thread_type = "AUTO"
         self._stream.codec_context.thread_count = num_threads
         tb = self._stream.time_base

@@ -116,6 +116,18 @@ def _short(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
+def video_stream(container: Any, shown: str) -> Any:
+    """The container's first video stream, refused with :class:`VideoDecodeError` if it has none or FFmpeg cannot
+    identify its codec (PyAV then gives the stream no codec context)."""
+    try:
+        stream = container.streams.video[0]
+    except IndexError:
+        raise VideoDecodeError(f"{shown}: the container has no video stream") from None
+    if stream.codec_context is None:
+        raise VideoDecodeError(f"{shown}: the video stream's codec is unknown (corrupt, or not a supported codec)")
+    return stream
+
+
 def probe_container(container: Any, shown: str, cancel: threading.Event | None = None):
     """:class:`~bigsister_ray.video.files.VideoInfo` of an open container: video packets counted (no decode).
 
@@ -126,10 +138,7 @@ def probe_container(container: Any, shown: str, cancel: threading.Event | None =
 
     from bigsister_ray.video.files import VideoInfo
 
-    try:
-        stream = container.streams.video[0]
-    except IndexError:
-        raise VideoDecodeError(f"{shown}: the container has no video stream") from None
+    stream = video_stream(container, shown)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if not math.isfinite(fps) or fps <= 0:
