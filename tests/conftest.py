@@ -8,6 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests draw the same examples on every run, so a suite's result depends on the code alone; the examples
+# that once found a bug are pinned with @example. ``HYPOTHESIS_PROFILE=explore`` draws fresh
+# examples to hunt for new bugs (run it before a release, not in CI).
+hypothesis_settings.register_profile("default", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False, max_examples=1000)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
