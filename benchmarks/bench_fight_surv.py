@@ -219,9 +219,10 @@ def run(data: Path, recipes: list[str], seeds: int, split_seeds: int, threads: i
             print(f"[{name}] split seed {split_seed}: {len(clips)} clips "
                   f"({', '.join(f'{k} {sum(c.split == k for c in clips)}' for k in ('train', 'val', 'test'))}), "
                   f"decoded in {time.perf_counter() - t0:.0f}s", flush=True)
-            for seed in range(seeds):
+            for k in range(seeds):
+                seed = split_seed * seeds + k  # every run its own training seed, across splits too
                 r = train_and_test(settings, clips, files, seed, threads)
-                r["split_seed"] = split_seed
+                r["split_seed"], r["seed"] = split_seed, seed
                 runs.append(r)
                 print(f"[{name}] split {split_seed} seed {seed}: test acc {r['test_accuracy']:.3f} macro-F1 "
                       f"{r['test_macro_f1']:.3f} (majority {r['baseline_accuracy']:.3f} / {r['baseline_macro_f1']:.3f}), "

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bigsister_ray.clip import ClipSpec
+from bigsister_ray.clip import ClipSpec, input_channels
 
 __all__ = ["model_flops", "mfu"]
 
@@ -27,16 +27,17 @@ def model_flops(
 ) -> int:
     """FLOPs of one forward pass (``backward=True``: forward + backward, a training step) on
     ``batch_size`` clips of ``clip``. ``model`` is a module (copied to the meta device, the original untouched)
-    or a registry name (built with ``num_classes`` outputs)."""
+    or a registry name (built with ``num_classes`` outputs and the clip's input channels)."""
+    channels = input_channels(clip.input)
     if isinstance(model, str):
         from bigsister_ray.models.registry import build_model
 
         with torch.device("meta"):
-            shell = build_model(model, num_classes)
+            shell = build_model(model, num_classes, in_channels=channels)
     else:
         shell = copy.deepcopy(model).to("meta")
     shell.train(backward)
-    x = torch.empty(batch_size, 3, clip.frames, clip.size, clip.size, device="meta")
+    x = torch.empty(batch_size, channels, clip.frames, clip.size, clip.size, device="meta")
     counter = FlopCounterMode(display=False)
     with counter:
         if backward:
