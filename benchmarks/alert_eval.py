@@ -39,7 +39,7 @@ def main() -> None:
     from bigsister_ray.data.readers import read_source
     from bigsister_ray.data.synth import synthesize
     from bigsister_ray.models import CheckpointMeta, build_model, get_model_spec, save_checkpoint
-    from bigsister_ray.video.files import iter_clip_frames
+    from bigsister_ray.data.clips import iter_clip_frames
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

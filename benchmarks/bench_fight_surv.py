@@ -74,7 +74,7 @@ def decode_clips(videos: list, clips: list, spec, cache: Path) -> dict[str, Path
     import numpy as np
 
     from bigsister_ray.data.records import InputError
-    from bigsister_ray.video.files import iter_clip_frames
+    from bigsister_ray.data.clips import iter_clip_frames
 
     cache.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}

@@ -2,7 +2,7 @@
 
 Not a test (minutes of CPU): synthesizes a dataset, indexes it with the real readers and clip index, splits
 it by take *stratified by class* (so every class is in train and in the held-out split), decodes clips with
-the real decode path (video.files.iter_clip_frames), trains tiny3d with plain torch and prints held-out
+the real decode path (data.clips.iter_clip_frames), trains tiny3d with plain torch and prints held-out
 accuracy and per-class recall next to the majority-class baseline.
 
     python benchmarks/synth_learnability.py --videos 40 --seconds 12 --epochs 12 --threads 2
@@ -38,7 +38,7 @@ def main() -> None:
     from bigsister_ray.data.readers import read_source
     from bigsister_ray.data.synth import synthesize
     from bigsister_ray.models import build_model, get_model_spec
-    from bigsister_ray.video.files import iter_clip_frames
+    from bigsister_ray.data.clips import iter_clip_frames
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -198,7 +198,7 @@ def process_shard(row: dict[str, Any], *, out: str, spec: dict[str, Any], compre
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from bigsister_ray.video.files import iter_clip_frames
+    from bigsister_ray.data.clips import iter_clip_frames
 
     clip_spec = ClipSpec.model_validate(spec)
     remote = filesystem is not None and not isinstance(filesystem, pafs.LocalFileSystem)

@@ -168,7 +168,7 @@ def predict_source(model: Any, meta: Any, source: str, root: Path, settings: Set
     decoded with the checkpoint's ClipSpec; plus the inputs that failed (``InputError`` dicts)."""
     from bigsister_ray.data.index import build_index
     from bigsister_ray.data.readers import read_source
-    from bigsister_ray.video.files import iter_clip_frames
+    from bigsister_ray.data.clips import iter_clip_frames
 
     dumped = settings.model_dump(mode="python")
     dumped["clip"] = meta.clip.model_dump()

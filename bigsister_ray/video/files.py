@@ -12,12 +12,11 @@ FFmpeg whose scaler rounds differently, so its own scaled output cannot be used 
 full-resolution RGB frame is made.
 
 Readers are opened inside the function that uses them (so inside the Ray worker, never in a parent that
-forks) and are shared by every clip of their video: :func:`iter_clip_frames` opens one per video and
-decodes exactly the frames :func:`bigsister_ray.clip.sample_indices` picks for its clips.
+forks). The clips of the index are decoded with these pieces by :mod:`bigsister_ray.data.clips`, one reader
+per video.
 
 A missing, zero-byte, truncated or corrupt file raises :class:`bigsister_ray.errors.VideoDecodeError` naming
-the file (:func:`probe`, :func:`decode_frames`), or is yielded as an
-:class:`bigsister_ray.data.records.InputError` (:func:`iter_clip_frames`), so one bad video never stops the rest.
+the file (:func:`probe`, :func:`frame_timing`, :func:`decode_frames`, :meth:`ScaledFrameReader.fill`).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -35,11 +34,8 @@ from bigsister_ray.clip import ClipSpec, sample_indices, scale_frame
 from bigsister_ray.errors import VideoDecodeError
 from bigsister_ray.video.sniff import video_stream
 
-if TYPE_CHECKING:
-    from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
-
-__all__ = ["VideoInfo", "open_reader", "probe", "decode_frames", "ScaledFrameReader", "PyAVReader", "clip_indices",
-           "iter_clip_frames", "file_size", "decord_available"]
+__all__ = ["VideoInfo", "open_reader", "probe", "frame_timing", "decode_frames", "ScaledFrameReader", "PyAVReader",
+           "file_size", "decord_available"]
 
 
 @dataclass(frozen=True)
@@ -221,6 +217,15 @@ def probe(path: str | Path) -> VideoInfo:
         del reader
 
 
+def frame_timing(path: str | Path, num_threads: int = 1) -> VideoInfo:
+    """Frame count and fps as decoding numbers them, without decoding a frame (``width`` and ``height`` are 0)."""
+    reader = open_reader(path, num_threads=num_threads)
+    try:
+        return _info(reader, path, decode_first=False)
+    finally:
+        del reader
+
+
 def decode_frames(path: str | Path, indices: Sequence[int], num_threads: int = 1, reader: Any | None = None) -> np.ndarray:
     """Decode exactly ``indices`` of ``path``: uint8 ``N x H x W x 3`` RGB.
 
@@ -342,61 +347,6 @@ class ScaledFrameReader:
                 self._pos = idx
                 if idx == target or (idx in keep and idx not in cache):
                     cache[idx] = scale_frame(frame, self.spec, self._reformatter)
-
-
-def clip_indices(clip: "ClipRecord", info: VideoInfo, spec: ClipSpec) -> np.ndarray:
-    """The frame indices of one clip of the index (centred on its ``[start_s, end_s]``; short videos loop)."""
-    return sample_indices(info.num_frames, info.fps, spec, clip.start_s, clip.end_s)
-
-
-def iter_clip_frames(
-    video: "VideoRecord",
-    clips: "Sequence[ClipRecord]",
-    spec: ClipSpec,
-    num_threads: int = 1,
-    chunk: int = 8,
-) -> Iterator[tuple["ClipRecord", "np.ndarray | InputError"]]:
-    """For each clip of ``video``: ``(clip, uint8 T x S x S x 3)`` or ``(clip, InputError)``.
-
-    decord numbers the frames (:func:`probe`); one :class:`ScaledFrameReader` decodes them, both opened here
-    (inside the worker). Clips are decoded in the order of their first frame (results come in that order);
-    frames shared by overlapping clips are decoded once, and only the small frames of clips still to come are
-    held. A video that cannot be opened yields an :class:`InputError` for each of its clips; a clip whose frames
-    cannot be decoded yields one for that clip and the others go on. ``chunk`` is accepted for compatibility;
-    no full-resolution frame is held, so memory does not depend on it.
-    """
-    from bigsister_ray.data.records import InputError
-
-    del chunk
-    if not clips:
-        return
-    try:
-        reader = open_reader(video.path, num_threads=num_threads)
-        info = _info(reader, video.path, decode_first=False)  # the clips' own frames prove the stream decodes
-        del reader
-        frames = ScaledFrameReader(video.path, spec, info.fps, num_threads=num_threads)
-    except VideoDecodeError as err:
-        for clip in clips:
-            yield clip, InputError(path=video.path, stage="decode", reason=str(err))
-        return
-    with frames:
-        planned = [(clip, clip_indices(clip, info, spec)) for clip in clips]
-        planned.sort(key=lambda ci: int(ci[1].min()))
-        cache: dict[int, np.ndarray] = {}
-        for n, (clip, idx) in enumerate(planned):
-            # Frames later clips need (overlapping windows) are kept while they are decoded anyway.
-            later = {int(i) for _, nxt in planned[n + 1 : n + 8] for i in nxt if i <= idx.max()}
-            try:
-                frames.fill(sorted({int(i) for i in idx}), cache, keep=later)
-                clip_frames = np.stack([cache[int(i)] for i in idx])
-            except (VideoDecodeError, ValueError) as err:
-                yield clip, InputError(path=video.path, stage="decode", reason=f"clip {clip.clip_id}: {err}")
-                continue
-            finally:
-                upcoming = int(planned[n + 1][1].min()) if n + 1 < len(planned) else None
-                for i in [i for i in cache if upcoming is None or i < upcoming]:
-                    del cache[i]
-            yield clip, clip_frames
 
 
 def file_size(path: str | Path) -> int | None:

@@ -60,9 +60,10 @@ def _served_windows(path) -> list:
 
 def test_decoder_windows_equal_training_clips_bit_for_bit(video):
     from bigsister_ray.clip import to_model_input
+    from bigsister_ray.data.clips import iter_clip_frames
     from bigsister_ray.data.records import ClipRecord, VideoRecord
     from bigsister_ray.models import get_model_spec
-    from bigsister_ray.video.files import iter_clip_frames, probe
+    from bigsister_ray.video.files import probe
 
     served = _served_windows(video)
     info = probe(video)

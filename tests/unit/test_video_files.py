@@ -1,4 +1,4 @@
-"""video/files.py: decode exactly the sampled frames with one reader; bad files become clear errors."""
+"""video/files.py and data/clips.py: decode exactly the sampled frames with one reader; bad files become clear errors."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from bigsister_ray.clip import ClipSpec
+from bigsister_ray.data.clips import iter_clip_frames
 from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
 from bigsister_ray.errors import VideoDecodeError
-from bigsister_ray.video.files import decode_frames, iter_clip_frames, probe
+from bigsister_ray.video.files import decode_frames, probe
 from tests._media import frame_level, make_mp4, truncate
 
 SPEC = ClipSpec(frames=4, fps=5.0, size=32, stride=2)
