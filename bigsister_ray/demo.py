@@ -51,19 +51,18 @@ def demo_settings(base: Settings, workdir: Path) -> Settings:
     put("database", "url", f"sqlite:///{workdir / 'bigsister.db'}")
     put("alerts", "alert_file", workdir / "alerts.jsonl")
     put("auth", "generated_key_file", workdir / "api-key")
-    # 64 px instead of the laptop preset's 112: the synthetic actors' punches stay visible and an epoch takes a
-    # third of the time, so 30 epochs fit. Measured on the demo's dataset: at 112 px and 12 epochs tiny3d stayed
-    # at chance in 2 of 3 runs; at 64 px it passed 0.95 training and 1.0 validation accuracy by epoch 16.
+    # 64 px instead of the laptop preset's 112: the synthetic actors' punches stay visible and an epoch is a third
+    # of the cost. Frames and their differences (the CPU recipe's input): the differences hold the motion that
+    # tells a punch from a walk, free of each scene's background, so tiny3d from scratch separates the classes
+    # within a few epochs instead of the tens it needs on frames alone.
     put("clip", "size", 64)
-    put("train", "epochs", 30)
+    put("clip", "input", "rgb+diff")
+    put("train", "epochs", 12)
     put("train", "workers", 2)
     put("train", "batch_size", 8)
-    # No early stopping: 38 validation clips are noisy, and one run stopped at epoch 18 (best at 10) while the
-    # training accuracy was still rising; the best epoch by validation macro-F1 is kept either way.
-    put("train", "early_stopping_patience", 30)
-    # Validate and keep an average of the weights: on 38 validation clips single epochs swing by 0.2-0.4 in accuracy,
-    # and the best one is then a lucky spike. In 3 paired runs the average's last epochs held 0.84-0.92, and each
-    # run, with or without it, found the demo camera's fight (benchmarks/RESULTS.md, "Demo model").
+    # No early stopping: the validation split is small and noisy; the best epoch by validation macro-F1 is kept.
+    put("train", "early_stopping_patience", 12)
+    # Validate and keep an average of the weights: single epochs swing on a small validation split.
     put("train", "ema_decay", 0.98)
     put("data", "clips_per_event", 6)
     put("data", "negatives_per_video", 6)
