@@ -14,6 +14,7 @@ Every model forbids unknown keys, so a typo is an error that names the key::
     ├── serve: ServeConfig   Ray Serve graph, streams, uploads
     ├── alerts: AlertsConfig alert rules and notifiers (Slack, webhook, console)
     ├── database: DatabaseConfig incidents store
+    ├── incidents: IncidentsConfig evidence media and how long it is kept
     └── auth: AuthConfig     API keys and stream URL policy
 
 Loading is file -> dict -> validate (:func:`load_settings`), so tests build ``Settings(...)`` directly.
@@ -43,6 +44,7 @@ __all__ = [
     "ClassifierConfig",
     "StreamsConfig",
     "ShardsConfig",
+    "ConsoleConfig",
     "ServeConfig",
     "SlackConfig",
     "WebhookConfig",
@@ -51,6 +53,7 @@ __all__ = [
     "ApiKey",
     "AuthConfig",
     "DatabaseConfig",
+    "IncidentsConfig",
     "Settings",
     "load_settings",
     "format_validation_error",
@@ -210,6 +213,19 @@ class StreamsConfig(Strict):
         return self
 
 
+class ConsoleConfig(Strict):
+    session_secret: SecretStr | None = Field(None, description="Key that signs the web console's session cookies (at least 32 random characters; the same on every Ingress replica). None: derived from the configured API keys, so changing or revoking a key ends every session.")
+    session_ttl_s: float = Field(12 * 3600.0, gt=0, le=30 * 24 * 3600.0, description="A console login lasts this long (seconds), then asks for the key again.")
+    secure_cookies: Literal["auto", "always", "never"] = Field("auto", description="Mark the session cookie Secure: auto when the request came over HTTPS or serve.public_url is https://.")
+
+    @model_validator(mode="after")
+    def _long_secret(self) -> "ConsoleConfig":
+        if self.session_secret is not None and len(self.session_secret.get_secret_value()) < 32:
+            raise ValueError("serve.ui.session_secret: expected at least 32 random characters "
+                             "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return self
+
+
 class ServeConfig(Strict):
     host: str = Field("127.0.0.1", description="HTTP bind address (keep loopback behind a reverse proxy).")
     port: int = Field(8000, ge=1, le=65535)
@@ -226,6 +242,7 @@ class ServeConfig(Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    ui: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console under /ui: sessions and cookies.")
 
 
 class SlackConfig(Strict):
@@ -333,6 +350,14 @@ class DatabaseConfig(Strict):
     echo: bool = False
 
 
+class IncidentsConfig(Strict):
+    media_dir: Path = Field(Path("media"), description="Folder of incident media files (evidence clips); an incident stores its clip's path relative to it.")
+    media_retention_days: float | None = Field(30.0, ge=0, description="Evidence clips and snapshots of incidents that started longer ago than this are deleted by a periodic sweep (the incident rows stay). 0 or null: keep them forever.")
+    retention_sweep_interval_s: float = Field(3600.0, gt=0, description="How often the retention sweep runs (in every process that sweeps the delivery outbox).")
+    clip_before_s: float = Field(5.0, ge=0, description="Seconds of video before an incident's peak window in its evidence clip.")
+    clip_after_s: float = Field(10.0, ge=0, description="Seconds of video after an incident's peak window in its evidence clip.")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree. ``Settings()`` gives the embedded defaults (plus env)."""
 
@@ -352,6 +377,7 @@ class Settings(BaseSettings):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @model_validator(mode="before")

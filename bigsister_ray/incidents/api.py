@@ -6,9 +6,13 @@ ingress passes its own and tests pass one on a temporary database::
     GET  /incidents                   filter by stream_id, label, status, since, until; limit/offset
     GET  /incidents/{id}              one incident with its score timeline
     GET  /incidents/{id}/snapshot     image/jpeg of the peak window (404 when there is none)
+    GET  /incidents/{id}/audit        who acted on it, when, with what note
     POST /incidents/{id}/ack          open -> acknowledged
     POST /incidents/{id}/false-alarm  open|acknowledged -> false_alarm
     POST /incidents/{id}/resolve      open|acknowledged -> resolved      (409 for any other move, 404 unknown id)
+
+The three actions take an optional JSON body ``{"note": "..."}`` and are recorded in the audit trail with the
+caller's name (the ``actor`` dependency: the API key's name in the Serve ingress, ``api`` without one).
 """
 
 # No `from __future__ import annotations`: FastAPI resolves the route annotations (StoreDep is local).
@@ -19,7 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi import Path as PathParam
 
 from bigsister_ray.incidents.models import IncidentPublic, IncidentStatus
-from bigsister_ray.incidents.schemas import ErrorDetail, IncidentPage
+from bigsister_ray.incidents.schemas import ActionBody, AuditTrail, ErrorDetail, IncidentPage
 from bigsister_ray.incidents.store import IncidentNotFoundError, IncidentStore, IncidentStoreError, InvalidTransitionError
 
 __all__ = ["make_incidents_router"]
@@ -45,10 +49,16 @@ def _aware(value: datetime | None, name: str = "time") -> datetime | None:
     return value
 
 
-def make_incidents_router(store_provider: Callable[[], IncidentStore], *, dependencies: list | None = None) -> APIRouter:
+def _api_actor() -> str:
+    return "api"
+
+
+def make_incidents_router(store_provider: Callable[[], IncidentStore], *, dependencies: list | None = None,
+                          actor: Callable[..., str] | None = None) -> APIRouter:
     """The ``/incidents`` routes over the store ``store_provider()`` returns (called per request).
 
-    ``dependencies`` (e.g. an API-key check) apply to every route.
+    ``dependencies`` (e.g. an API-key check) apply to every route. ``actor``: a FastAPI dependency returning
+    the caller's name for the audit trail (default: ``"api"``).
     """
     router = APIRouter(prefix="/incidents", tags=["incidents"], dependencies=dependencies or [])
 
@@ -56,6 +66,7 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
         return store_provider()
 
     StoreDep = Annotated[IncidentStore, Depends(get_store)]
+    ActorDep = Annotated[str, Depends(actor or _api_actor)]
 
     def unavailable(err: IncidentStoreError) -> HTTPException:
         return HTTPException(status_code=503, detail=f"incident store unavailable: {err}")
@@ -103,9 +114,9 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
             raise HTTPException(status_code=404, detail=f"incident {incident_id} has no snapshot")
         return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
-    def _transition(incident_id: int, store: IncidentStore, target: str) -> IncidentPublic:
+    def _act(incident_id: int, store: IncidentStore, action: str, who: str, body: ActionBody | None) -> IncidentPublic:
         try:
-            return store.set_status(incident_id, target)
+            return store.act(incident_id, action, actor=who or "api", note=body.note if body is not None else None)
         except IncidentNotFoundError as err:
             raise HTTPException(status_code=404, detail=str(err)) from err
         except InvalidTransitionError as err:
@@ -113,16 +124,25 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
         except IncidentStoreError as err:
             raise unavailable(err) from err
 
+    @router.get("/{incident_id}/audit", response_model=AuditTrail, responses=_ERRORS)
+    def audit(incident_id: IncidentId, store: StoreDep) -> AuditTrail:
+        try:
+            return AuditTrail(incident_id=incident_id, items=store.audit_trail(incident_id))
+        except IncidentNotFoundError as err:
+            raise HTTPException(status_code=404, detail=str(err)) from err
+        except IncidentStoreError as err:
+            raise unavailable(err) from err
+
     @router.post("/{incident_id}/ack", response_model=IncidentPublic, responses=_ERRORS)
-    def acknowledge(incident_id: IncidentId, store: StoreDep) -> IncidentPublic:
-        return _transition(incident_id, store, IncidentStatus.acknowledged.value)
+    def acknowledge(incident_id: IncidentId, store: StoreDep, who: ActorDep, body: ActionBody | None = None) -> IncidentPublic:
+        return _act(incident_id, store, "ack", who, body)
 
     @router.post("/{incident_id}/false-alarm", response_model=IncidentPublic, responses=_ERRORS)
-    def false_alarm(incident_id: IncidentId, store: StoreDep) -> IncidentPublic:
-        return _transition(incident_id, store, IncidentStatus.false_alarm.value)
+    def false_alarm(incident_id: IncidentId, store: StoreDep, who: ActorDep, body: ActionBody | None = None) -> IncidentPublic:
+        return _act(incident_id, store, "false_alarm", who, body)
 
     @router.post("/{incident_id}/resolve", response_model=IncidentPublic, responses=_ERRORS)
-    def resolve(incident_id: IncidentId, store: StoreDep) -> IncidentPublic:
-        return _transition(incident_id, store, IncidentStatus.resolved.value)
+    def resolve(incident_id: IncidentId, store: StoreDep, who: ActorDep, body: ActionBody | None = None) -> IncidentPublic:
+        return _act(incident_id, store, "resolve", who, body)
 
     return router

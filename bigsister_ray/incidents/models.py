@@ -4,9 +4,12 @@ For each resource: a ``*Base`` with the shared fields, the ``table=True`` model,
 ``*Public`` / ``*Update`` schemas (sqlmodel ``docs_src/tutorial/fastapi/app_testing``)::
 
     Stream     a registered camera: name, url (stored, never shown: ``StreamPublic.url`` is redacted),
-               location, options, last known state, created_at, deleted_at (soft delete)
+               location, options (per-camera alert rules), enabled, last known state, created_at,
+               deleted_at (soft delete)
     Incident   one detected behaviour on one stream: class, severity, start/end, peak, score timeline,
-               snapshot JPEG, review status, and the delivery state of its alert and of its close reply
+               snapshot JPEG, evidence clip (a file under ``incidents.media_dir``), review status, and the
+               delivery state of its alert and of its close reply
+    IncidentAction one operator action on an incident (ack, false alarm, resolve): who, when, with what note
     StreamLease    which shard owns a stream: owner, node, fencing token, expiry, and the state its owner saved
     ShardRecord    a live stream shard: node, capacity, load, last heartbeat
 
@@ -21,7 +24,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, String, TypeDecorator
+from sqlalchemy import JSON, Boolean, Column, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator, true
 from sqlmodel import Field, SQLModel
 
 from bigsister_ray.security.redact import redact_url as _redact_url
@@ -43,6 +46,9 @@ __all__ = [
     "IncidentCreate",
     "IncidentPublic",
     "IncidentUpdate",
+    "IncidentAction",
+    "IncidentActionPublic",
+    "ACTIONS",
     "StreamLease",
     "StreamLeasePublic",
     "ShardRecord",
@@ -74,6 +80,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "acknowledged": frozenset({"false_alarm", "resolved"}),
     "false_alarm": frozenset(),
     "resolved": frozenset(),
+}
+
+#: Operator actions and the review status each moves an incident to.
+ACTIONS: dict[str, str] = {
+    "ack": IncidentStatus.acknowledged.value,
+    "false_alarm": IncidentStatus.false_alarm.value,
+    "resolve": IncidentStatus.resolved.value,
 }
 
 
@@ -123,6 +136,8 @@ class StreamBase(SQLModel):
 class Stream(StreamBase, table=True):
     id: str = Field(default_factory=_uuid, primary_key=True, max_length=64)
     url: str = Field(sa_column=Column(String, nullable=False))
+    enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=true()),
+                          description="A disabled stream stays registered but no shard runs it.")
     state: str | None = Field(default=None, max_length=32)
     last_error: str | None = None
     last_frame_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
@@ -139,6 +154,7 @@ class StreamCreate(StreamBase):
 class StreamPublic(StreamBase):
     id: str
     url: str = Field(description="The source URL with credentials redacted.")
+    enabled: bool = True
     state: str | None = None
     last_error: str | None = None
     last_frame_at: datetime | None = None
@@ -157,6 +173,7 @@ class StreamUpdate(SQLModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     location: str | None = None
     options: dict[str, Any] | None = None
+    enabled: bool | None = None
     state: str | None = None
     last_error: str | None = None
     last_frame_at: datetime | None = None
@@ -184,6 +201,8 @@ class Incident(IncidentBase, table=True):
                            description="RuleEngine key: one row per detected incident, however often it is reported.")
     timeline: list[list[float]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     snapshot: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    clip_path: str | None = Field(default=None, max_length=500,
+                                  description="The evidence clip, relative to incidents.media_dir; None when there is none.")
     status: str = Field(default=IncidentStatus.open.value, index=True, max_length=16)
     status_changed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
@@ -222,6 +241,7 @@ class IncidentPublic(IncidentBase):
     created_at: datetime
     updated_at: datetime
     has_snapshot: bool = False
+    has_clip: bool = False
     alert_status: str
     alert_reason: str | None = None
     alert_attempts: int = 0
@@ -236,8 +256,9 @@ class IncidentPublic(IncidentBase):
 
     @classmethod
     def from_row(cls, row: Incident, *, with_timeline: bool = True) -> "IncidentPublic":
-        data = row.model_dump(exclude={"snapshot", "timeline", "event_key"})
+        data = row.model_dump(exclude={"snapshot", "timeline", "event_key", "clip_path"})
         data["has_snapshot"] = row.snapshot is not None
+        data["has_clip"] = row.clip_path is not None
         data["timeline"] = [list(p) for p in row.timeline] if with_timeline else None
         return cls.model_validate(data)
 
@@ -253,6 +274,31 @@ class IncidentUpdate(SQLModel):
     timeline: list[list[float]] | None = None
     snapshot: bytes | None = None
     severity: str | None = None
+
+
+class IncidentAction(SQLModel, table=True):
+    """One operator action on an incident, written in the transaction that changed its status (the audit trail)."""
+
+    __tablename__ = "incident_actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(sa_column=Column(Integer, ForeignKey("incident.id", ondelete="CASCADE"), nullable=False, index=True))
+    action: str = Field(max_length=32, description="ack, false_alarm or resolve.")
+    from_status: str = Field(max_length=16, description="Review status before the action.")
+    to_status: str = Field(max_length=16, description="Review status after the action.")
+    actor: str = Field(max_length=200, description="Who acted: an API key's name, console:<key name>, slack:<user id> (<name>).")
+    note: str | None = Field(default=None, max_length=2000)
+    at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class IncidentActionPublic(SQLModel):
+    incident_id: int
+    action: str
+    from_status: str
+    to_status: str
+    actor: str
+    note: str | None = None
+    at: datetime
 
 
 # ---- stream leases and shards -------------------------------------------------------------------

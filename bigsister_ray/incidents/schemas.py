@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from bigsister_ray.incidents.models import IncidentPublic
+from bigsister_ray.incidents.models import IncidentActionPublic, IncidentPublic
 
-__all__ = ["IncidentPage", "ErrorDetail"]
+__all__ = ["IncidentPage", "ErrorDetail", "ActionBody", "AuditTrail"]
 
 
 class IncidentPage(BaseModel):
@@ -20,3 +20,18 @@ class IncidentPage(BaseModel):
 
 class ErrorDetail(BaseModel):
     detail: str
+
+
+class ActionBody(BaseModel):
+    """Optional body of ``POST /incidents/{id}/ack|false-alarm|resolve``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=2000, description="Why (kept in the audit trail).")
+
+
+class AuditTrail(BaseModel):
+    """The operator actions on one incident, oldest first."""
+
+    incident_id: int
+    items: list[IncidentActionPublic]

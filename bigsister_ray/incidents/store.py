@@ -21,7 +21,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Collection, Iterator
 
 from sqlalchemy import event, func, or_, update
@@ -39,9 +39,12 @@ from bigsister_ray.incidents.errors import (
 )
 from bigsister_ray.incidents.fencing import Fence, check_fence
 from bigsister_ray.incidents.models import (
+    ACTIONS,
     TRANSITIONS,
     AlertStatus,
     Incident,
+    IncidentAction,
+    IncidentActionPublic,
     IncidentCreate,
     IncidentPublic,
     Stream,
@@ -62,6 +65,7 @@ __all__ = [
     "StaleLeaseError",
     "MigrationError",
     "DeliveryKind",
+    "check_media_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -465,3 +469,115 @@ class IncidentStore(DeliveryOutbox):
                 raise InvalidTransitionError(incident_id, row.status, target)
             s.refresh(row)
             return IncidentPublic.from_row(row)
+
+    # ---- operator actions: the audit trail ----------------------------------------------------
+    def act(self, incident_id: int, action: str, *, actor: str, note: str | None = None,
+            now: datetime | None = None) -> IncidentPublic:
+        """Apply an operator's ``action`` (``ack``, ``false_alarm``, ``resolve``) and record who did it.
+
+        The status moves as :meth:`set_status` allows (raises :class:`InvalidTransitionError` otherwise,
+        :class:`IncidentNotFoundError` for an unknown id); the audit row is written in the same transaction, so
+        the trail has exactly the actions that took effect. ``actor`` names who acted: an API key's name,
+        ``console:<key name>``, ``slack:<user id> (<name>)``.
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"unknown incident action {action!r}, expected one of {sorted(ACTIONS)}")
+        actor = (actor or "").strip()
+        if not actor:
+            raise ValueError("actor: expected who acted (an API key's name, console:<name>, slack:<user>), got nothing")
+        target = ACTIONS[action]
+        now = now or utcnow()
+        with self.session() as s:
+            q = select(Incident).where(Incident.id == incident_id)
+            if self.dialect == "postgresql":
+                q = q.with_for_update()
+            row = s.exec(q).first()
+            if row is None:
+                raise IncidentNotFoundError(f"no incident {incident_id}")
+            before = row.status
+            if target not in TRANSITIONS.get(before, frozenset()):
+                raise InvalidTransitionError(incident_id, before, target)
+            res = s.execute(update(Incident).where(Incident.id == incident_id, Incident.status == before)
+                            .values(status=target, status_changed_at=now, updated_at=now))
+            if res.rowcount != 1:  # SQLite holds the write lock, PostgreSQL the row lock: only a bug gets here
+                raise InvalidTransitionError(incident_id, before, target)
+            s.add(IncidentAction(incident_id=incident_id, action=action, from_status=before, to_status=target,
+                                 actor=actor[:200], note=note, at=now))
+            s.flush()
+            s.refresh(row)
+            return IncidentPublic.from_row(row)
+
+    def audit_trail(self, incident_id: int) -> list[IncidentActionPublic]:
+        """The operator actions on an incident, oldest first; raises IncidentNotFoundError for an unknown id."""
+        with self.session() as s:
+            if s.get(Incident, incident_id) is None:
+                raise IncidentNotFoundError(f"no incident {incident_id}")
+            rows = s.exec(select(IncidentAction).where(IncidentAction.incident_id == incident_id)
+                          .order_by(IncidentAction.at, IncidentAction.id)).all()
+            return [IncidentActionPublic.model_validate(r.model_dump()) for r in rows]
+
+    # ---- evidence clips --------------------------------------------------------------------------
+    def set_clip(self, incident_id: int, path: str | None) -> None:
+        """Record the incident's evidence clip: ``path`` relative to ``incidents.media_dir`` (None: no clip).
+
+        Raises IncidentNotFoundError for an unknown id, ValueError for an absolute path or one that leaves the
+        media folder."""
+        if path is not None:
+            path = check_media_path(path)
+        with self.session() as s:
+            res = s.execute(update(Incident).where(Incident.id == incident_id).values(clip_path=path, updated_at=utcnow()))
+            if res.rowcount != 1:
+                raise IncidentNotFoundError(f"no incident {incident_id}")
+
+    def get_clip_path(self, incident_id: int) -> str | None:
+        """The clip's path relative to ``incidents.media_dir``; None when it has none (IncidentNotFoundError if unknown)."""
+        with self.session() as s:
+            row = s.execute(select(Incident.id, Incident.clip_path).where(Incident.id == incident_id)).first()
+            if row is None:
+                raise IncidentNotFoundError(f"no incident {incident_id}")
+            return row[1]
+
+    def slack_ref(self, incident_id: int) -> tuple[str, str] | None:
+        """``(channel, ts)`` of the incident's sent Slack alert (to update it in place); None when none was sent."""
+        with self.session() as s:
+            row = s.execute(select(Incident.slack_channel, Incident.slack_ts).where(Incident.id == incident_id)).first()
+            if row is None:
+                raise IncidentNotFoundError(f"no incident {incident_id}")
+            return (row[0], row[1]) if row[0] and row[1] else None
+
+    # ---- retention --------------------------------------------------------------------------------
+    def media_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[int, str | None]]:
+        """Incidents that started before ``cutoff`` and still hold media: ``(id, clip path or None)``, oldest first."""
+        with self.session() as s:
+            rows = s.execute(select(Incident.id, Incident.clip_path)
+                             .where(Incident.started_at < cutoff,
+                                    or_(Incident.snapshot.is_not(None), Incident.clip_path.is_not(None)))
+                             .order_by(Incident.started_at, Incident.id).limit(limit)).all()
+            return [(int(i), c) for i, c in rows]
+
+    def drop_media(self, incident_id: int, clip_path: str | None) -> None:
+        """Forget the incident's snapshot and, if it still is ``clip_path``, its clip (a clip set since stays)."""
+        with self.session() as s:
+            s.execute(update(Incident).where(Incident.id == incident_id).values(snapshot=None))
+            if clip_path is not None:
+                s.execute(update(Incident).where(Incident.id == incident_id, Incident.clip_path == clip_path)
+                          .values(clip_path=None))
+
+    # ---- operator verdicts --------------------------------------------------------------------------
+    def verdicts(self, *, since: datetime | None = None) -> list[tuple[IncidentPublic, str | None]]:
+        """Reviewed incidents (acknowledged, resolved, false alarm) with their clip paths, oldest first; ``since``
+        keeps those whose status changed at or after it."""
+        conds = [Incident.status.in_([ACTIONS["ack"], ACTIONS["resolve"], ACTIONS["false_alarm"]])]
+        if since is not None:
+            conds.append(Incident.status_changed_at >= since)
+        with self.session() as s:
+            rows = s.exec(select(Incident).where(*conds).order_by(Incident.started_at, Incident.id)).all()
+            return [(IncidentPublic.from_row(r, with_timeline=False), r.clip_path) for r in rows]
+
+
+def check_media_path(path: str) -> str:
+    """``path`` if it is a relative path that stays inside the media folder (``a/b.mp4``); ValueError otherwise."""
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path or "\x00" in path:
+        raise ValueError(f"clip path: expected a path relative to incidents.media_dir such as '12/clip.mp4', got {path!r}")
+    return str(p)

@@ -29,7 +29,11 @@ def _incidents_router(ctx: ServeContext) -> Any | None:
     except ImportError as err:
         log.warning("Ingress: /incidents routes unavailable (%s)", err)
         return None
-    return make_incidents_router(lambda: ctx.store)
+
+    def actor(principal: Any = Depends(authorize)) -> str:
+        return principal.name if principal is not None else "api"
+
+    return make_incidents_router(lambda: ctx.store, actor=actor)
 
 
 def create_api(ctx: ServeContext) -> FastAPI:

@@ -16,17 +16,16 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
 from bigsister_ray.incidents.leases import LeaseStore
 from bigsister_ray.incidents.migrate import current_revision, head_revision, target_metadata
-from bigsister_ray.incidents.models import Incident, IncidentCreate, Stream, StreamCreate
 from bigsister_ray.incidents.store import IncidentStore, MigrationError
 from tests._postgres import fresh_postgres
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-TABLES = {"alembic_version", "stream", "incident", "stream_leases", "stream_shards"}
+TABLES = {"alembic_version", "stream", "incident", "incident_actions", "stream_leases", "stream_shards"}
+HEAD = "0003"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -48,38 +47,54 @@ def schema_diff(store: IncidentStore, metadata: sa.MetaData | None = None) -> li
         return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata or target_metadata())
 
 
-def incident(key: str) -> IncidentCreate:
-    return IncidentCreate(event_key=key, stream_id="cam-1", stream_name="Lobby", label="fight", severity="high",
-                          started_at=T0, start_s=1.0, end_s=5.0, peak_score=0.9, peak_start_s=2.0, peak_end_s=4.0,
-                          timeline=[[1.0, 0.9]], snapshot=b"\xff\xd8jpeg")
-
-
 def test_an_empty_database_upgrades_to_exactly_the_models_schema(store):
     assert current_revision(store) is None
-    assert store.upgrade() == head_revision() == "0002"
-    assert current_revision(store) == "0002"
+    assert store.upgrade() == head_revision() == HEAD
+    assert current_revision(store) == HEAD
     assert set(inspect(store.engine).get_table_names()) == TABLES
     assert schema_diff(store) == []
     # the comparison is able to fail: a column the database lacks is reported
     changed = target_metadata()
     changed.tables["stream_leases"].append_column(sa.Column("lease_note", sa.String(40)))
     assert [d[0] for d in schema_diff(store, changed)] == ["add_column"]
-    assert store.upgrade() == "0002"  # again: nothing to do
+    assert store.upgrade() == HEAD  # again: nothing to do
     store.create_tables()  # the old entry point upgrades too
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
 
 
+def _old_create_tables(store: IncidentStore) -> None:
+    """The tables the pre-migration ``create_tables`` made (the schema of revision 0001), without alembic_version."""
+    from alembic import command
+
+    from bigsister_ray.incidents.migrate import alembic_config
+
+    with store.engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("DROP TABLE alembic_version"))
+
+
 def test_a_database_from_the_old_create_tables_is_stamped_and_upgraded_without_losing_rows(store):
-    SQLModel.metadata.create_all(store.engine, tables=[Stream.__table__, Incident.__table__])  # what it used to do
-    store.add_stream(StreamCreate(name="Lobby", url="rtsp://u:secret@cam/1", id="cam-1", options={"k": 2}))
-    iid = store.record_event(incident("old-1"), now=T0)
-    store.record_event(incident("old-2"), closed=True, now=T0)
+    _old_create_tables(store)
+    with store.engine.begin() as conn:  # rows as the old code wrote them (the models now have newer columns)
+        conn.execute(text("INSERT INTO stream (id, name, url, options, created_at) VALUES "
+                          "('cam-1', 'Lobby', 'rtsp://u:secret@cam/1', '{\"k\": 2}', :t)"), {"t": T0})
+        for key in ("old-1", "old-2"):
+            conn.execute(text(
+                "INSERT INTO incident (event_key, stream_id, stream_name, label, severity, started_at, start_s, end_s, "
+                "peak_score, peak_start_s, peak_end_s, timeline, snapshot, status, created_at, updated_at, "
+                "alert_status, alert_attempts, close_attempts) VALUES (:k, 'cam-1', 'Lobby', 'fight', 'high', :t, 1, "
+                "5, 0.9, 2, 4, '[[1.0, 0.9]]', :snap, 'open', :t, :t, 'pending', 0, 0)"),
+                {"k": key, "t": T0, "snap": b"\xff\xd8jpeg"})
+        iid = conn.execute(text("SELECT id FROM incident WHERE event_key = 'old-1'")).scalar_one()
     assert current_revision(store) is None
-    assert store.upgrade() == "0002"
+    assert store.upgrade() == HEAD
     assert schema_diff(store) == []
     assert [s.id for s in store.list_streams()] == ["cam-1"] and store.get_stream_url("cam-1") == "rtsp://u:secret@cam/1"
     assert store.list_incidents()[1] == 2 and store.get_snapshot(iid) == b"\xff\xd8jpeg"
+    assert store.get_stream("cam-1").enabled is True and store.get_incident(iid).has_clip is False
     fence = LeaseStore(store).claim("cam-1", "shard-a", "node-1", 30, now=T0)
     assert fence is not None and fence.token == 1  # the new tables work on the old data
 
@@ -88,12 +103,12 @@ def test_a_database_newer_than_the_code_or_with_missing_tables_is_refused(store,
     store.upgrade()
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
-    with pytest.raises(MigrationError, match="0099.*knows revisions up to 0002"):
+    with pytest.raises(MigrationError, match="0099.*knows revisions up to 0003"):
         store.upgrade()
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("DROP TABLE stream"))
-    with pytest.raises(MigrationError, match=r"has the tables \['incident', 'stream_leases', 'stream_shards'\] but no "
+    with pytest.raises(MigrationError, match=r"has the tables \['incident', 'incident_actions', 'stream_leases', 'stream_shards'\] but no "
                                              r"alembic_version table"):
         store.upgrade()
 
@@ -120,10 +135,10 @@ def test_several_processes_upgrading_at_once_all_succeed(db_url, store):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    assert results == ["0002"] * n
+    assert results == [HEAD] * n
     assert schema_diff(store) == []
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
 
 
 def test_db_commands_upgrade_and_report_the_revision(tmp_path):
@@ -137,9 +152,9 @@ def test_db_commands_upgrade_and_report_the_revision(tmp_path):
     assert before.exit_code == 0 and before.stdout.strip() == "none"
     up = runner.invoke(app, ["db", "upgrade", "--config", str(cfg)])
     assert up.exit_code == 0, up.output
-    assert up.stdout.strip() == "0002"
+    assert up.stdout.strip() == HEAD
     after = runner.invoke(app, ["db", "current", "--config", str(cfg)])
-    assert after.exit_code == 0 and after.stdout.strip() == "0002"
+    assert after.exit_code == 0 and after.stdout.strip() == HEAD
     cfg.write_text("database:\n  url: mysql://root@localhost/x\n")
     bad = runner.invoke(app, ["db", "upgrade", "--config", str(cfg)])
     assert bad.exit_code == 1 and "expected sqlite:// or postgresql://" in bad.output
