@@ -115,10 +115,10 @@ def test_alert_has_blocks_fallback_snapshot_in_thread_and_close_reply(slack, sto
     assert msg["channel"] == "C0INCIDENT"
     text = msg["text"]
     assert "fight" in text and "Lobby camera (Building A, 1F)" in text and "0.85" in text
-    assert f"https://cctv.example.org/incidents/{iid}" in text
+    assert f"https://cctv.example.org/ui/incidents/{iid}" in text
     blocks = json.dumps(msg["blocks"])
     for needle in ("*Class:*\\nfight", "*Camera:*\\nLobby camera", "*Location:*\\nBuilding A, 1F", "*Peak score:*\\n0.85",
-                   "<!date^", f"https://cctv.example.org/incidents/{iid}"):
+                   "<!date^", f"https://cctv.example.org/ui/incidents/{iid}"):
         assert needle in blocks, needle
     # the snapshot went up with files_upload_v2 into the message's thread, byte for byte
     [done] = slack.completed

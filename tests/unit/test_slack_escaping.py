@@ -136,10 +136,10 @@ def test_camera_names_are_logged_escaped(slack, caplog):
     notifier = SlackNotifier(slack.token, "C0INCIDENT", base_url=slack.base_url, max_retries=0, timeout_s=5)
     slack.fail_next(1, error="internal_error", methods=("files.getUploadURLExternal",))
     alert = hostile_alert(stream_name="gate\n2026-03-01 INFO forged line \x1b[31mred", snapshot_jpeg=b"\xff\xd8jpeg")
-    with caplog.at_level(logging.WARNING, logger="bigsister_ray.alerts.notifiers"):
+    with caplog.at_level(logging.WARNING, logger="bigsister_ray.alerts.slack"):
         delivery = notifier.send_incident(alert)
     assert "snapshot upload failed" in (delivery.note or "")
-    [record] = [r for r in caplog.records if r.name == "bigsister_ray.alerts.notifiers"]
+    [record] = [r for r in caplog.records if r.name == "bigsister_ray.alerts.slack"]
     line = record.getMessage()
     assert "camera gate\\n2026-03-01 INFO forged line \\x1b[31mred" in line
     assert "\n" not in line and "\x1b" not in line
