@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bigsister_ray.clip import CLIP_PRESETS, ClipSpec
@@ -46,6 +46,7 @@ __all__ = [
     "ShardsConfig",
     "ConsoleConfig",
     "ServeConfig",
+    "LinksConfig",
     "SlackConfig",
     "WebhookConfig",
     "AlertRule",
@@ -226,6 +227,18 @@ class ConsoleConfig(Strict):
         return self
 
 
+class LinksConfig(Strict):
+    secret: SecretStr | None = Field(None, description="Key that signs the incident links in alerts (/ui/incidents/{id}?exp=...&sig=...), so they open the incident page in a browser without a login until they expire; at least 32 random characters, the same on every node. Prefer the env BIGSISTER_SERVE__LINKS__SECRET. None: links are plain and the console asks for a login first.")
+    ttl_s: float = Field(7 * 24 * 3600.0, gt=0, le=366 * 24 * 3600.0, description="How long a signed link opens its incident page (seconds from when the alert was sent or last updated).")
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("serve.links.secret: use at least 32 random characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return v
+
+
 class ServeConfig(Strict):
     host: str = Field("127.0.0.1", description="HTTP bind address (keep loopback behind a reverse proxy).")
     port: int = Field(8000, ge=1, le=65535)
@@ -242,6 +255,7 @@ class ServeConfig(Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    links: LinksConfig = Field(default_factory=LinksConfig)
     ui: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The web console under /ui: sessions and cookies.")
 
 
@@ -252,6 +266,7 @@ class SlackConfig(Strict):
     base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local server).")
     timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    signing_secret: SecretStr | None = Field(None, description="The Slack app's signing secret: POST /slack/actions (the Ack and False alarm buttons) verifies every request with it and refuses any older than 5 minutes. Prefer the env BIGSISTER_ALERTS__SLACK__SIGNING_SECRET. None: alerts have no buttons and /slack/actions answers 503.")
 
     def resolved_token(self) -> SecretStr | None:
         if self.token is not None:
@@ -402,8 +417,9 @@ class Settings(BaseSettings):
         """A copy without secrets, for Ray tasks, actors and jobs: what crosses a process boundary is pickled into
         Ray's object store and may be shown by its state API and dashboard.
 
-        Dropped: the API keys (``auth.keys``), the Slack token (``alerts.slack.token``), the webhook URL
-        (``alerts.webhook.url``) and the credentials in ``database.url`` (user and password become ``***``).
+        Dropped: the API keys (``auth.keys``), the Slack token and signing secret (``alerts.slack.token``,
+        ``signing_secret``), the link key (``serve.links.secret``), the webhook URL (``alerts.webhook.url``) and the
+        credentials in ``database.url`` (user and password become ``***``).
         Kept: the files that hold secrets on the nodes (``auth.keys_file``, ``alerts.slack.token_file``), which a
         process that needs the secret reads where it runs. The copy is valid: dumped in JSON mode and validated
         again on a worker it gives the same settings, less the secrets.
@@ -411,10 +427,11 @@ class Settings(BaseSettings):
         from bigsister_ray.incidents.models import redact_url
 
         alerts = self.alerts.model_copy(update={
-            "slack": self.alerts.slack.model_copy(update={"token": None}),
+            "slack": self.alerts.slack.model_copy(update={"token": None, "signing_secret": None}),
             "webhook": self.alerts.webhook.model_copy(update={"url": None}),
         })
         return self.model_copy(update={
+            "serve": self.serve.model_copy(update={"links": self.serve.links.model_copy(update={"secret": None})}),
             "alerts": alerts,
             "auth": self.auth.model_copy(update={"keys": []}),
             "database": self.database.model_copy(update={"url": redact_url(self.database.url)}),
