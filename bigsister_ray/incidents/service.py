@@ -35,6 +35,7 @@ from bigsister_ray.alerts.rules import IncidentEvent
 from bigsister_ray.errors import AlertDeliveryError
 from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, utcnow
 from bigsister_ray.incidents.fencing import Fence
+from bigsister_ray.incidents.retention import RetentionReport, sweep_media
 from bigsister_ray.incidents.store import DeliveryKind, IncidentStore, IncidentStoreError, StaleLeaseError
 
 __all__ = ["IncidentService"]
@@ -68,6 +69,7 @@ class IncidentService:
         self.store = store
         self.notifier = notifier
         self.alerts = settings.alerts
+        self.media = settings.incidents
         self.public_url = settings.serve.public_url
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.notifier_key = f"{notifier.name}:{notifier.channel or '-'}"
@@ -80,6 +82,7 @@ class IncidentService:
         self._last_error: dict[str, Any] | None = None
         self._last_success_at: datetime | None = None
         self._db_error: str | None = None
+        self._next_retention_at: datetime | None = None
 
     def __repr__(self) -> str:
         return f"IncidentService(store={self.store!r}, notifier={self.notifier!r}, owner={self.owner!r})"
@@ -315,6 +318,7 @@ class IncidentService:
             while not self._stop.is_set():
                 try:
                     self.sweep_once()
+                    self.sweep_media_if_due()
                     self._set_db_error(None)
                 except IncidentStoreError as err:
                     self._set_db_error(str(err))
@@ -324,6 +328,16 @@ class IncidentService:
 
         self._thread = threading.Thread(target=loop, name=f"alert-sweeper-{self.owner}", daemon=True)
         self._thread.start()
+
+    def sweep_media_if_due(self) -> RetentionReport | None:
+        """Run the media retention sweep (:mod:`~bigsister_ray.incidents.retention`) when
+        ``incidents.retention_sweep_interval_s`` has passed on this service's clock since the last one (the first
+        call runs it); None when it was not due. The sweeper calls this after every delivery sweep."""
+        now = self._clock()
+        if self._next_retention_at is not None and now < self._next_retention_at:
+            return None
+        self._next_retention_at = now + timedelta(seconds=self.media.retention_sweep_interval_s)
+        return sweep_media(self.store, self.media.media_dir, self.media.media_retention_days, now=now)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the sweeper (pending alerts stay pending in the database for the next service)."""

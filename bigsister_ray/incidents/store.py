@@ -547,10 +547,12 @@ class IncidentStore(DeliveryOutbox):
 
     # ---- retention --------------------------------------------------------------------------------
     def media_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[int, str | None]]:
-        """Incidents that started before ``cutoff`` and still hold media: ``(id, clip path or None)``, oldest first."""
+        """Incidents that started before ``cutoff`` and still hold media: ``(id, clip path or None)``, oldest first.
+
+        An incident whose alert is still pending keeps its media until the alert (which carries it) is out."""
         with self.session() as s:
             rows = s.execute(select(Incident.id, Incident.clip_path)
-                             .where(Incident.started_at < cutoff,
+                             .where(Incident.started_at < cutoff, Incident.alert_status != AlertStatus.pending.value,
                                     or_(Incident.snapshot.is_not(None), Incident.clip_path.is_not(None)))
                              .order_by(Incident.started_at, Incident.id).limit(limit)).all()
             return [(int(i), c) for i, c in rows]
