@@ -517,15 +517,21 @@ class IncidentStore(DeliveryOutbox):
             return [IncidentActionPublic.model_validate(r.model_dump()) for r in rows]
 
     # ---- evidence clips --------------------------------------------------------------------------
-    def set_clip(self, incident_id: int, path: str | None) -> None:
+    def set_clip(self, incident_id: int, path: str | None, *, fence: Fence | None = None, now: datetime | None = None) -> None:
         """Record the incident's evidence clip: ``path`` relative to ``incidents.media_dir`` (None: no clip).
 
-        Raises IncidentNotFoundError for an unknown id, ValueError for an absolute path or one that leaves the
-        media folder."""
+        ``fence``: the writer's lease on the incident's stream, checked in the same transaction like
+        :meth:`record_event` (StaleLeaseError, nothing written, when it is not current at ``now``).
+        Raises IncidentNotFoundError for an unknown id (or one on another stream than ``fence``), ValueError for
+        an absolute path or one that leaves the media folder."""
         if path is not None:
             path = check_media_path(path)
+        now = now or utcnow()
+        conds = [Incident.id == incident_id] + ([Incident.stream_id == fence.stream_id] if fence is not None else [])
         with self.session() as s:
-            res = s.execute(update(Incident).where(Incident.id == incident_id).values(clip_path=path, updated_at=utcnow()))
+            if fence is not None:
+                check_fence(s, fence, dialect=self.dialect, now=now)
+            res = s.execute(update(Incident).where(*conds).values(clip_path=path, updated_at=now))
             if res.rowcount != 1:
                 raise IncidentNotFoundError(f"no incident {incident_id}")
 
