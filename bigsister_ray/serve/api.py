@@ -60,6 +60,9 @@ def create_api(ctx: ServeContext) -> FastAPI:
     incidents = _incidents_router(ctx)
     if incidents is not None:
         app.include_router(incidents)
+    from bigsister_ray.serve.ui import make_console_router
+
+    app.include_router(make_console_router(ctx))  # /ui: the web console, by session cookie (docs/console.md)
 
     from bigsister_ray.incidents.store import IncidentNotFoundError, IncidentStoreError
 

@@ -15,12 +15,14 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from bigsister_ray.security.auth import AccessDenied
 
-__all__ = ["ServeContext", "get_ctx", "authorize", "PUBLIC_PATHS", "DOCS_PATHS"]
+__all__ = ["ServeContext", "get_ctx", "authorize", "is_console_path", "PUBLIC_PATHS", "DOCS_PATHS", "CONSOLE_PREFIX"]
 
 #: The route that always answers without a key: liveness (says nothing but "the process answers").
 PUBLIC_PATHS = frozenset({"/healthz"})
 #: The OpenAPI description: public only when ``auth.public_docs`` (the published contract; nothing secret).
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+#: The web console (bigsister_ray.serve.ui): authenticated by its session cookie, so no key is asked for here.
+CONSOLE_PREFIX = "/ui"
 
 
 @dataclass
@@ -48,6 +50,11 @@ class ServeContext:
         return self.model_info
 
 
+def is_console_path(path: str) -> bool:
+    """A web console path (``/ui``, ``/ui/...``): its router checks the session cookie itself, not a key header."""
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
 def get_ctx(request: Request) -> ServeContext:
     return request.app.state.ctx
 
@@ -68,7 +75,7 @@ def authorize(request: Request, _key: Any = Security(API_KEY_HEADER), _bearer: A
     ctx: ServeContext = request.app.state.ctx
     auth = ctx.authenticator
     path = request.url.path
-    if auth is None or path in PUBLIC_PATHS:
+    if auth is None or path in PUBLIC_PATHS or is_console_path(path):
         return None
     if path in DOCS_PATHS and ctx.settings.auth.public_docs:
         return None
