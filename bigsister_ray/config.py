@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -55,6 +56,7 @@ __all__ = [
     "AuthConfig",
     "DatabaseConfig",
     "IncidentsConfig",
+    "parse_hours",
     "Settings",
     "load_settings",
     "format_validation_error",
@@ -292,12 +294,43 @@ class AlertRule(Strict):
     close_after: int = Field(3, ge=1, description="Consecutive windows below the lower threshold that close an incident.")
     cooldown_s: float = Field(60.0, ge=0, description="Seconds after an incident closes before the same stream and class may open another.")
     severity: Literal["low", "medium", "high", "critical"] | None = None
+    enabled: bool = Field(True, description="Whether the class is watched: false, its windows never count as hits (no incident opens).")
+    active_hours: list[str] = Field(default_factory=list, description="Times of day when windows may count as hits, as HH:MM-HH:MM in `timezone` (22:00-06:00 wraps past midnight); empty: always.")
+    timezone: str = Field("UTC", description="IANA time zone of active_hours, e.g. Asia/Seoul.")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> "AlertRule":
         if self.k > self.n:
             raise ValueError(f"alert rule k ({self.k}) must be <= n ({self.n})")
         return self
+
+    @model_validator(mode="after")
+    def _hours(self) -> "AlertRule":
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"alert rule timezone: expected an IANA zone such as Europe/Paris, got {self.timezone!r}") from err
+        for span in self.active_hours:
+            if parse_hours(span) is None:
+                raise ValueError(f"alert rule active_hours: expected HH:MM-HH:MM such as 08:00-18:30, got {span!r}")
+        return self
+
+
+def parse_hours(span: str) -> tuple[int, int] | None:
+    """``"HH:MM-HH:MM"`` as (start, end) minutes of the day; None when malformed. ``end <= start`` wraps past midnight."""
+    parts = span.strip().split("-")
+    if len(parts) != 2:
+        return None
+    minutes = []
+    for part in parts:
+        hh, sep, mm = part.strip().partition(":")
+        if not sep or not (hh.isdigit() and mm.isdigit()) or len(mm) != 2 or not (0 <= int(hh) <= 24 and 0 <= int(mm) < 60):
+            return None
+        value = int(hh) * 60 + int(mm)
+        if value > 24 * 60:
+            return None
+        minutes.append(value)
+    return minutes[0], minutes[1]
 
 
 class AlertsConfig(Strict):

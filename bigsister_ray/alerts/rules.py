@@ -13,6 +13,10 @@ One state machine per (stream, class), fed one window at a time in time order::
 * Cooldown runs in stream time (window seconds): after an incident closes at ``end_s``, no incident of the same
   class opens on that stream for a window starting before ``end_s + cooldown_s``.
 * Severity: the rule's ``severity``, else ``alerts.severity[class]``, else ``"low"``.
+* A window counts as a hit only while its class is watched (the rule's ``enabled``) and, when the rule has
+  ``active_hours``, only when the window's time (``at``, else the clock) falls in one of them in the rule's
+  ``timezone``. Outside them (or once its class is not watched) an open incident closes after ``close_after``
+  windows, as if its scores had dropped.
 
 The same engine serves live streams (:class:`RuleEngine`) and whole files (:func:`detect_events`), so
 ``POST /detect`` and an incident on a live camera agree.
@@ -26,10 +30,11 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Literal, Mapping, Sequence
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from bigsister_ray.config import AlertRule, AlertsConfig, format_validation_error
+from bigsister_ray.config import AlertRule, AlertsConfig, format_validation_error, parse_hours
 from bigsister_ray.errors import ConfigError
 from bigsister_ray.labels import ALL_LABELS, NORMAL
 
@@ -111,6 +116,20 @@ class ResolvedRule:
     close_after: int
     cooldown_s: float
     severity: str
+    enabled: bool = True
+    active_hours: tuple[tuple[int, int], ...] = ()
+    timezone: str = "UTC"
+
+    def active_at(self, at: datetime) -> bool:
+        """Whether windows at ``at`` may count as hits (watched, and within the active hours if any)."""
+        if not self.enabled:
+            return False
+        if not self.active_hours:
+            return True
+        local = at.astimezone(ZoneInfo(self.timezone))
+        minute = local.hour * 60 + local.minute
+        return any(start <= minute < end if start < end else (minute >= start or minute < end)
+                   for start, end in self.active_hours)
 
 
 @dataclass
@@ -217,6 +236,9 @@ class RuleEngine:
             close_after=rule.close_after,
             cooldown_s=rule.cooldown_s,
             severity=severity,
+            enabled=rule.enabled,
+            active_hours=tuple(h for h in (parse_hours(x) for x in rule.active_hours) if h is not None),
+            timezone=rule.timezone,
         )
 
     # ---- feeding -------------------------------------------------------------------------------
@@ -232,7 +254,7 @@ class RuleEngine:
             rule = self.rule_for(label, overrides)
             st = states.setdefault(label, _ClassState())
             score = _score(window.scores, label)
-            hit = score >= rule.threshold
+            hit = score >= rule.threshold and rule.active_at(window.at or self._clock())
             st.history.append((window.start_s, window.end_s, window.at, score, hit))
             while len(st.history) > rule.n:
                 st.history.popleft()
@@ -363,7 +385,7 @@ class RuleEngine:
         op.timeline.append((window.start_s, score))
         op.timeline = _thin(op.timeline)
         at = window.at or self._clock()
-        if score >= rule.close_threshold:
+        if score >= rule.close_threshold and rule.active_at(at):
             op.below = 0
             op.end_s = max(op.end_s, window.end_s)
         else:

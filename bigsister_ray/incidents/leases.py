@@ -79,12 +79,12 @@ class LeaseStore:
 
     # ---- leases ----------------------------------------------------------------------------------
     def claimable(self, limit: int, *, now: datetime | None = None) -> list[str]:
-        """Ids of registered (not deleted) streams nobody holds: no lease yet, released, or expired before
+        """Ids of registered streams (not deleted, not disabled) nobody holds: no lease yet, released, or expired before
         ``now``; oldest registration first."""
         now = now or utcnow()
         with self.store.session() as s:
             q = (select(Stream.id).outerjoin(StreamLease, StreamLease.stream_id == Stream.id)
-                 .where(Stream.deleted_at.is_(None),
+                 .where(Stream.deleted_at.is_(None), Stream.enabled.is_(True),
                         or_(StreamLease.stream_id.is_(None), StreamLease.owner.is_(None),
                             StreamLease.expires_at.is_(None), StreamLease.expires_at < now))
                  .order_by(Stream.created_at, Stream.id).limit(limit))
@@ -93,12 +93,12 @@ class LeaseStore:
     def claim(self, stream_id: str, owner: str, node_id: str, ttl_s: float, *, now: datetime | None = None) -> Fence | None:
         """Take the lease on ``stream_id`` for ``ttl_s`` seconds; None when the stream is unknown, deleted, or
         held by another owner. A new owner gets the next token; the current owner gets its fence back with the
-        expiry extended. Of several concurrent claimers exactly one wins."""
+        expiry extended. Of several concurrent claimers exactly one wins. A disabled stream is not claimed."""
         _positive("ttl_s", ttl_s)
         now = now or utcnow()
         until = now + timedelta(seconds=ttl_s)
         with self.store.session() as s:
-            sq = select(Stream.id).where(Stream.id == stream_id, Stream.deleted_at.is_(None))
+            sq = select(Stream.id).where(Stream.id == stream_id, Stream.deleted_at.is_(None), Stream.enabled.is_(True))
             lq = select(StreamLease).where(StreamLease.stream_id == stream_id)
             if self._pg:  # stream row first, then the lease row: the order delete_stream takes them in
                 sq, lq = sq.with_for_update(), lq.with_for_update()

@@ -246,14 +246,25 @@ class IncidentStore(DeliveryOutbox):
             row = s.get(Stream, stream_id)
             return None if row is None or row.deleted_at is not None else row.url
 
-    def update_stream(self, stream_id: str, data: StreamUpdate) -> StreamPublic | None:
+    def update_stream(self, stream_id: str, data: StreamUpdate, *, now: datetime | None = None) -> StreamPublic | None:
+        """Change the fields set in ``data``; None when the stream is unknown or deleted. Disabling a stream frees
+        its lease in the same transaction (its owner stops it at its next renewal; no shard claims it while it is
+        disabled); enabling it again makes it claimable."""
+        now = now or utcnow()
         with self.session() as s:
-            row = s.get(Stream, stream_id)
-            if row is None or row.deleted_at is not None:
+            q = select(Stream).where(Stream.id == stream_id, Stream.deleted_at.is_(None))
+            if self.dialect == "postgresql":
+                q = q.with_for_update()  # the stream row, then the lease row: the order claims take them in
+            row = s.exec(q).first()
+            if row is None:
                 return None
-            row.sqlmodel_update(data.model_dump(exclude_unset=True))
-            row.updated_at = utcnow()
+            changes = data.model_dump(exclude_unset=True)
+            row.sqlmodel_update(changes)
+            row.updated_at = now
             s.add(row)
+            if changes.get("enabled") is False:
+                s.execute(update(StreamLease).where(StreamLease.stream_id == stream_id)
+                          .values(owner=None, node_id=None, expires_at=None, updated_at=now))
             s.flush()
             return StreamPublic.from_row(row)
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "StreamState",
     "StreamRegister",
+    "StreamPatch",
     "StreamStatusOut",
     "StreamOwner",
     "StreamOut",
@@ -26,6 +27,7 @@ __all__ = [
     "Readiness",
 ]
 
+from bigsister_ray.config import AlertRule
 from bigsister_ray.video.stream import StreamState
 
 
@@ -39,6 +41,21 @@ class StreamRegister(BaseModel):
     name: str = Field(..., min_length=1, max_length=200, description="Human name shown in alerts.")
     location: str | None = Field(None, max_length=500, description="Where the camera is (shown in alerts).")
     realtime: bool = Field(True, description="Files: replay at real-time pace (true) or as fast as possible (false). Ignored for live sources.")
+
+
+class StreamPatch(BaseModel):
+    """``PATCH /streams/{id}`` body: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200, description="Human name shown in alerts.")
+    location: str | None = Field(None, max_length=500, description="Where the camera is (shown in alerts).")
+    enabled: bool | None = Field(None, description="false: the stream stays registered but no shard runs it; true: a shard takes it again.")
+    realtime: bool | None = Field(None, description="Files: replay at real-time pace (true) or as fast as possible (false).")
+    rules: dict[str, AlertRule] | None = Field(None, description=(
+        "The camera's alert rules per class, or '*' for every class, each a full alert rule (threshold, k of n, "
+        "cooldown_s, enabled: whether the class is watched, active_hours and timezone; unset fields take the rule "
+        "defaults); they replace the camera's previous rules. {}: the deployment's rules again."))
 
 
 class StreamStatusOut(BaseModel):
@@ -76,6 +93,8 @@ class StreamOut(BaseModel):
     url: str = Field(..., description="Redacted: credentials removed.")
     location: str | None = None
     realtime: bool = True
+    enabled: bool = True
+    rules: dict[str, AlertRule] = Field(default_factory=dict, description="The camera's own alert rules per class ('*': every class).")
     created_at: datetime | None = None
     status: StreamStatusOut
     owner: StreamOwner | None = None

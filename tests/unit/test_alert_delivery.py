@@ -439,7 +439,7 @@ def test_public_surface():
             "IncidentUpdate", "TRANSITIONS"} <= set(models.__all__)
     assert {"IncidentStore", "IncidentStoreError", "IncidentNotFoundError", "InvalidTransitionError"} <= set(store.__all__)
     assert service.__all__ == ["IncidentService"] and api.__all__ == ["make_incidents_router"]
-    assert set(schemas.__all__) == {"IncidentPage", "ErrorDetail"}
+    assert set(schemas.__all__) == {"IncidentPage", "ErrorDetail", "ActionBody", "AuditTrail"}
     for mod in (rules, notifiers, snapshot, models, store, service, api, schemas):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)

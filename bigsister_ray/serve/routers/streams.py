@@ -4,6 +4,8 @@ A registration is stored in the database first (so it survives a restart); a Str
 lease within one lease round (the Ingress asks one to run a round at once) and starts decoding it. An
 unreachable camera is still registered (201): its status shows ``reconnecting`` with a growing backoff.
 Status comes from what each stream's owner saves with its lease every round (at most ``lease_ttl_s / 3`` old).
+``PATCH /streams/{id}`` changes the name, location, pace, whether it runs, and the camera's own alert rules; its
+shard applies them from its next lease round (a disabled stream is stopped at its owner's next renewal).
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 
-from bigsister_ray.errors import StreamError
+from bigsister_ray.errors import ConfigError, StreamError
 from bigsister_ray.serve.context import ServeContext, get_ctx
 from bigsister_ray.serve.guard import REGISTERED_BY, Registration, admit_registration
 from bigsister_ray.incidents.models import utcnow
-from bigsister_ray.serve.schemas import ShardList, ShardOut, StreamList, StreamOut, StreamOwner, StreamRegister, StreamStatusOut
+from bigsister_ray.serve.schemas import (
+    ShardList,
+    ShardOut,
+    StreamList,
+    StreamOut,
+    StreamOwner,
+    StreamPatch,
+    StreamRegister,
+    StreamStatusOut,
+)
 
 __all__ = ["router", "shards_router", "stream_out"]
 
@@ -32,9 +43,12 @@ shards_router = APIRouter(prefix="/shards", tags=["streams"])
 def stream_out(rec, lease: Any | None, now: datetime | None = None) -> StreamOut:
     """A stored stream plus the status its owner saved (``connecting`` while no live shard holds it)."""
     now = now or utcnow()
+    enabled = bool(getattr(rec, "enabled", True))
     held = lease is not None and lease.owner is not None and lease.expires_at is not None and lease.expires_at >= now
     status = (lease.status if held else None) or {}
-    if not held:
+    if not enabled and not held:
+        status = {"state": "stopped", "last_error": "disabled: PATCH /streams/{id} with enabled: true runs it again"}
+    elif not held:
         status = {"state": "connecting", "last_error": rec.last_error or "waiting for a stream shard to take it"}
     elif not status:
         status = {"state": "connecting"}
@@ -47,10 +61,22 @@ def stream_out(rec, lease: Any | None, now: datetime | None = None) -> StreamOut
         url=rec.url,  # the store's public schema is already redacted
         location=rec.location,
         realtime=bool((rec.options or {}).get("realtime", True)),
+        enabled=enabled,
+        rules=_stored_rules(rec),
         created_at=rec.created_at,
         status=StreamStatusOut(**status),
         owner=owner,
     )
+
+
+def _stored_rules(rec) -> dict[str, Any]:
+    from bigsister_ray.alerts.rules import overrides_from_options
+
+    try:
+        return overrides_from_options(rec.options, where=f"stream {rec.id} options")
+    except ConfigError as err:  # stored before the rules were validated: shown empty, reported
+        log.warning("%s", err)
+        return {}
 
 
 def _validate_url(ctx: ServeContext, url: str) -> None:
@@ -107,6 +133,50 @@ async def get_stream(stream_id: str, ctx: ServeContext = Depends(get_ctx)) -> St
     if rec is None:
         raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (list them with GET /streams)")
     return stream_out(rec, await asyncio.to_thread(ctx.leases.lease, stream_id))
+
+
+@router.patch("/{stream_id}", response_model=StreamOut, responses={
+    404: {"description": "no such stream"},
+    422: {"description": "a field has a bad value (the message names it), or a rule names an unknown class"}})
+async def patch_stream(stream_id: str, body: StreamPatch, ctx: ServeContext = Depends(get_ctx)) -> StreamOut:
+    """Change a stream: name, location, realtime, enabled, and its alert rules per class (``rules`` replaces them;
+    ``{}`` returns to the deployment's rules). The stream's shard applies the change from its next lease round
+    (at most ``lease_ttl_s / 3`` later); a disabled stream is stopped then, its open incidents are ended, and no
+    shard takes it until it is enabled again."""
+    from bigsister_ray.alerts.rules import overrides_from_options
+    from bigsister_ray.incidents.models import StreamUpdate
+
+    rec = await asyncio.to_thread(ctx.store.get_stream, stream_id)
+    if rec is None:
+        raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (list them with GET /streams)")
+    given = body.model_dump(exclude_unset=True)
+    for key in ("name", "enabled"):
+        if key in given and given[key] is None:
+            raise HTTPException(status_code=422, detail=f"{key}: expected a value, got null")
+    changes: dict[str, Any] = {k: given[k] for k in ("name", "location", "enabled") if k in given}
+    options = dict(rec.options or {})
+    if given.get("realtime") is not None:
+        options["realtime"] = bool(given["realtime"])
+    if body.rules is not None:
+        rules = {label: rule.model_dump(mode="json", exclude_unset=True) for label, rule in body.rules.items()}
+        try:
+            overrides_from_options({"alerts": rules}, where="rules")
+        except ConfigError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from err
+        if rules:
+            options["alerts"] = rules
+        else:
+            options.pop("alerts", None)
+    if options != (rec.options or {}):
+        changes["options"] = options
+    updated = await asyncio.to_thread(ctx.store.update_stream, stream_id, StreamUpdate(**changes))
+    if updated is None:
+        raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (deleted meanwhile)")
+    if changes.get("enabled") is False:
+        await asyncio.to_thread(ctx.store.end_dangling, stream_id=stream_id)
+    if "enabled" in changes:
+        await _poke(ctx)
+    return stream_out(updated, await asyncio.to_thread(ctx.leases.lease, stream_id))
 
 
 @router.delete("/{stream_id}", status_code=204)
