@@ -13,7 +13,7 @@ def _fmt(x: float) -> str:
 
 
 def timeline_svg(points: Sequence[Sequence[float]], *, threshold: float | None = None, peak: tuple[float, float] | None = None,
-                 width: int = 640, height: int = 180, label: str = "score") -> str:
+                 width: int = 600, height: int = 180, label: str = "score") -> str:
     """An SVG line plot of ``points`` (``(stream seconds, score in 0..1)`` pairs).
 
     ``threshold`` draws a dashed line at that score; ``peak`` (start_s, end_s) shades the peak window. With no

@@ -28,7 +28,6 @@ import asyncio
 import logging
 from importlib import resources
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,6 +35,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
+from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 
 from bigsister_ray.serve.context import ServeContext
@@ -517,18 +517,17 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             raise Refused(404, str(err)) from err
         except InvalidTransitionError as err:
             return await _incident_page(request, session, incident_id, status=409, error=str(err))
-        await _after_action(incident_id)
-        return _redirect(f"{P}/incidents/{incident_id}")
+        response = _redirect(f"{P}/incidents/{incident_id}")
+        response.background = BackgroundTask(_refresh_slack, request, incident_id)
+        return response
 
-    async def _after_action(incident_id: int) -> None:
-        """Tell the shards an operator acted, so the alert's message shows it (when the service can)."""
-        poke = getattr(ctx.shards, "incident_changed", None)
-        if poke is None:
-            return
+    def _refresh_slack(request: Request, incident_id: int) -> None:
+        """Rewrite the incident's Slack alert to show the action (as a Slack button press does), after the answer."""
         try:
-            await asyncio.wait_for(poke.remote(incident_id), timeout=5.0)
-        except Exception as err:  # the outbox sweeper brings the message up to date anyway
-            log.warning("console: no stream shard took the update of incident %d: %r", incident_id, err)
+            from bigsister_ray.serve.routers.slack import _refresh_later
+        except ImportError:  # a version without Slack actions: the message keeps its first text
+            return
+        _refresh_later(request, ctx, incident_id, None)
 
     @router.get("/incidents/{incident_id}/snapshot")
     @guarded
@@ -547,18 +546,15 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
     @router.get("/incidents/{incident_id}/clip")
     @guarded
     async def clip(request: Request, incident_id: int) -> Response:
-        from bigsister_ray.incidents.store import IncidentNotFoundError
-
         await _viewer(request, incident_id)
         try:
-            relative = await asyncio.to_thread(ctx.store.get_clip_path, incident_id)
-        except IncidentNotFoundError as err:
-            raise Refused(404, str(err)) from err
-        if relative is None:
-            raise Refused(404, f"incident {incident_id} has no evidence clip (none was cut, or retention removed it)")
-        path = _media_file(ctx.settings.incidents.media_dir, relative)
-        if path is None or not path.is_file():
-            raise Refused(404, f"incident {incident_id}'s clip file is missing from incidents.media_dir")
+            from bigsister_ray.serve.routers.incident_media import clip_file
+        except ImportError as err:
+            raise Refused(404, "this version of the service keeps no evidence clips") from err
+        try:
+            path = await asyncio.to_thread(clip_file, ctx.store, ctx.settings.incidents.media_dir, incident_id)
+        except HTTPException as err:
+            raise Refused(err.status_code, _http_detail(err)) from err
         return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
 
     # ---- system --------------------------------------------------------------------------------------------------
@@ -596,21 +592,3 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
                               counts=counts, failures=failures, notifier=notifier, checkpoint=ctx.settings.serve.checkpoint)
 
     return router
-
-
-def _media_file(media_dir: Path, relative: str) -> Path | None:
-    try:
-        from bigsister_ray.incidents.retention import media_file
-    except ImportError:
-        media_file = None
-    try:
-        if media_file is not None:
-            return media_file(Path(media_dir), relative)
-        root = Path(media_dir).resolve()
-        path = (root / relative).resolve()
-        return path if root in path.parents else None
-    except ValueError:
-        return None
-
-
-
