@@ -1,8 +1,10 @@
 """A small, real HTTP server on 127.0.0.1 that speaks the Slack Web API methods the notifiers call.
 
-Methods: ``auth.test``, ``chat.postMessage`` (with message metadata), ``conversations.list``, ``conversations.history``,
-``conversations.replies``, ``files.getUploadURLExternal``, the upload URL it hands out,
-``files.completeUploadExternal``; plus ``/webhook`` (an incoming webhook). Scriptable failures, consumed one
+Methods: ``auth.test``, ``chat.postMessage`` (with message metadata), ``chat.update`` (edits the message in
+``messages``, kept in ``updates``), ``conversations.list``, ``conversations.history``, ``conversations.replies``,
+``files.getUploadURLExternal``, the upload URL it hands out, ``files.completeUploadExternal`` (what files_upload_v2
+calls; ``completed`` has each upload's channel, thread and bytes); plus ``/webhook`` (an incoming webhook). Every
+Web API call this server's client made is in ``calls`` as ``(method, params)``. Scriptable failures, consumed one
 request at a time: ``fail_next(n, status=429, retry_after=1)``, ``fail_next(n, status=500)``,
 ``fail_next(n, drop=True)`` (close the connection without an answer), ``fail_next(n, drop_after=True)`` (do the
 work, then close the connection: the response is lost), ``fail_next(n, error="invalid_auth")``;
@@ -49,6 +51,8 @@ class FakeSlack:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.completed: list[dict[str, Any]] = []
         self.webhook_posts: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
         self.requests: list[tuple[str, int]] = []  # (path, status answered; 0 for a drop)
         self.history_calls = 0
         self._failures: list[Failure] = []
@@ -99,6 +103,20 @@ class FakeSlack:
 
     def replies(self, ts: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("thread_ts") == ts]
+
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        """The message ``ts`` in ``channel`` as it reads now (after any chat.update)."""
+        return next((m for m in self.messages if m["channel"] == channel and m["ts"] == ts), None)
+
+    def files_in_thread(self, ts: str) -> list[dict[str, Any]]:
+        """The files uploaded into the thread of ``ts``: ``{"id", "filename", "title", "data"}`` each."""
+        out = []
+        for done in self.completed:
+            if done["thread_ts"] == ts:
+                for f in done["files"]:
+                    up = self.uploads.get(f["id"], {})
+                    out.append({"id": f["id"], "title": f.get("title"), "filename": up.get("filename"), "data": up.get("data")})
+        return out
 
     # ---- internals -----------------------------------------------------------------------------
     def _take_failure(self, method: str) -> Failure | None:
@@ -226,6 +244,7 @@ class FakeSlack:
                     self._json(200, {"ok": False, "error": "invalid_auth" if auth else "not_authed"})
                     return
                 params = self._params(raw)
+                fake.calls.append((method, params))
                 if method == "auth.test":
                     self._json(200, {"ok": True, "user_id": "U0BOT", "team_id": "T000", "bot_id": "B0BOT"})
                 elif method == "chat.postMessage":
@@ -247,6 +266,19 @@ class FakeSlack:
                            "thread_ts": params.get("thread_ts"), "metadata": metadata, "received_at": time.time()}
                     fake.messages.append(msg)
                     self._json(200, {"ok": True, "channel": channel, "ts": ts, "message": {"text": msg["text"]}})
+                elif method == "chat.update":
+                    channel = fake._resolve_channel(params.get("channel"))
+                    msg = fake.message(channel, params.get("ts")) if channel else None
+                    if msg is None:
+                        self._json(200, {"ok": False, "error": "message_not_found" if channel else "channel_not_found"})
+                        return
+                    blocks = params.get("blocks")
+                    if isinstance(blocks, str):
+                        blocks = json.loads(blocks)
+                    msg.update(text=params.get("text", msg["text"]), blocks=blocks if blocks is not None else msg["blocks"])
+                    fake.updates.append({"channel": channel, "ts": msg["ts"], "text": msg["text"], "blocks": msg["blocks"],
+                                         "received_at": time.time()})
+                    self._json(200, {"ok": True, "channel": channel, "ts": msg["ts"], "text": msg["text"]})
                 elif method == "conversations.list":
                     self._json(200, {"ok": True, "channels": [{"id": cid, "name": name} for cid, name in fake.channels.items()],
                                      "response_metadata": {"next_cursor": ""}})

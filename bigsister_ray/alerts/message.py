@@ -85,13 +85,15 @@ class IncidentAlert:
     acted_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, row: Any, public_url: str) -> "IncidentAlert":
-        """From an ``Incident`` row (or anything with its attributes)."""
+    def from_row(cls, row: Any, public_url: str, last_action: Any = None) -> "IncidentAlert":
+        """From an ``Incident`` row (or anything with its attributes); ``last_action`` (an audit row with ``actor``
+        and ``at``) says who set the current status."""
         return cls(
             incident_id=int(row.id), label=row.label, severity=row.severity, stream_id=row.stream_id,
             stream_name=row.stream_name or row.stream_id, location=row.location, started_at=row.started_at,
             ended_at=row.ended_at, start_s=row.start_s, end_s=row.end_s, peak_score=row.peak_score,
-            link=incident_link(public_url, int(row.id)), status=row.status, snapshot_jpeg=row.snapshot,
+            link=incident_link(public_url, int(row.id)), status=row.status, snapshot_jpeg=getattr(row, "snapshot", None),
+            acted_by=getattr(last_action, "actor", None), acted_at=getattr(last_action, "at", None),
         )
 
     def __repr__(self) -> str:  # keep snapshot bytes out of logs

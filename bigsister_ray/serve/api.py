@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bigsister_ray.serve.context import PUBLIC_PATHS, ServeContext, authorize
+from bigsister_ray.serve.context import PUBLIC_PATHS, SIGNED_PATHS, ServeContext, authorize
 from bigsister_ray.serve.guard import IngressGuard, StreamLimits
 
 __all__ = ["create_api"]
@@ -37,7 +37,7 @@ def _incidents_router(ctx: ServeContext) -> Any | None:
 
 
 def create_api(ctx: ServeContext) -> FastAPI:
-    """The ingress app: /streams, /detect, /incidents, /healthz, /readyz, /docs."""
+    """The ingress app: /streams, /detect, /incidents (and their clips), /slack/actions, /ui, /healthz, /readyz, /docs."""
     from bigsister_ray.errors import BigSisterError
     from bigsister_ray.serve.routers import detect_router, health_router, shards_router, streams_router
 
@@ -60,8 +60,11 @@ def create_api(ctx: ServeContext) -> FastAPI:
     incidents = _incidents_router(ctx)
     if incidents is not None:
         app.include_router(incidents)
+    from bigsister_ray.serve.routers import incident_media, slack
     from bigsister_ray.serve.ui import make_console_router
 
+    app.include_router(incident_media.router)  # GET /incidents/{id}/clip, with Range
+    app.include_router(slack.router)  # POST /slack/actions: Slack's signature instead of a key
     app.include_router(make_console_router(ctx))  # /ui: the web console, by session cookie (docs/console.md)
 
     from bigsister_ray.incidents.store import IncidentNotFoundError, IncidentStoreError
@@ -85,7 +88,7 @@ def _public_routes_in_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            for path in PUBLIC_PATHS:
+            for path in PUBLIC_PATHS | SIGNED_PATHS:
                 for op in schema.get("paths", {}).get(path, {}).values():
                     op["security"] = []
             app.openapi_schema = schema

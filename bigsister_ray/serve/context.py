@@ -15,10 +15,14 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from bigsister_ray.security.auth import AccessDenied
 
-__all__ = ["ServeContext", "get_ctx", "authorize", "is_console_path", "PUBLIC_PATHS", "DOCS_PATHS", "CONSOLE_PREFIX"]
+__all__ = ["ServeContext", "get_ctx", "authorize", "is_console_path", "PUBLIC_PATHS", "DOCS_PATHS", "CONSOLE_PREFIX",
+           "SIGNED_PATHS"]
 
 #: The route that always answers without a key: liveness (says nothing but "the process answers").
 PUBLIC_PATHS = frozenset({"/healthz"})
+#: Routes whose caller cannot send a key and signs each request instead (Slack's interactivity: its route checks
+#: the signature); the guard still limits their bodies.
+SIGNED_PATHS = frozenset({"/slack/actions"})
 #: The OpenAPI description: public only when ``auth.public_docs`` (the published contract; nothing secret).
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
 #: The web console (bigsister_ray.serve.ui): authenticated by its session cookie, so no key is asked for here.
@@ -75,7 +79,7 @@ def authorize(request: Request, _key: Any = Security(API_KEY_HEADER), _bearer: A
     ctx: ServeContext = request.app.state.ctx
     auth = ctx.authenticator
     path = request.url.path
-    if auth is None or path in PUBLIC_PATHS or is_console_path(path):
+    if auth is None or path in PUBLIC_PATHS or path in SIGNED_PATHS or is_console_path(path):
         return None
     if path in DOCS_PATHS and ctx.settings.auth.public_docs:
         return None

@@ -6,8 +6,8 @@ dependencies run, so :class:`IngressGuard` is a plain ASGI middleware in front o
 
 * **Key, from the headers alone.** The same rule as the :func:`~bigsister_ray.serve.context.authorize`
   dependency (which still runs on every route): ``/healthz`` public, the docs per ``auth.public_docs``, the web
-  console (``/ui``) left to its session cookie, read scope for GET/HEAD/OPTIONS, write for the rest. 401/403
-  without reading the body.
+  console (``/ui``) left to its session cookie, ``/slack/actions`` to Slack's request signature, read scope for
+  GET/HEAD/OPTIONS, write for the rest. 401/403 without reading the body.
 * **Body size.** ``POST /detect`` takes ``serve.upload_max_bytes`` plus the multipart framing
   (:data:`UPLOAD_FRAMING_BYTES`); every other route a JSON body of at most :data:`JSON_MAX_BYTES`. A
   Content-Length above the route's limit is a 413 before any body byte is read; a body without one (chunked)

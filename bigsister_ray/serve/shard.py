@@ -13,7 +13,8 @@ position are saved with its lease, BEFORE the chunk's incident events: a stream 
 (node lost, shard killed, shards added) continues its open incident under the same key, and its cooldown
 holds. A write with a stale token is refused by the database and stops the stream here.
 
-Frames never leave the shard's process: only windows (to the Classifier) and events (to the database) do.
+Frames leave the shard's process only as windows (to the Classifier) and evidence clips (MP4 files written by
+:class:`~bigsister_ray.serve.evidence.EvidenceRecorder`, fenced like the events that go to the database).
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ __all__ = ["StreamShard"]
 
 log = logging.getLogger("ray.serve")
 
-#: How often the guard checks the lease deadline (seconds).
-GUARD_PERIOD_S = 0.1
+GUARD_PERIOD_S = 0.1  #: How often the guard checks the lease deadline (seconds).
 
 
 @dataclass
@@ -79,6 +79,7 @@ class StreamShard:
         from bigsister_ray.incidents.store import IncidentStore
         from bigsister_ray.models.checkpoint import read_checkpoint_meta
         from bigsister_ray.serve.batcher import WindowBatcher
+        from bigsister_ray.serve.evidence import EvidenceRecorder
         from bigsister_ray.security.urls import UrlPolicy
         from bigsister_ray.serve.journal import EventJournal
         from bigsister_ray.serve.metrics import DecoderMetrics, WindowerMetrics
@@ -99,6 +100,7 @@ class StreamShard:
         self._leases = LeaseStore(self._store)
         self._service = IncidentService(self._store, make_notifier(settings), settings)
         self._service.start_sweeper()  # every shard delivers the outbox; rows are claimed, so each alert goes once
+        self._clips = EvidenceRecorder.from_settings(settings, self._store, self.spec)
         self._engine = RuleEngine(meta.labels, settings.alerts, meta.thresholds)
         self._engine_lock = threading.Lock()
         self._classifier = classifier
@@ -137,18 +139,12 @@ class StreamShard:
     # ---- leases: start and stop ----------------------------------------------------------------------
     def _start_stream(self, fence: Any, state: dict | None) -> None:
         """Claimed ``fence.stream_id``: load its registration and saved state, start decoding where it left off."""
-        from bigsister_ray.alerts.rules import overrides_from_options
-
         sid = fence.stream_id
         rec = self._store.get_stream(sid)
         url = self._store.get_stream_url(sid)
         if rec is None or url is None:
             raise RuntimeError(f"stream {sid} is not registered any more")
-        try:
-            overrides = overrides_from_options(rec.options, where=f"stream {sid} options")
-        except Exception as err:  # a bad override is reported; the stream keeps the default rules
-            log.error("StreamShard: %s", err)
-            overrides = {}
+        overrides = _overrides(rec)
         state = state or {}
         owned = _Owned(fence=fence, url=url, realtime=bool((rec.options or {}).get("realtime", True)), name=rec.name,
                        location=rec.location, overrides=overrides, finished=bool(state.get("finished")))
@@ -193,8 +189,7 @@ class StreamShard:
         owned.runner.start()
 
     def _regain(self, fence: Any) -> None:
-        """This shard claimed back a stream whose lease had lapsed with nobody else taking it: carry on under the
-        new token (a stream the guard stopped is started again after the round)."""
+        """Claimed back a stream whose lapsed lease nobody took: carry on under the new token (restarted after the round)."""
         owned = self._owned.get(fence.stream_id)
         if owned is not None:
             owned.fence = fence
@@ -210,6 +205,7 @@ class StreamShard:
         owned.fenced = True
         if owned.runner is not None:
             owned.runner.stop(5.0)
+        self._clips.finish(stream_id)
         log.info("StreamShard %s: stopped stream %s: %s", self.shard_id, stream_id, reason)
         with owned.lock:
             state = self._state(owned)
@@ -236,6 +232,7 @@ class StreamShard:
         if owned is None or owned.fenced or self._keeper.expired():
             raise StreamError(f"stream {stream_id}: this shard's lease lapsed; the chunk is dropped (another shard takes over)")
         decoded_at = time.time()
+        self._clips.push(stream_id, frames, timestamps)
         with owned.lock:
             span = self._decoded.setdefault((stream_id, owned.fence.token), [decoded_at, decoded_at])
             span[1] = decoded_at
@@ -295,8 +292,9 @@ class StreamShard:
             self._leases.save_state(owned.fence, self._state(owned))
             while owned.pending:
                 ev, jpeg, _ = owned.pending[0]
-                self._service.handle(ev, stream_name=owned.name, location=owned.location, snapshot_jpeg=jpeg,
-                                     fence=owned.fence)
+                iid = self._service.handle(ev, stream_name=owned.name, location=owned.location, snapshot_jpeg=jpeg, fence=owned.fence)
+                if ev.kind == "opened" and iid is not None:  # its evidence clip: the frames around the peak
+                    self._clips.start(owned.fence, iid, ev.peak_start_s, ev.peak_end_s)
                 owned.pending.pop(0)
         except StaleLeaseError as err:
             log.error("stream %s: %s; stopping it here", owned.fence.stream_id, err)
@@ -344,6 +342,7 @@ class StreamShard:
                 self._engine.reset(stream_id)
             owned.finished = True
             self._persist(owned, events)
+            self._clips.finish(stream_id)
             if not events:
                 self._leases.save_state(owned.fence, self._state(owned))
 
@@ -364,6 +363,7 @@ class StreamShard:
             self._wake.clear()
 
     def _after_tick(self, report: Any) -> None:
+        from bigsister_ray.serve.metrics import export_stream_metrics
         from bigsister_ray.serve.ownership import desired_shards
 
         try:
@@ -375,7 +375,15 @@ class StreamShard:
         self._desired = desired_shards(report.streams, self.settings.serve.streams.per_shard, sh.min_shards, sh.max_shards)
         with self._lock:
             owned = list(self._owned.values())
+        try:
+            recs = {r.id: r for r in self._store.list_streams()} if owned else {}
+        except Exception as err:  # the streams keep their rules until the database answers
+            log.warning("StreamShard %s: registrations not re-read: %r", self.shard_id, err)
+            recs = {}
         for o in owned:
+            rec = recs.get(o.fence.stream_id)
+            if rec is not None:  # PATCH /streams/{id}: name, location and rules apply from this round
+                o.name, o.location, o.overrides = rec.name, rec.location, _overrides(rec)
             if o.fenced and not o.finished and self._keeper.fence(o.fence.stream_id) is not None:
                 log.info("StreamShard %s: lease of stream %s renewed after a stall; decoding again", self.shard_id,
                          o.fence.stream_id)
@@ -388,12 +396,8 @@ class StreamShard:
                 self._leases.save_state(o.fence, state)
             except Exception as err:  # a stale fence is handled by the next renewal
                 log.warning("StreamShard %s: status of stream %s not saved: %r", self.shard_id, o.fence.stream_id, err)
-        self._export_states()
-
-    def _export_states(self) -> None:
-        from bigsister_ray.serve.metrics import export_stream_metrics
-
         export_stream_metrics(self._dmetrics, self.statuses(), self._exported)
+        self._clips.flush_due()  # clips of cameras that went quiet are written with what they have
 
     def _guard_loop(self) -> None:
         """Stops every stream the moment this shard's lease deadline passes, whatever the lease loop is doing."""
@@ -439,8 +443,7 @@ class StreamShard:
         return await asyncio.to_thread(self._health)
 
     def _health(self) -> dict[str, Any]:
-        """For ``/readyz``: the incident service's health (database, notifier, failed alerts) as this shard sees it,
-        its incident events waiting for the database, and its lease rounds."""
+        """For ``/readyz``: the incident service's health as this shard sees it, events waiting for the database, leases."""
         health = self._service.health()
         with self._lock:
             buffered = sum(len(o.pending) for o in self._owned.values())
@@ -454,12 +457,10 @@ class StreamShard:
     def stream_threads(self) -> dict[str, int]:
         """Live decoder threads per stream id in this replica (a stream it gave up must have none)."""
         from bigsister_ray.video.stream import live_stream_threads
-
         return live_stream_threads()
 
     def stall_renewals(self, seconds: float, shard_id: str | None = None) -> str | None:
         """Drill: hold this shard's lease renewals back for ``seconds`` (as a stalled or partitioned node would).
-
         With ``shard_id``, only that shard obeys (a handle call reaches any replica: call again until one answers
         with its id); the others answer None."""
         if shard_id is not None and shard_id != self.shard_id:
@@ -487,6 +488,7 @@ class StreamShard:
         self._wake.set()
         self._ticker.join(timeout=5.0)
         self._batcher.close()  # stream threads waiting for scores stop waiting, so each stream stops at once
+        self._clips.close()
         self._keeper.release_all()
         self._service.stop()
 
@@ -494,6 +496,17 @@ class StreamShard:
         """Serve's replica shutdown: hand every stream over without blocking the replica's event loop."""
         if hasattr(self, "_stop"):
             await asyncio.to_thread(self.shutdown)
+
+
+def _overrides(rec: Any) -> dict[str, Any]:
+    """The stream's own alert rules from its registration; a bad one is reported and the defaults apply."""
+    from bigsister_ray.alerts.rules import overrides_from_options
+
+    try:
+        return overrides_from_options(rec.options, where=f"stream {rec.id} options")
+    except Exception as err:  # a bad override is reported; the stream keeps the default rules
+        log.error("StreamShard: %s", err)
+        return {}
 
 
 def _is_file(url: str) -> bool:
