@@ -173,6 +173,8 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
         streams.media_root = Path(streams.media_root).resolve()
     if not Path(settings.serve.shards.journal_dir).is_absolute():
         settings.serve.shards.journal_dir = Path(settings.serve.shards.journal_dir).resolve()
+    if not Path(settings.incidents.media_dir).is_absolute():  # shards write clips there, the Ingress serves them
+        settings.incidents.media_dir = Path(settings.incidents.media_dir).resolve()
     if settings.serve.checkpoint is None:
         raise ConfigError("serve.checkpoint is not set: pass --checkpoint PATH, set serve.checkpoint in the config file, "
                           "or `checkpoint:` in the application args")
