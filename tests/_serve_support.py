@@ -48,7 +48,8 @@ def make_checkpoint(path: Path, spec: ClipSpec = TINY_SPEC, labels=("fight", "no
 
 
 def serve_settings(tmp: Path, checkpoint: Path, **serve_overrides: Any):
-    """Settings for a test app: SQLite in ``tmp``, media root ``tmp/media``, known keys, loopback allowed."""
+    """Settings for a test app: SQLite in ``tmp``, media root ``tmp/media``, evidence clips in ``tmp/incident-media``,
+    known keys, loopback allowed."""
     from bigsister_ray.config import Settings
 
     (tmp / "media").mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,7 @@ def serve_settings(tmp: Path, checkpoint: Path, **serve_overrides: Any):
     return Settings(
         serve=serve,
         database={"url": f"sqlite:///{tmp / 'bigsister.db'}"},
+        incidents={"media_dir": str(tmp / "incident-media")},
         alerts={"alert_file": str(tmp / "alerts.jsonl"), "notifier": "console"},
         auth={"keys": [{"name": "writer", "key": WRITE_KEY, "scope": "write"},
                        {"name": "reader", "key": READ_KEY, "scope": "read"}],

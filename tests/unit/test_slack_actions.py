@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from bigsister_ray.alerts.links import verify_path
 from bigsister_ray.alerts.notifiers import SlackNotifier
 from bigsister_ray.config import Settings
+from bigsister_ray.errors import AlertDeliveryError
 from bigsister_ray.incidents.models import IncidentCreate
 from bigsister_ray.incidents.service import IncidentService
 from bigsister_ray.incidents.store import IncidentStore
@@ -191,3 +192,26 @@ def test_a_press_someone_beat_refreshes_the_message_to_the_status_that_holds(wor
     assert entry.actor == "ops"
     msg = world.slack.message(channel, ts)
     assert status_lines(msg)[0].startswith("False alarm by ops") and buttons(msg) == []
+
+
+def test_the_evidence_clip_is_uploaded_into_the_alerts_thread(world, tmp_path):
+    from bigsister_ray.alerts.message import Delivery, IncidentAlert
+
+    iid, channel, ts = world.alert(1)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8)
+    notifier = world.service.notifier
+    alert = IncidentAlert.from_row(world.store.get_incident_row(iid), world.settings.serve.public_url)
+    delivery = notifier.send_clip(alert, Delivery("slack", channel=channel, ts=ts), clip)
+    [upload] = [f for f in world.slack.files_in_thread(ts) if f["filename"].endswith(".mp4")]
+    assert upload["filename"] == f"incident-{iid}.mp4" and upload["data"] == clip.read_bytes()
+    assert (delivery.channel, delivery.ts) == (channel, ts) and upload["id"] in (delivery.note or "")
+    assert len(world.slack.top_level_messages()) == 1  # into the thread, no new message
+
+    world.slack.fail_next(1, status=503, methods=("files.getUploadURLExternal",))
+    with pytest.raises(AlertDeliveryError) as retry:
+        notifier.send_clip(alert, Delivery("slack", channel=channel, ts=ts), clip)
+    assert retry.value.retryable  # an outage: the outbox tries again
+    with pytest.raises(AlertDeliveryError) as gone:
+        notifier.send_clip(alert, Delivery("slack", channel=channel, ts=ts), tmp_path / "deleted.mp4")
+    assert not gone.value.retryable and "retention" in str(gone.value)
