@@ -183,8 +183,6 @@ async def patch_stream(stream_id: str, body: StreamPatch, ctx: ServeContext = De
 async def delete_stream(stream_id: str, ctx: ServeContext = Depends(get_ctx)) -> Response:
     """Mark the registration deleted and free its lease at once (its shard stops it on its next lease round, at
     most ``lease_ttl_s / 3`` later), and end its open incidents (their close replies are queued)."""
-    from bigsister_ray.incidents.service import IncidentService
-
     deleted = await asyncio.to_thread(ctx.store.delete_stream, stream_id)
     if not deleted:
         raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (list them with GET /streams)")
