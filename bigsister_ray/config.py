@@ -308,7 +308,7 @@ class AlertRule(Strict):
     def _hours(self) -> "AlertRule":
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as err:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as err:
             raise ValueError(f"alert rule timezone: expected an IANA zone such as Europe/Paris, got {self.timezone!r}") from err
         for span in self.active_hours:
             if parse_hours(span) is None:

@@ -112,3 +112,20 @@ def test_the_service_sweeps_media_on_its_clock_every_interval(tmp_path):
     assert svc.sweep_media_if_due().incidents == [first]
     assert not (media / f"{first}/clip.mp4").exists() and store.get_incident(first) is not None
     store.dispose()
+
+
+def test_a_clip_is_recorded_only_under_the_writers_current_lease(store, tmp_path):
+    from bigsister_ray.incidents.leases import LeaseStore
+    from bigsister_ray.incidents.models import StreamCreate
+    from bigsister_ray.incidents.store import StaleLeaseError
+
+    store.add_stream(StreamCreate(id="cam-1", name="Lobby", url="rtsp://cam/1"))
+    leases = LeaseStore(store)
+    old = leases.claim("cam-1", "shard-a", "node-1", 30, now=T0)
+    iid = incident(store, tmp_path / "media", "a", T0)
+    store.set_clip(iid, "a/first.mp4", fence=old, now=T0)
+    assert store.get_clip_path(iid) == "a/first.mp4"
+    assert leases.release(old, now=T0) and leases.claim("cam-1", "shard-b", "node-2", 30, now=T0) is not None
+    with pytest.raises(StaleLeaseError):
+        store.set_clip(iid, "a/second.mp4", fence=old, now=T0)
+    assert store.get_clip_path(iid) == "a/first.mp4"
