@@ -402,6 +402,13 @@ def _remove_strays(fs: Any, base: str, remote: bool, out: Path | str, planned_pa
             fs.delete_file(info.path)  # tasks upload whole files, so only a foreign or older run leaves these
 
 
+def _connect(settings: Any, root: str | Path, out: str | Path) -> None:
+    """Join or start Ray; on a cluster of several machines, refuse a node-local root or output (every node decodes)."""
+    ensure_ray(settings)
+    storage.check_shared_storage(root, what="the dataset root (--root)")
+    storage.check_shared_storage(out, what="the prepared output (--out)")
+
+
 def prepare(source: str, root: str | Path, out: str | Path, settings=None,
             progress: Callable[[str], None] | None = _stderr) -> PrepareSummary:
     """Prepare a dataset: index, split by group, decode + preprocess on Ray Data, write shards (resumable).
@@ -427,7 +434,7 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
     spec: ClipSpec = settings.clip
     warming: list[Any] = []
     if not storage.exists(manifest_path(out)):  # a first run (or one that stopped): decoding is ahead, so warm up
-        ensure_ray(settings)
+        _connect(settings, root, out)
         warming = _warm_decoders(settings)
 
     videos, read_errors = read_source(source, Path(root), settings)  # type: ignore[arg-type]
@@ -457,7 +464,7 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
     if pending:
         import ray
 
-        ensure_ray(settings)
+        _connect(settings, root, out)
         rows = [{
             "path": p.path, "split": p.split, "digest": p.digest,
             "videos": json.dumps([{"video": v.model_dump(mode="json"), "clips": [c.model_dump(mode="json") for c in cs]}
