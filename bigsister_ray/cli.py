@@ -362,6 +362,46 @@ def show_config(
         _fail(err)
 
 
+@app.command("export-feedback")
+def export_feedback(
+    out: Annotated[Path, typer.Option(help="Output folder: manifest.jsonl and clips/ (give it to `bigsister prepare "
+                                           "--source manifest --root OUT/manifest.jsonl`).")],
+    since: Annotated[Optional[str], typer.Option(help="Only verdicts given at or after this time (ISO 8601, UTC when "
+                                                      "no offset), e.g. 2026-05-01 or 2026-05-01T08:00:00+09:00.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Operator verdicts as a manifest dataset: false alarms as "normal", acknowledged and resolved incidents as
+    their class, each with its evidence clip (from database.url and incidents.media_dir)."""
+    try:
+        from datetime import datetime, timezone
+
+        from bigsister_ray.errors import ConfigError
+        from bigsister_ray.incidents.feedback import export_feedback as run_export
+        from bigsister_ray.incidents.migrate import current_revision, head_revision
+        from bigsister_ray.incidents.store import IncidentStore, MigrationError
+
+        after = None
+        if since is not None:
+            try:
+                after = datetime.fromisoformat(since)
+            except ValueError as err:
+                raise ConfigError(f"--since: expected an ISO 8601 time such as 2026-05-01T08:00:00, got {since!r}") from err
+            after = after if after.tzinfo is not None else after.replace(tzinfo=timezone.utc)
+        settings = _settings(config)
+        store = IncidentStore.from_settings(settings)
+        try:
+            revision = current_revision(store)
+            if revision != head_revision():
+                raise MigrationError(f"database {store.safe_url} is at schema revision {revision or 'none'}, this code "
+                                     f"reads {head_revision()}: run `bigsister db upgrade` first")
+            result = run_export(store, settings.incidents.media_dir, out, since=after)
+        finally:
+            store.dispose()
+        typer.echo(str(result))
+    except BigSisterError as err:
+        _fail(err)
+
+
 db_app = typer.Typer(help="The incidents database (database.url): schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
