@@ -532,19 +532,18 @@ class IncidentStore(DeliveryOutbox):
                  now: datetime | None = None) -> None:
         """Record the incident's evidence clip: ``path`` relative to ``incidents.media_dir`` (None: no clip).
 
-        ``fence``: the writer's lease on the incident's stream, checked in the same transaction; raises
-        :class:`StaleLeaseError` (and records nothing) when the stream has moved. Raises IncidentNotFoundError for
-        an unknown id, ValueError for an absolute path or one that leaves the media folder."""
+        ``fence``: the writer's lease on the incident's stream, checked in the same transaction like
+        :meth:`record_event` (StaleLeaseError, nothing written, when it is not current at ``now``).
+        Raises IncidentNotFoundError for an unknown id (or one on another stream than ``fence``), ValueError for
+        an absolute path or one that leaves the media folder."""
         if path is not None:
             path = check_media_path(path)
         now = now or utcnow()
+        conds = [Incident.id == incident_id] + ([Incident.stream_id == fence.stream_id] if fence is not None else [])
         with self.session() as s:
             if fence is not None:
-                stream_id = s.execute(select(Incident.stream_id).where(Incident.id == incident_id)).scalar_one_or_none()
-                if stream_id is not None and stream_id != fence.stream_id:
-                    raise ValueError(f"fence: expected a fence for stream {stream_id!r}, got one for {fence.stream_id!r}")
                 check_fence(s, fence, dialect=self.dialect, now=now)
-            res = s.execute(update(Incident).where(Incident.id == incident_id).values(clip_path=path, updated_at=now))
+            res = s.execute(update(Incident).where(*conds).values(clip_path=path, updated_at=now))
             if res.rowcount != 1:
                 raise IncidentNotFoundError(f"no incident {incident_id}")
 
