@@ -228,11 +228,12 @@ def run_epoch(
     keep_logits: bool = False,
     on_batch: Callable[[int], None] | None = None,
     after_step: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> EpochStats:
     """One pass over ``batches`` (dicts with ``frames`` bytes and ``label_idx``): trains when an
     ``optimizer`` is given (model in train mode), otherwise scores under ``torch.no_grad`` in eval mode.
     ``on_batch(i)`` is called before batch ``i`` (the fault-injection hook); ``after_step()`` after each optimizer
-    step (the weight average's update)."""
+    step (the weight average's update). ``clock`` times the epoch and the waits for data (seconds)."""
     import torch
 
     from bigsister_ray.clip import to_model_input
@@ -242,14 +243,14 @@ def run_epoch(
     loss_fn = loss_fn or torch.nn.CrossEntropyLoss()
     stats = EpochStats(num_classes, logits=[] if keep_logits else None, targets=[] if keep_logits else None)
     model.train(training)
-    start = time.perf_counter()
+    start = clock()
     device_type = torch.device(device).type
     it = iter(batches)
     with torch.set_grad_enabled(training):
         for i in itertools.count():
-            waited = time.perf_counter()
+            waited = clock()
             batch = next(it, None)
-            waited = time.perf_counter() - waited
+            waited = clock() - waited
             stats.data_wait_s += waited
             if i == 0:
                 stats.first_batch_s = waited
@@ -284,7 +285,7 @@ def run_epoch(
             if keep_logits:
                 stats.logits.append(logits.detach().cpu().numpy())
                 stats.targets.append(y_np)
-    stats.seconds = time.perf_counter() - start
+    stats.seconds = clock() - start
     return stats
 
 

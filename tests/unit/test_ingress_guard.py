@@ -15,13 +15,13 @@ import asyncio
 import select
 import socket
 import threading
-import time
 
 import httpx
 import pytest
 
 from bigsister_ray.config import Settings
 from tests._handles import ingress_app
+from tests._serve_support import wait_for
 
 WRITE = "unit-write-key-0123456789"
 OTHER = "unit-other-write-key-0123456789"
@@ -171,10 +171,7 @@ def test_a_real_server_answers_from_the_headers_and_closes_the_connection(tmp_pa
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
+        wait_for(lambda: server.started, timeout=30, interval=0.01, what="uvicorn to start")
         port = server.servers[0].sockets[0].getsockname()[1]
         for key, status in ((None, 401), (WRITE, 413)):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -293,15 +292,22 @@ def test_buffer_file_waits_instead_of_dropping():
     buf = FrameBuffer(3, drop_oldest=False)
     got: list[float] = []
 
+    waiting = threading.Event()
+
+    def full() -> bool:  # asked by a put that waits for room
+        if len(buf) == buf.capacity:
+            waiting.set()
+        return False
+
     def producer():
         for i in range(12):
-            assert buf.put(_f(i), float(i))
+            assert buf.put(_f(i), float(i), cancelled=full)
         buf.end()
 
     t = threading.Thread(target=producer)
     t.start()
-    time.sleep(0.2)
-    assert len(buf) == 3 and t.is_alive()  # blocked, not dropping
+    assert waiting.wait(10), "the producer never waited for room"
+    assert len(buf) == 3 and t.is_alive() and buf.dropped == 0  # blocked, not dropping
     while True:
         chunk = buf.get_chunk(2, max_wait_s=0.05)
         if not chunk:
@@ -315,9 +321,15 @@ def test_buffer_close_releases_a_blocked_producer():
     buf = FrameBuffer(1, drop_oldest=False)
     assert buf.put(_f(0), 0.0)
     result: list[bool] = []
-    t = threading.Thread(target=lambda: result.append(buf.put(_f(1), 1.0)))
+    waiting = threading.Event()
+
+    def blocked() -> bool:  # asked by the put while it waits for room
+        waiting.set()
+        return False
+
+    t = threading.Thread(target=lambda: result.append(buf.put(_f(1), 1.0, cancelled=blocked)))
     t.start()
-    time.sleep(0.1)
+    assert waiting.wait(10), "the producer never waited for room"
     buf.close()
     t.join(2)
     assert result == [False] and not t.is_alive() and buf.get_chunk(4, 0.01) == []
