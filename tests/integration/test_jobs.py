@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests._serve_support import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 420
 
@@ -238,21 +240,26 @@ def test_serve_deploy_of_serve_config_brings_the_app_up(head, trained):
     out = subprocess.run(["serve", "deploy", str(path), "-a", head.address], env=env, capture_output=True, text=True,
                          timeout=120, cwd=head.work)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    deadline, status, body = time.monotonic() + 180, None, ""
-    while time.monotonic() < deadline:
+    answers: list[tuple[int | None, str]] = []
+
+    def ready() -> bool:
+        key_file = head.work / "api-key"  # /readyz needs a key: the one the Ingress generated
+        headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/readyz", headers=headers)
         try:
-            key_file = head.work / "api-key"  # /readyz needs a key: the one the Ingress generated
-            headers = {"X-API-Key": key_file.read_text().strip()} if key_file.exists() else {}
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/readyz", headers=headers)
             with urllib.request.urlopen(req, timeout=5) as resp:
-                status, body = resp.status, resp.read().decode()
-                break
+                answers.append((resp.status, resp.read().decode()))
         except urllib.error.HTTPError as err:
-            status, body = err.code, err.read().decode()
+            answers.append((err.code, err.read().decode()))
         except OSError as err:
-            status, body = None, str(err)
-        time.sleep(1)
-    assert status == 200, f"/readyz: {status} {body[:1000]}"
+            answers.append((None, str(err)))
+        return answers[-1][0] == 200
+
+    try:
+        wait_for(ready, timeout=180, interval=1, what="/readyz to answer 200")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; last answers: {answers[-3:]}") from None
+    status, body = answers[-1]
     assert json.loads(body).get("ready") is True
 
 
