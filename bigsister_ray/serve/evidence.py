@@ -120,16 +120,19 @@ class EvidenceRecorder:
             self._rings.pop(stream_id, None)
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the clips submitted so far are written (or failed)."""
+        """Block until the clips submitted so far are written (or failed); TimeoutError after ``timeout`` seconds."""
         with self._lock:
             futures = list(self._futures)
         for f in futures:
             f.exception(timeout=timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write every capture with what it has, wait for the writes, stop the worker."""
+        """Write every capture with what it has, wait up to ``timeout`` seconds for the writes, stop the worker."""
         self._write_where(lambda c: True)
-        self.wait(timeout)
+        try:
+            self.wait(timeout)
+        except TimeoutError:
+            log.warning("evidence clips still being written after %.0f s at shutdown; not waiting for them", timeout)
         self._pool.shutdown(wait=False)
 
     def memory_bytes(self) -> int:
@@ -149,6 +152,8 @@ class EvidenceRecorder:
                 self._futures.append(self._pool.submit(self._write, c))
 
     def _write(self, capture: ClipCapture) -> Path | None:
+        import av
+
         from bigsister_ray.incidents.errors import StaleLeaseError
         from bigsister_ray.video.writer import write_mp4
 
@@ -166,7 +171,7 @@ class EvidenceRecorder:
             write_mp4(tmp, capture.frames, fps=self.spec.fps, crf=23, deterministic=False, faststart=True)
             os.chmod(tmp, 0o600)
             os.replace(tmp, path)
-        except (OSError, ValueError, RuntimeError) as err:
+        except (OSError, ValueError, RuntimeError, av.FFmpegError) as err:
             tmp.unlink(missing_ok=True)
             log.error("incident %d (stream %s): evidence clip not written to %s: %s (check incidents.media_dir)",
                       iid, safe_log(sid), path, err)
