@@ -243,3 +243,33 @@ def test_the_timeline_plot_is_escaped_svg():
     svg = timeline_svg([[0.0, 0.1], [1.0, 0.9], [2.0, 0.2]], threshold=0.5, peak=(1.0, 1.5), label="<script>")
     assert svg.startswith("<svg") and svg.count("<circle") == 3 and "<script>" not in svg and "&lt;script&gt;" in svg
     assert "no scores recorded" in timeline_svg([])
+
+
+def test_edit_a_cameras_rules_and_disable_it_through_the_form(app, client):
+    from bigsister_ray.incidents.models import StreamCreate
+
+    store = app["store"]
+    cam = store.add_stream(StreamCreate(name="gate", url="gate.mp4", options={"realtime": True}))
+    login(client, WRITE_KEY)
+    page = client.get(f"/ui/cameras/{cam.id}")
+    assert page.status_code == 200 and 'name="rule-fight-k"' in page.text
+    form = {"csrf_token": csrf_of(page.text), "name": "main gate", "location": "north", "realtime": "on", "enabled": "on",
+            "rule-fight-watch": "on", "rule-fight-threshold": "0.8", "rule-fight-k": "2", "rule-fight-n": "4",
+            "rule-fight-cooldown_s": "", "rule-fight-active_hours": "08:00-12:00, 13:00-18:00",
+            "rule-fight-timezone": "Asia/Seoul"}
+    bad = client.post(f"/ui/cameras/{cam.id}", data={**form, "rule-fight-k": "9"})  # k > n
+    assert bad.status_code == 400 and "nothing was changed" in bad.text, bad.text
+    assert store.get_stream(cam.id).name == "gate"
+    r = client.post(f"/ui/cameras/{cam.id}", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    saved = store.get_stream(cam.id)
+    assert saved.name == "main gate" and saved.enabled and saved.location == "north"
+    assert saved.options["alerts"] == {"fight": {"threshold": 0.8, "k": 2, "n": 4, "active_hours": ["08:00-12:00", "13:00-18:00"],
+                                                 "timezone": "Asia/Seoul"}}, saved.options
+    again = client.get(f"/ui/cameras/{cam.id}")
+    assert 'value="08:00-12:00, 13:00-18:00"' in again.text and 'value="0.8"' in again.text
+    off = {k: v for k, v in form.items() if k != "enabled"}  # the unchecked box: disabled
+    assert client.post(f"/ui/cameras/{cam.id}", data=off, follow_redirects=False).status_code == 303
+    assert store.get_stream(cam.id).enabled is False
+    grid = client.get("/ui/cameras")
+    assert "disabled" in grid.text

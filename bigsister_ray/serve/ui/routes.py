@@ -38,6 +38,7 @@ from markupsafe import Markup
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 
+from bigsister_ray.config import AlertRule
 from bigsister_ray.serve.context import ServeContext
 from bigsister_ray.serve.ui.plot import timeline_svg
 from bigsister_ray.serve.ui.sessions import (
@@ -219,26 +220,41 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
 
 
 def _rules_from_form(form: FormData, labels: list[str]) -> dict[str, Any]:
-    """Per-class rule overrides from the camera form (``rule-<label>-<field>``); empty fields are left out."""
+    """The camera's own rules from its form (``rule-<label>-<field>``), as ``PATCH /streams/{id}`` takes them: a class
+    with every field empty and watched keeps the deployment's rule (left out); an unwatched class is
+    ``{"enabled": false}``."""
     rules: dict[str, Any] = {}
     for label in labels:
-        if form.get(f"rule-{label}-watch") is None:
-            rules[label] = {"enabled": False}
-            continue
         rule: dict[str, Any] = {}
+        if form.get(f"rule-{label}-watch") is None:
+            rule["enabled"] = False
         for fld, cast in (("threshold", float), ("k", int), ("n", int), ("cooldown_s", float)):
             raw = str(form.get(f"rule-{label}-{fld}") or "").strip()
             if raw:
                 try:
                     rule[fld] = cast(raw)
                 except ValueError as err:
-                    raise Refused(400, f"rule for {label!r}: {fld} must be a number, got {raw[:20]!r}") from err
-        hours = str(form.get(f"rule-{label}-active_hours") or "").strip()
+                    raise Refused(400, f"rule for {label!r}: {fld} must be a number, got {raw[:20]!r}: nothing was "
+                                       "changed") from err
+        hours = [h.strip() for h in str(form.get(f"rule-{label}-active_hours") or "").split(",") if h.strip()]
         if hours:
             rule["active_hours"] = hours
+        zone = str(form.get(f"rule-{label}-timezone") or "").strip()
+        if zone and (rule or zone != "UTC"):
+            rule["timezone"] = zone
         if rule:
             rules[label] = rule
     return rules
+
+
+def _rules_for_form(rules: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The camera's stored rules (``AlertRule`` per class) as the form's field values."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, rule in rules.items():
+        data = rule.model_dump() if hasattr(rule, "model_dump") else dict(rule)
+        data["active_hours"] = ", ".join(data.get("active_hours") or [])
+        out[label] = data
+    return out
 
 
 def _http_detail(err: HTTPException) -> str:
@@ -332,7 +348,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
     async def _cameras_page(request: Request, session: ConsoleSession, status: int = 200, error: str | None = None,
                             values: dict | None = None) -> Response:
         return console.render(request, session, "cameras.html", status=status, nav="cameras", refresh=10, cameras=await _cameras(),
-                              error=error, values=values or {}, can_edit=_can_patch())
+                              error=error, values=values or {})
 
     @router.get("/cameras")
     @guarded
@@ -365,11 +381,6 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             return await _cameras_page(request, session, err.status_code, f"the camera was not added: {_http_detail(err)}", values)
         return _redirect(f"{P}/cameras")
 
-    def _can_patch() -> bool:
-        from bigsister_ray.serve.routers import streams
-
-        return hasattr(streams, "patch_stream")
-
     @router.get("/cameras/{stream_id}")
     @guarded
     async def camera(request: Request, stream_id: str) -> Response:
@@ -385,33 +396,31 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             raise Refused(404, f"no camera {stream_id!r}: it may have been deleted (see the camera list)")
         out = stream_out(rec, await asyncio.to_thread(ctx.leases.lease, stream_id))
         return console.render(request, session, "camera.html", status=status, nav="cameras", rec=rec, out=out,
-                              labels=await _labels(), rules=(rec.options or {}).get("rules", {}), error=error,
-                              can_edit=_can_patch(), defaults=ctx.settings.alerts)
+                              labels=await _labels(), rules=_rules_for_form(getattr(out, "rules", {}) or {}),
+                              error=error, defaults=AlertRule())
 
     @router.post("/cameras/{stream_id}")
     @guarded
     async def edit_camera(request: Request, stream_id: str) -> Response:
-        session = console.operator(request, write=True)
-        form = await console.form(request, session)
-        if not _can_patch():
-            raise Refused(501, "editing cameras needs PATCH /streams/{id}, which this version of the service lacks")
         from pydantic import ValidationError
 
-        from bigsister_ray.serve.routers import streams
+        from bigsister_ray.serve.routers.streams import patch_stream
+        from bigsister_ray.serve.schemas import StreamPatch
 
-        fields: dict[str, Any] = {"name": str(form.get("name") or "").strip(),
-                                  "location": str(form.get("location") or "").strip() or None,
-                                  "enabled": form.get("enabled") is not None}
+        session = console.operator(request, write=True)
+        form = await console.form(request, session)
         try:
-            fields["rules"] = _rules_from_form(form, await _labels())
-            body = streams.StreamPatch(**fields)
-            await streams.patch_stream(stream_id, body, ctx)
+            body = StreamPatch(name=str(form.get("name") or "").strip(),
+                               location=str(form.get("location") or "").strip() or None,
+                               enabled=form.get("enabled") is not None, realtime=form.get("realtime") is not None,
+                               rules=_rules_from_form(form, await _labels()))
+            await patch_stream(stream_id, body, ctx)
         except ValidationError as err:
             msg = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
             return await _camera_page(request, session, stream_id, 400, f"nothing was changed: {msg}")
         except HTTPException as err:
             return await _camera_page(request, session, stream_id, err.status_code, f"nothing was changed: {_http_detail(err)}")
-        return _redirect(f"{P}/cameras")
+        return _redirect(f"{P}/cameras/{stream_id}?saved=1")
 
     @router.post("/cameras/{stream_id}/delete")
     @guarded
