@@ -134,7 +134,7 @@ def test_live_mjpeg_is_timed_by_arrival(server, media, runners):
     wait_for(lambda: len(sink.stamps) >= 12, 10, "12 MJPEG frames", r)
     t0 = time.monotonic()
     n0 = len(sink.stamps)
-    time.sleep(2.0)
+    wait_for(lambda: len(sink.stamps) >= n0 + 10, 10, "10 more MJPEG frames", r)
     rate = (len(sink.stamps) - n0) / (time.monotonic() - t0)
     # FFmpeg stamps MJPEG at 25 fps whatever arrives; by arrival time the 10 fps camera gives spec.fps (5)
     assert 3.0 <= rate <= 7.0, rate
@@ -170,13 +170,16 @@ def test_server_restart_reconnects_and_returns_to_live(server, media, runners):
     sink = Collector()
     r = runners(server.url("/live.ts"), _cfg(media), sink)
     wait_for(lambda: r.status().state == "live" and len(sink.stamps) >= 4, 10, "live", r)
+    stopped_at = time.monotonic()
     server.stop()
     wait_for(lambda: r.status().state == "reconnecting", 6, "reconnecting", r)
     down = r.status()
     assert down.last_error
-    time.sleep(2.0)
+    # while the server is down the runner keeps trying (two more attempts) and stays reconnecting
+    wait_for(lambda: r.status().reconnects >= down.reconnects + 2, 10, "two more attempts", r)
     assert r.status().state == "reconnecting"
     n_before = len(sink.stamps)
+    outage_s = time.monotonic() - stopped_at
     server.start()  # same port
     wait_for(lambda: r.status().state == "live" and len(sink.stamps) > n_before + 4, 10, "live again", r)
     st = r.status()
@@ -184,10 +187,10 @@ def test_server_restart_reconnects_and_returns_to_live(server, media, runners):
     stamps = sink.stamps
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "timestamps must keep increasing across reconnects"
     # frames after the outage carry the time they arrived at (stream time since start), leaving a gap
-    assert max(np.diff(stamps)) >= 2.0
+    assert max(np.diff(stamps)) >= outage_s - 0.1, (max(np.diff(stamps)), outage_s)
     # live again for longer than healthy_after_s: the backoff is back to its start
-    time.sleep(1.2)
-    assert r.status().backoff_s is None and r.status().state == "live"
+    wait_for(lambda: r.status().backoff_s is None, 10, "the backoff to reset", r)
+    assert r.status().state == "live"
 
 
 def test_backoff_resets_only_after_the_source_stayed_healthy(server, media, runners):
@@ -355,8 +358,8 @@ def test_missing_or_corrupt_file_is_an_error_not_retried(media, runners):
     r2 = runners("bad.mp4", _cfg(media), Collector())
     wait_for(lambda: r2.status().state == "error", 5, "error", r2)
     assert "cannot open bad.mp4" in r2.status().last_error
-    time.sleep(0.5)
-    assert r2.status().reconnects == 0
+    wait_for(lambda: not r2.threads(), 5, "the runner's threads to end", r2)  # nothing is left to retry
+    assert r2.status().reconnects == 0 and r2.status().state == "error"
 
 
 def test_media_root_escape_is_refused(media, tmp_path):
@@ -388,7 +391,7 @@ def test_credentials_never_reach_status_or_logs(media, runners, caplog, capfd):
 def test_stop_during_a_blocked_open_joins_every_thread(server, media):
     r = StreamRunner("blocked", server.url("/stall.ts"), SPEC, _cfg(media, open_timeout_s=1.0, watchdog_s=1.0),
                      Collector()).start()
-    time.sleep(0.3)  # the reader is inside av.open, waiting for data
+    wait_for(lambda: "/stall.ts" in server.requests, 5, "the reader to request /stall.ts", r)  # inside av.open
     t0 = time.monotonic()
     assert r.stop(timeout=5)
     assert time.monotonic() - t0 < 3.0
@@ -400,10 +403,7 @@ def test_stop_a_live_stream_frees_everything(server, media):
     r = StreamRunner("s", server.url("/live.ts"), SPEC, _cfg(media), sink).start()
     wait_for(lambda: len(sink.stamps) >= 4, 10, "frames", r)
     assert r.stop(timeout=5)
-    assert r.threads() == []
-    n = len(sink.stamps)
-    time.sleep(0.5)
-    assert len(sink.stamps) == n, "no frames after stop()"
+    assert r.threads() == [], "a thread outlived stop(): it could still deliver frames"
     assert r.status().state == "stopped"
     with pytest.raises(RuntimeError, match="already started"):
         r.start()
