@@ -27,248 +27,45 @@ from __future__ import annotations
 import asyncio
 import logging
 from importlib import resources
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
+from fastapi.responses import FileResponse, Response
 from markupsafe import Markup
 from starlette.background import BackgroundTask
-from starlette.datastructures import FormData
 
 from bigsister_ray.config import AlertRule
 from bigsister_ray.serve.context import ServeContext
-from bigsister_ray.serve.ui.plot import timeline_svg
-from bigsister_ray.serve.ui.sessions import (
-    CONSOLE_PREFIX,
-    COOKIE_NAME,
-    CSRF_FIELD,
-    ConsoleSession,
-    SessionCodec,
-    csrf_ok,
-    safe_next,
+from bigsister_ray.serve.ui.console import (
+    ACTION_LABELS,
+    P,
+    PAGE_SIZE,
+    STATIC,
+    STATUSES,
+    Console,
+    Redirect,
+    Refused,
+    guarded_by,
+    http_detail,
+    parse_time,
+    redirect,
+    rules_for_form,
+    rules_from_form,
 )
+from bigsister_ray.serve.ui.plot import timeline_svg
+from bigsister_ray.serve.ui.sessions import COOKIE_NAME, ConsoleSession, safe_next
 
-__all__ = ["make_console_router", "Console"]
+__all__ = ["make_console_router"]
 
 log = logging.getLogger("ray.serve")
-
-P = CONSOLE_PREFIX
-STATUSES = ("open", "acknowledged", "false_alarm", "resolved")
-ACTION_LABELS = {"ack": "Ack", "false_alarm": "False alarm", "resolve": "Resolve"}
-PAGE_SIZE = 50
-#: The console's static files and their types.
-STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
-
-
-# ---- rendering --------------------------------------------------------------------------------------------------
-def _ago(value: datetime | None, now: datetime | None = None) -> str:
-    if value is None:
-        return "never"
-    now = now or datetime.now(timezone.utc)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    s = max(0.0, (now - value).total_seconds())
-    if s < 90:
-        return f"{s:.0f} s ago"
-    if s < 90 * 60:
-        return f"{s / 60:.0f} min ago"
-    if s < 36 * 3600:
-        return f"{s / 3600:.1f} h ago"
-    return f"{s / 86400:.1f} days ago"
-
-
-def _when(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("bigsister_ray.serve.ui", "templates"),
-                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    env.filters["ago"] = _ago
-    env.filters["when"] = _when
-    env.globals.update(P=P, CSRF_FIELD=CSRF_FIELD, ACTION_LABELS=ACTION_LABELS, STATUSES=STATUSES)
-    return env
-
-
-class Redirect(Exception):
-    """Raised by a check to answer with a redirect (to the login page) instead of the page."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.url = url
-
-
-class Refused(Exception):
-    """Raised by a check to answer with an error page: ``status`` and what to do."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class Console:
-    """What every console page needs: the service's context, the session codec, the templates, the link checker."""
-
-    def __init__(self, ctx: ServeContext) -> None:
-        self.ctx = ctx
-        self.codec = SessionCodec.from_settings(ctx.settings, ctx.authenticator)
-        self.env = _environment()
-        self._links: Any = None
-
-    # ---- sessions ----------------------------------------------------------------------------------------------
-    def session(self, request: Request) -> ConsoleSession | None:
-        return self.codec.loads(request.cookies.get(COOKIE_NAME))
-
-    def secure(self, request: Request) -> bool:
-        mode = self.ctx.settings.serve.ui.secure_cookies
-        if mode != "auto":
-            return mode == "always"
-        return request.url.scheme == "https" or str(self.ctx.settings.serve.public_url).startswith("https://")
-
-    def set_cookie(self, response: Response, request: Request, session: ConsoleSession) -> None:
-        response.set_cookie(COOKIE_NAME, self.codec.dumps(session), max_age=int(self.codec.ttl_s), path=P,
-                            httponly=True, samesite="lax", secure=self.secure(request))
-
-    def login_url(self, request: Request) -> str:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return f"{P}/login?{urlencode({'next': target})}"
-
-    def operator(self, request: Request, *, write: bool = False) -> ConsoleSession:
-        """The logged-in operator, or :class:`Redirect` to the login page; :class:`Refused` (403) when ``write`` is
-        needed and the key only reads."""
-        session = self.session(request)
-        if session is None or not session.operator:
-            raise Redirect(self.login_url(request))
-        if write and not session.can_act:
-            raise Refused(403, f"the key {session.user!r} may only read: log in with a write key to change anything")
-        return session
-
-    async def form(self, request: Request, session: ConsoleSession | None) -> FormData:
-        """The posted form, after its token was checked against ``session``'s (:class:`Refused` 403 otherwise)."""
-        form = await request.form()
-        if not csrf_ok(session, form.get(CSRF_FIELD)):
-            raise Refused(403, "the form's security token is missing or out of date: nothing was changed. Reload the "
-                               "page and submit the form again")
-        return form
-
-    @property
-    def links(self) -> Any:
-        if self._links is None:
-            from bigsister_ray.alerts.links import LinkSigner
-
-            self._links = LinkSigner.from_settings(self.ctx.settings)
-        return self._links
-
-    # ---- responses -----------------------------------------------------------------------------------------------
-    def render(self, request: Request, session: ConsoleSession | None, template: str, status: int = 200,
-               **context: Any) -> HTMLResponse:
-        session = session or ConsoleSession.anonymous()
-        html = self.env.get_template(template).render(request=request, session=session, csrf=session.csrf,
-                                                     nav=context.pop("nav", ""), **context)
-        response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "same-origin"
-        if self.session(request) != session:
-            self.set_cookie(response, request, session)
-        return response
-
-    def refused(self, request: Request, err: Refused) -> HTMLResponse:
-        return self.render(request, self.session(request), "error.html", status=err.status, message=err.message)
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-def _guarded(console: Console):
-    """Wrap a page handler: :class:`Redirect` and :class:`Refused` become their responses."""
-
-    def wrap(fn):
-        import functools
-
-        @functools.wraps(fn)
-        async def handler(request: Request, *args: Any, **kwargs: Any) -> Response:
-            try:
-                return await fn(request, *args, **kwargs)
-            except Redirect as r:
-                return _redirect(r.url)
-            except Refused as err:
-                return console.refused(request, err)
-
-        return handler
-
-    return wrap
-
-
-# ---- helpers over the service's own functions -------------------------------------------------------------------
-def _parse_time(value: str | None, name: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as err:
-        raise Refused(400, f"{name}: expected a date and time such as 2026-01-31T08:00, got {value[:40]!r}") from err
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _rules_from_form(form: FormData, labels: list[str]) -> dict[str, Any]:
-    """The camera's own rules from its form (``rule-<label>-<field>``), as ``PATCH /streams/{id}`` takes them: a class
-    with every field empty and watched keeps the deployment's rule (left out); an unwatched class is
-    ``{"enabled": false}``."""
-    rules: dict[str, Any] = {}
-    for label in labels:
-        rule: dict[str, Any] = {}
-        if form.get(f"rule-{label}-watch") is None:
-            rule["enabled"] = False
-        for fld, cast in (("threshold", float), ("k", int), ("n", int), ("cooldown_s", float)):
-            raw = str(form.get(f"rule-{label}-{fld}") or "").strip()
-            if raw:
-                try:
-                    rule[fld] = cast(raw)
-                except ValueError as err:
-                    raise Refused(400, f"rule for {label!r}: {fld} must be a number, got {raw[:20]!r}: nothing was "
-                                       "changed") from err
-        hours = [h.strip() for h in str(form.get(f"rule-{label}-active_hours") or "").split(",") if h.strip()]
-        if hours:
-            rule["active_hours"] = hours
-        zone = str(form.get(f"rule-{label}-timezone") or "").strip()
-        if zone and (rule or zone != "UTC"):
-            rule["timezone"] = zone
-        if rule:
-            rules[label] = rule
-    return rules
-
-
-def _rules_for_form(rules: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The camera's stored rules (``AlertRule`` per class) as the form's field values."""
-    out: dict[str, dict[str, Any]] = {}
-    for label, rule in rules.items():
-        data = rule.model_dump() if hasattr(rule, "model_dump") else dict(rule)
-        data["active_hours"] = ", ".join(data.get("active_hours") or [])
-        out[label] = data
-    return out
-
-
-def _http_detail(err: HTTPException) -> str:
-    detail = err.detail
-    if isinstance(detail, list):  # pydantic errors
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', ())[1:])}: {d.get('msg')}" for d in detail if isinstance(d, dict))
-    return str(detail)
 
 
 def make_console_router(ctx: ServeContext) -> APIRouter:
     """The ``/ui`` pages over ``ctx`` (the Ingress's own context: its store, handles and settings)."""
     console = Console(ctx)
     router = APIRouter(prefix=P, include_in_schema=False)
-    guarded = _guarded(console)
+    guarded = guarded_by(console)
 
     @router.get("/static/{name}")
     async def static(name: str) -> Response:
@@ -282,7 +79,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
     @router.get("")
     @router.get("/")
     async def home(request: Request) -> Response:
-        return _redirect(f"{P}/incidents")
+        return redirect(f"{P}/incidents")
 
     @router.get("/login")
     @guarded
@@ -290,7 +87,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
         session = console.session(request)
         target = safe_next(request.query_params.get("next"))
         if session is not None and session.operator:
-            return _redirect(target)
+            return redirect(target)
         return console.render(request, session if session is not None and session.scope == "anonymous" else None,
                               "login.html", next=target, error=None)
 
@@ -314,7 +111,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             return console.render(request, session, "login.html", status=401, next=target,
                                   error="That is not one of this service's API keys: paste a read or write key "
                                         "(auth.keys or auth.keys_file).")
-        response = _redirect(target)
+        response = redirect(target)
         console.set_cookie(response, request, ConsoleSession.login(principal.name, principal.scope))
         log.info("console: %s logged in (%s)", principal.name, principal.scope)
         return response
@@ -323,7 +120,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
     @guarded
     async def logout(request: Request) -> Response:
         await console.form(request, console.session(request))
-        response = _redirect(f"{P}/login")
+        response = redirect(f"{P}/login")
         response.delete_cookie(COOKIE_NAME, path=P, httponly=True, samesite="lax", secure=console.secure(request))
         return response
 
@@ -378,8 +175,8 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             registration = await admit_registration(request, Principal(session.user or "console", session.scope), ctx)
             await register_stream(body, ctx, registration)
         except HTTPException as err:
-            return await _cameras_page(request, session, err.status_code, f"the camera was not added: {_http_detail(err)}", values)
-        return _redirect(f"{P}/cameras")
+            return await _cameras_page(request, session, err.status_code, f"the camera was not added: {http_detail(err)}", values)
+        return redirect(f"{P}/cameras")
 
     @router.get("/cameras/{stream_id}")
     @guarded
@@ -396,7 +193,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             raise Refused(404, f"no camera {stream_id!r}: it may have been deleted (see the camera list)")
         out = stream_out(rec, await asyncio.to_thread(ctx.leases.lease, stream_id))
         return console.render(request, session, "camera.html", status=status, nav="cameras", rec=rec, out=out,
-                              labels=await _labels(), rules=_rules_for_form(getattr(out, "rules", {}) or {}),
+                              labels=await _labels(), rules=rules_for_form(getattr(out, "rules", {}) or {}),
                               error=error, defaults=AlertRule())
 
     @router.post("/cameras/{stream_id}")
@@ -413,14 +210,14 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             body = StreamPatch(name=str(form.get("name") or "").strip(),
                                location=str(form.get("location") or "").strip() or None,
                                enabled=form.get("enabled") is not None, realtime=form.get("realtime") is not None,
-                               rules=_rules_from_form(form, await _labels()))
+                               rules=rules_from_form(form, await _labels()))
             await patch_stream(stream_id, body, ctx)
         except ValidationError as err:
             msg = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
             return await _camera_page(request, session, stream_id, 400, f"nothing was changed: {msg}")
         except HTTPException as err:
-            return await _camera_page(request, session, stream_id, err.status_code, f"nothing was changed: {_http_detail(err)}")
-        return _redirect(f"{P}/cameras/{stream_id}?saved=1")
+            return await _camera_page(request, session, stream_id, err.status_code, f"nothing was changed: {http_detail(err)}")
+        return redirect(f"{P}/cameras/{stream_id}?saved=1")
 
     @router.post("/cameras/{stream_id}/delete")
     @guarded
@@ -432,8 +229,8 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
         try:
             await delete_stream(stream_id, ctx)
         except HTTPException as err:
-            raise Refused(err.status_code, _http_detail(err)) from err
-        return _redirect(f"{P}/cameras")
+            raise Refused(err.status_code, http_detail(err)) from err
+        return redirect(f"{P}/cameras")
 
     # ---- incidents -----------------------------------------------------------------------------------------------
     @router.get("/incidents")
@@ -448,7 +245,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             offset = max(0, int(q.get("offset") or 0))
         except ValueError:
             offset = 0
-        since, until = _parse_time(filters["since"], "since"), _parse_time(filters["until"], "until")
+        since, until = parse_time(filters["since"], "since"), parse_time(filters["until"], "until")
         items, total = await asyncio.to_thread(
             ctx.store.list_incidents, stream_id=filters["camera"] or None, label=filters["label"] or None,
             status=filters["status"] or None, since=since, until=until, limit=PAGE_SIZE, offset=offset)
@@ -526,7 +323,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
             raise Refused(404, str(err)) from err
         except InvalidTransitionError as err:
             return await _incident_page(request, session, incident_id, status=409, error=str(err))
-        response = _redirect(f"{P}/incidents/{incident_id}")
+        response = redirect(f"{P}/incidents/{incident_id}")
         response.background = BackgroundTask(_refresh_slack, request, incident_id)
         return response
 
@@ -563,7 +360,7 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
         try:
             path = await asyncio.to_thread(clip_file, ctx.store, ctx.settings.incidents.media_dir, incident_id)
         except HTTPException as err:
-            raise Refused(err.status_code, _http_detail(err)) from err
+            raise Refused(err.status_code, http_detail(err)) from err
         return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private, max-age=3600"})
 
     # ---- system --------------------------------------------------------------------------------------------------
