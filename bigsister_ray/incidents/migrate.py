@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from bigsister_ray.incidents.errors import MigrationError
-from bigsister_ray.incidents.models import Incident, IncidentAction, ShardRecord, Stream, StreamLease
+from bigsister_ray.incidents.models import Incident, IncidentAction, IncidentDelivery, ShardRecord, Stream, StreamLease
 
 if TYPE_CHECKING:
     from bigsister_ray.incidents.store import IncidentStore
@@ -42,6 +42,7 @@ SCRIPT_LOCATION = "bigsister_ray.incidents:migrations"
 LOCK_KEY = int.from_bytes(b"bigsistr", "big")
 #: The tables each revision leaves, newest first: how a database without ``alembic_version`` is recognised.
 _TABLES_AT: tuple[tuple[str, frozenset[str]], ...] = (
+    ("0004", frozenset({"stream", "incident", "stream_leases", "stream_shards", "incident_actions", "incident_deliveries"})),
     ("0003", frozenset({"stream", "incident", "stream_leases", "stream_shards", "incident_actions"})),
     ("0002", frozenset({"stream", "incident", "stream_leases", "stream_shards"})),
     ("0001", frozenset({"stream", "incident"})),
@@ -52,7 +53,7 @@ _PROCESS_LOCK = threading.Lock()
 def target_metadata() -> MetaData:
     """The tables the models define (only the incidents package's, whatever else shares SQLModel.metadata)."""
     metadata = MetaData()
-    for model in (Stream, Incident, IncidentAction, StreamLease, ShardRecord):
+    for model in (Stream, Incident, IncidentAction, IncidentDelivery, StreamLease, ShardRecord):
         model.__table__.to_metadata(metadata)
     return metadata
 

@@ -7,13 +7,15 @@ For each resource: a ``*Base`` with the shared fields, the ``table=True`` model,
                location, options (per-camera alert rules), enabled, last known state, created_at,
                deleted_at (soft delete)
     Incident   one detected behaviour on one stream: class, severity, start/end, peak, score timeline,
-               snapshot JPEG, evidence clip (a file under ``incidents.media_dir``), review status, and the
-               delivery state of its alert and of its close reply
+               snapshot JPEG, evidence clip (a file under ``incidents.media_dir``), review status, and where its
+               alert was sent (channel, message ts)
+    IncidentDelivery one message owed for an incident (kind alert, close or clip): the delivery outbox
     IncidentAction one operator action on an incident (ack, false alarm, resolve): who, when, with what note
     StreamLease    which shard owns a stream: owner, node, fencing token, expiry, and the state its owner saved
     ShardRecord    a live stream shard: node, capacity, load, last heartbeat
 
-Review status moves only along :data:`TRANSITIONS`. Alert delivery state: ``pending -> sent | failed``.
+Review status moves only along :data:`TRANSITIONS`. Delivery state (:class:`IncidentDelivery`, one row per
+incident and kind): ``pending -> sent | failed | skipped``.
 Times are stored in UTC and always come back timezone-aware (:class:`UTCDateTime`).
 """
 
@@ -47,6 +49,7 @@ __all__ = [
     "IncidentPublic",
     "IncidentUpdate",
     "IncidentAction",
+    "IncidentDelivery",
     "IncidentActionPublic",
     "ACTIONS",
     "StreamLease",
@@ -207,25 +210,10 @@ class Incident(IncidentBase, table=True):
     status_changed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    # delivery of the alert
-    alert_status: str = Field(default=AlertStatus.pending.value, index=True, max_length=16)
-    alert_reason: str | None = None
-    alert_attempts: int = 0
-    alert_next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
-    alert_lease_owner: str | None = Field(default=None, max_length=64)
-    alert_lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-    alert_sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # where the alert went (its deliveries are IncidentDelivery rows)
     notifier: str | None = Field(default=None, max_length=100, description="name:channel of the notifier that sent it.")
     slack_channel: str | None = Field(default=None, max_length=64)
     slack_ts: str | None = Field(default=None, max_length=64)
-    # delivery of the thread reply when the incident closes (None while it is still open)
-    close_status: str | None = Field(default=None, index=True, max_length=16)
-    close_reason: str | None = None
-    close_attempts: int = 0
-    close_next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-    close_lease_owner: str | None = Field(default=None, max_length=64)
-    close_lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
-    close_sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 
 class IncidentCreate(IncidentBase):
@@ -255,8 +243,17 @@ class IncidentPublic(IncidentBase):
     timeline: list[list[float]] | None = Field(default=None, description="(window start_s, score) pairs; only on the detail view.")
 
     @classmethod
-    def from_row(cls, row: Incident, *, with_timeline: bool = True) -> "IncidentPublic":
+    def from_row(cls, row: Incident, deliveries: "dict[str, IncidentDelivery] | None" = None, *,
+                 with_timeline: bool = True) -> "IncidentPublic":
+        """``deliveries``: the incident's delivery rows by kind (its alert and close reply fill the alert_* and
+        close_* fields)."""
         data = row.model_dump(exclude={"snapshot", "timeline", "event_key", "clip_path"})
+        alert, close = (deliveries or {}).get("alert"), (deliveries or {}).get("close")
+        data.update(alert_status=alert.status if alert else AlertStatus.pending.value,
+                    alert_reason=alert.reason if alert else None, alert_attempts=alert.attempts if alert else 0,
+                    alert_next_attempt_at=alert.next_attempt_at if alert else None,
+                    alert_sent_at=alert.sent_at if alert else None,
+                    close_status=close.status if close else None, close_reason=close.reason if close else None)
         data["has_snapshot"] = row.snapshot is not None
         data["has_clip"] = row.clip_path is not None
         data["timeline"] = [list(p) for p in row.timeline] if with_timeline else None
@@ -299,6 +296,28 @@ class IncidentActionPublic(SQLModel):
     actor: str
     note: str | None = None
     at: datetime
+
+
+class IncidentDelivery(SQLModel, table=True):
+    """One message the outbox owes for an incident: its alert, the close reply, the evidence clip in the thread.
+
+    Delivery state: ``pending -> sent | failed``, or ``skipped`` when there is nothing to reply to (the alert
+    failed). A sender holds a lease (``lease_owner`` until ``lease_until``) while it sends
+    (:mod:`bigsister_ray.incidents.outbox`).
+    """
+
+    __tablename__ = "incident_deliveries"
+
+    incident_id: int = Field(sa_column=Column(Integer, ForeignKey("incident.id", ondelete="CASCADE"), primary_key=True))
+    kind: str = Field(primary_key=True, max_length=16, description="alert, close or clip.")
+    status: str = Field(default=AlertStatus.pending.value, max_length=16, index=True)
+    reason: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, index=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
 
 
 # ---- stream leases and shards -------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The incident service: persist first, notify second, never lose an alert, never send one twice.
 
 ``handle(event)`` writes the incident (or merges a later event into it) and only then tries to deliver.
-Each delivery (the alert, and later the close reply in its thread) moves ``pending -> sent | failed``:
+Each delivery (the alert; later, in its thread, the close reply and the evidence clip once recorded and queued
+with :meth:`~bigsister_ray.incidents.outbox.DeliveryOutbox.enqueue_delivery`) moves ``pending -> sent | failed``:
 
 * it is *claimed* with a lease (this service's owner id and an expiry), so several services or sweepers on
   one database never send the same alert twice; a sweep claims batches of due deliveries at once
@@ -35,7 +36,8 @@ from bigsister_ray.alerts.rules import IncidentEvent
 from bigsister_ray.errors import AlertDeliveryError
 from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, utcnow
 from bigsister_ray.incidents.fencing import Fence
-from bigsister_ray.incidents.retention import RetentionReport, sweep_media
+from bigsister_ray.incidents.outbox import DELIVERY_KINDS
+from bigsister_ray.incidents.retention import RetentionReport, media_file, sweep_media
 from bigsister_ray.incidents.store import DeliveryKind, IncidentStore, IncidentStoreError, StaleLeaseError
 
 __all__ = ["IncidentService"]
@@ -160,9 +162,9 @@ class IncidentService:
 
     # ---- delivery --------------------------------------------------------------------------------
     def deliver(self, incident_id: int) -> int:
-        """Try the deliveries of one incident that are due (alert, then close reply); return how many were tried."""
+        """Try the deliveries of one incident that are due (alert, then its replies); return how many were tried."""
         tried = 0
-        for kind in ("alert", "close"):
+        for kind in DELIVERY_KINDS:
             if self._attempt(kind, incident_id):
                 tried += 1
         return tried
@@ -174,7 +176,7 @@ class IncidentService:
         several services sweeping one database each send a disjoint share, every delivery once.
         """
         tried = 0
-        for kind in ("alert", "close"):
+        for kind in DELIVERY_KINDS:
             left = limit
             while left > 0:
                 claimed = self.store.claim_due(kind, self.owner, self.alerts.lease_s, limit=min(SWEEP_BATCH, left),
@@ -220,6 +222,8 @@ class IncidentService:
         find = getattr(self.notifier, "find_sent", None)
         if find is None:
             return None
+        if kind == "clip":
+            return None  # no lookup for uploads: sent again (a duplicate is possible, a loss is not)
         if kind == "close":
             ref = Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts)
         else:
@@ -246,7 +250,18 @@ class IncidentService:
                               hold_as=INTERRUPTED if interrupted else None)
             return False
         alert = IncidentAlert.from_row(row, self.public_url)
-        attempts = (row.alert_attempts if kind == "alert" else row.close_attempts) + 1
+        owed = self.store.delivery(kind, incident_id)
+        attempts = (owed.attempts if owed is not None else 0) + 1
+        clip = None
+        if kind == "clip":
+            try:
+                clip = media_file(self.media.media_dir, row.clip_path) if row.clip_path else None
+            except ValueError as err:
+                log.error("incident %s: %s", incident_id, err)
+            if clip is None or not clip.is_file():
+                self.store.finish(kind, incident_id, self.owner, status=AlertStatus.skipped, count_attempt=False,
+                                  reason="no evidence clip file to send", now=now)
+                return False
         try:
             found = self._already_sent(kind, alert, row) if interrupted else None
         except AlertDeliveryError as err:  # retryable: we still do not know, so the next attempt must ask again
@@ -262,6 +277,9 @@ class IncidentService:
                 delivery = attach(alert, found) if kind == "alert" and attach is not None else found
             elif kind == "alert":
                 delivery = self.notifier.send_incident(alert)
+            elif kind == "clip":
+                delivery = self.notifier.send_clip(alert, Delivery(self.notifier.name, channel=row.slack_channel,
+                                                                   ts=row.slack_ts), clip)
             else:
                 delivery = self.notifier.send_close(alert, Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts))
         except AlertDeliveryError as err:

@@ -22,9 +22,9 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Collection, Iterator
+from typing import Any, Collection, Iterator, Sequence
 
-from sqlalchemy import event, func, or_, update
+from sqlalchemy import event, exists, func, or_, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -46,6 +46,7 @@ from bigsister_ray.incidents.models import (
     IncidentAction,
     IncidentActionPublic,
     IncidentCreate,
+    IncidentDelivery,
     IncidentPublic,
     Stream,
     StreamCreate,
@@ -334,19 +335,20 @@ class IncidentStore(DeliveryOutbox):
                     row = s.exec(q).first()
                     if row is None:
                         row = Incident.model_validate(data.model_dump())
-                        row.alert_status = AlertStatus.pending.value
-                        row.alert_next_attempt_at = now
                         row.created_at = row.updated_at = now
                         if closed:
                             row.ended_at = row.ended_at or now
-                            row.close_status = AlertStatus.pending.value
-                            row.close_next_attempt_at = now
                         s.add(row)
                         s.flush()
+                        self._enqueue(s, int(row.id), "alert", now)
+                        if closed:
+                            self._enqueue(s, int(row.id), "close", now)
                         return int(row.id)
-                    self._merge(row, data, closed=closed, now=now)
+                    ended = self._merge(row, data, closed=closed, now=now)
                     s.add(row)
                     s.flush()
+                    if ended:
+                        self._enqueue(s, int(row.id), "close", now)
                     return int(row.id)
             except IntegrityError:
                 if attempt == 1:
@@ -355,7 +357,8 @@ class IncidentStore(DeliveryOutbox):
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _merge(row: Incident, data: IncidentCreate, *, closed: bool, now: datetime) -> None:
+    def _merge(row: Incident, data: IncidentCreate, *, closed: bool, now: datetime) -> bool:
+        """Merge a later event into ``row``; True when this event ended it (its close reply is then owed)."""
         row.end_s = max(row.end_s, data.end_s)
         if data.peak_score > row.peak_score:
             row.peak_score, row.peak_start_s, row.peak_end_s = data.peak_score, data.peak_start_s, data.peak_end_s
@@ -373,12 +376,8 @@ class IncidentStore(DeliveryOutbox):
         row.updated_at = now
         if closed and row.ended_at is None:
             row.ended_at = data.ended_at or now
-            if row.alert_status == AlertStatus.failed.value:
-                row.close_status = AlertStatus.skipped.value
-                row.close_reason = "the alert itself failed: nothing to reply to"
-            else:
-                row.close_status = AlertStatus.pending.value
-                row.close_next_attempt_at = now
+            return True
+        return False
 
     def end_dangling(self, *, stream_id: str | None = None, now: datetime | None = None,
                      keep_keys: Collection[str] = ()) -> list[int]:
@@ -400,20 +399,26 @@ class IncidentStore(DeliveryOutbox):
             rows = s.exec(q).all()
             for row in rows:
                 row.ended_at = row.updated_at or now
-                if row.alert_status == AlertStatus.failed.value:
-                    row.close_status, row.close_reason = AlertStatus.skipped.value, "the alert itself failed: nothing to reply to"
-                else:
-                    row.close_status, row.close_next_attempt_at = AlertStatus.pending.value, now
-                    row.close_reason = "ended when the rule engine restarted"
                 row.updated_at = now
                 s.add(row)
+                self._enqueue(s, int(row.id), "close", now, reason="ended when the rule engine restarted")
             return [int(r.id) for r in rows]
 
     # ---- incidents: reading ----------------------------------------------------------------------
+    @staticmethod
+    def _public(s: Session, rows: Sequence[Incident], *, with_timeline: bool = True) -> list[IncidentPublic]:
+        """``rows`` as public schemas, with their deliveries (one query for all of them)."""
+        ids = [int(r.id) for r in rows]
+        by_id: dict[int, dict[str, IncidentDelivery]] = {i: {} for i in ids}
+        if ids:
+            for d in s.exec(select(IncidentDelivery).where(IncidentDelivery.incident_id.in_(ids))).all():
+                by_id[int(d.incident_id)][d.kind] = d
+        return [IncidentPublic.from_row(r, by_id[int(r.id)], with_timeline=with_timeline) for r in rows]
+
     def get_incident(self, incident_id: int, *, with_timeline: bool = True) -> IncidentPublic | None:
         with self.session() as s:
             row = s.get(Incident, incident_id)
-            return None if row is None else IncidentPublic.from_row(row, with_timeline=with_timeline)
+            return None if row is None else self._public(s, [row], with_timeline=with_timeline)[0]
 
     def get_incident_row(self, incident_id: int) -> Incident | None:
         """The detached table row (with snapshot bytes); for building alerts."""
@@ -459,7 +464,7 @@ class IncidentStore(DeliveryOutbox):
             rows = s.exec(
                 select(Incident).where(*conds).order_by(Incident.started_at.desc(), Incident.id.desc()).offset(offset).limit(limit)
             ).all()
-            return [IncidentPublic.from_row(r, with_timeline=False) for r in rows], int(total)
+            return self._public(s, rows, with_timeline=False), int(total)
 
     def set_status(self, incident_id: int, target: str) -> IncidentPublic:
         """Move the review status to ``target`` if TRANSITIONS allows it (atomic; raises otherwise)."""
@@ -479,7 +484,7 @@ class IncidentStore(DeliveryOutbox):
             if res.rowcount != 1:
                 raise InvalidTransitionError(incident_id, row.status, target)
             s.refresh(row)
-            return IncidentPublic.from_row(row)
+            return self._public(s, [row])[0]
 
     # ---- operator actions: the audit trail ----------------------------------------------------
     def act(self, incident_id: int, action: str, *, actor: str, note: str | None = None,
@@ -516,7 +521,7 @@ class IncidentStore(DeliveryOutbox):
                                  actor=actor[:200], note=note, at=now))
             s.flush()
             s.refresh(row)
-            return IncidentPublic.from_row(row)
+            return self._public(s, [row])[0]
 
     def audit_trail(self, incident_id: int) -> list[IncidentActionPublic]:
         """The operator actions on an incident, oldest first; raises IncidentNotFoundError for an unknown id."""
@@ -555,14 +560,6 @@ class IncidentStore(DeliveryOutbox):
                 raise IncidentNotFoundError(f"no incident {incident_id}")
             return row[1]
 
-    def slack_ref(self, incident_id: int) -> tuple[str, str] | None:
-        """``(channel, ts)`` of the incident's sent Slack alert (to update it in place); None when none was sent."""
-        with self.session() as s:
-            row = s.execute(select(Incident.slack_channel, Incident.slack_ts).where(Incident.id == incident_id)).first()
-            if row is None:
-                raise IncidentNotFoundError(f"no incident {incident_id}")
-            return (row[0], row[1]) if row[0] and row[1] else None
-
     # ---- retention --------------------------------------------------------------------------------
     def media_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[int, str | None]]:
         """Incidents that started before ``cutoff`` and still hold media: ``(id, clip path or None)``, oldest first.
@@ -570,7 +567,9 @@ class IncidentStore(DeliveryOutbox):
         An incident whose alert is still pending keeps its media until the alert (which carries it) is out."""
         with self.session() as s:
             rows = s.execute(select(Incident.id, Incident.clip_path)
-                             .where(Incident.started_at < cutoff, Incident.alert_status != AlertStatus.pending.value,
+                             .where(Incident.started_at < cutoff,
+                                    ~exists().where(IncidentDelivery.incident_id == Incident.id, IncidentDelivery.kind == "alert",
+                                                    IncidentDelivery.status == AlertStatus.pending.value),
                                     or_(Incident.snapshot.is_not(None), Incident.clip_path.is_not(None)))
                              .order_by(Incident.started_at, Incident.id).limit(limit)).all()
             return [(int(i), c) for i, c in rows]
@@ -592,7 +591,7 @@ class IncidentStore(DeliveryOutbox):
             conds.append(Incident.status_changed_at >= since)
         with self.session() as s:
             rows = s.exec(select(Incident).where(*conds).order_by(Incident.started_at, Incident.id)).all()
-            return [(IncidentPublic.from_row(r, with_timeline=False), r.clip_path) for r in rows]
+            return list(zip(self._public(s, rows, with_timeline=False), [r.clip_path for r in rows]))
 
 
 def check_media_path(path: str) -> str:

@@ -280,7 +280,8 @@ def test_claim_due_skips_rows_another_sender_has_locked(db_url):
     ids = [store.record_event(make(f"s{i}"), now=T0) for i in range(3)]
     other = store.engine.connect()
     try:
-        other.execute(text("SELECT id FROM incident WHERE id = :id FOR UPDATE"), {"id": ids[0]})  # a sender mid-claim
+        other.execute(text("SELECT incident_id FROM incident_deliveries WHERE incident_id = :id AND kind = 'alert' "
+                           "FOR UPDATE"), {"id": ids[0]})  # a sender mid-claim
         result: dict = {}
         worker = threading.Thread(target=lambda: result.update(store.claim_due("alert", "B", 60, now=T0)))
         worker.start()

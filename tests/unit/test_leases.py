@@ -264,7 +264,7 @@ def test_public_surface():
         pkg.nothing  # noqa: B018
     assert pkg.Fence is fencing.Fence is leases.Fence and pkg.StaleLeaseError is leases.StaleLeaseError
     assert issubclass(pkg.StaleLeaseError, pkg.IncidentStoreError)
-    assert outbox.__all__ == ["DeliveryKind", "DeliveryOutbox"] and issubclass(store.IncidentStore, outbox.DeliveryOutbox)
+    assert outbox.__all__ == ["DeliveryKind", "DeliveryOutbox", "DELIVERY_KINDS", "REPLIES"] and issubclass(store.IncidentStore, outbox.DeliveryOutbox)
     assert {"upgrade", "current_revision", "head_revision", "target_metadata"} <= set(migrate.__all__)
     for mod in (errors, fencing, leases, migrate, outbox):
         for name in mod.__all__:

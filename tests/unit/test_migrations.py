@@ -24,8 +24,9 @@ from bigsister_ray.incidents.store import IncidentStore, MigrationError
 from tests._postgres import fresh_postgres
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-TABLES = {"alembic_version", "stream", "incident", "incident_actions", "stream_leases", "stream_shards"}
-HEAD = "0003"
+TABLES = {"alembic_version", "stream", "incident", "incident_actions", "incident_deliveries", "stream_leases",
+          "stream_shards"}
+HEAD = "0004"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -89,12 +90,23 @@ def test_a_database_from_the_old_create_tables_is_stamped_and_upgraded_without_l
                 "5, 0.9, 2, 4, '[[1.0, 0.9]]', :snap, 'open', :t, :t, 'pending', 0, 0)"),
                 {"k": key, "t": T0, "snap": b"\xff\xd8jpeg"})
         iid = conn.execute(text("SELECT id FROM incident WHERE event_key = 'old-1'")).scalar_one()
+        conn.execute(text("UPDATE incident SET alert_status = 'sent', alert_attempts = 2, alert_sent_at = :t, "
+                          "slack_channel = 'C1', slack_ts = '1.5', ended_at = :t, close_status = 'pending', "
+                          "close_reason = 'later', close_next_attempt_at = :t WHERE event_key = 'old-2'"), {"t": T0})
+        sent = conn.execute(text("SELECT id FROM incident WHERE event_key = 'old-2'")).scalar_one()
     assert current_revision(store) is None
     assert store.upgrade() == HEAD
     assert schema_diff(store) == []
     assert [s.id for s in store.list_streams()] == ["cam-1"] and store.get_stream_url("cam-1") == "rtsp://u:secret@cam/1"
     assert store.list_incidents()[1] == 2 and store.get_snapshot(iid) == b"\xff\xd8jpeg"
     assert store.get_stream("cam-1").enabled is True and store.get_incident(iid).has_clip is False
+    # the delivery state moved to the outbox table
+    old, done = store.get_incident(iid), store.get_incident(sent)
+    assert (old.alert_status, old.alert_attempts, old.close_status) == ("pending", 0, None)
+    assert (done.alert_status, done.alert_attempts, done.alert_sent_at, done.close_status, done.close_reason) == (
+        "sent", 2, T0, "pending", "later")
+    assert store.slack_ref(sent) == ("C1", "1.5") and store.due("close", now=T0) == [sent]
+    assert store.due("alert", now=T0) == [iid]
     fence = LeaseStore(store).claim("cam-1", "shard-a", "node-1", 30, now=T0)
     assert fence is not None and fence.token == 1  # the new tables work on the old data
 
@@ -103,12 +115,12 @@ def test_a_database_newer_than_the_code_or_with_missing_tables_is_refused(store,
     store.upgrade()
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
-    with pytest.raises(MigrationError, match="0099.*knows revisions up to 0003"):
+    with pytest.raises(MigrationError, match="0099.*knows revisions up to 0004"):
         store.upgrade()
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("DROP TABLE stream"))
-    with pytest.raises(MigrationError, match=r"has the tables \['incident', 'incident_actions', 'stream_leases', 'stream_shards'\] but no "
+    with pytest.raises(MigrationError, match=r"has the tables \['incident', 'incident_actions', 'incident_deliveries', 'stream_leases', 'stream_shards'\] but no "
                                              r"alembic_version table"):
         store.upgrade()
 
