@@ -201,14 +201,16 @@ def test_backoff_resets_only_after_the_source_stayed_healthy(server, media, runn
     # the delay each runner waited before each reconnect, read when its reconnect count moves
     waited: dict[str, list[float]] = {flapping.stream_id: [], steady.stream_id: []}
     counts = {flapping.stream_id: 0, steady.stream_id: 0}
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and min(len(v) for v in waited.values()) < 3:
+
+    def three_reconnects_each() -> bool:
         for r in (flapping, steady):
             st = r.status()
             if st.reconnects != counts[r.stream_id]:
                 counts[r.stream_id] = st.reconnects
                 waited[r.stream_id].append(st.backoff_s)
-        time.sleep(0.01)
+        return min(len(v) for v in waited.values()) >= 3
+
+    wait_for(three_reconnects_each, 15, "three reconnects of each runner")
     fl, sd = waited[flapping.stream_id], waited[steady.stream_id]
     assert len(fl) >= 3 and len(sd) >= 3, waited
     assert flapping.status().live_since is not None and steady.status().live_since is not None
@@ -221,13 +223,15 @@ def test_unreachable_url_retries_with_growing_backoff(media, runners):
     url = f"http://127.0.0.1:{closed_port()}/live.ts"
     r = runners(url, _cfg(media, backoff_initial_s=0.2, backoff_max_s=1.6), Collector())
     seen: list[tuple[float, int, float | None]] = []
-    deadline = time.monotonic() + 5.5
-    while time.monotonic() < deadline:
+
+    def at_the_cap() -> bool:
         st = r.status()
         assert st.state in ("connecting", "reconnecting"), st
         if not seen or st.reconnects != seen[-1][1]:
             seen.append((time.monotonic(), st.reconnects, st.backoff_s))
-        time.sleep(0.01)
+        return len(seen) >= 4 and seen[-1][2] is not None and abs(seen[-1][2] - 1.6) < 1e-9
+
+    wait_for(at_the_cap, 10, "the backoff to reach its cap of 1.6 s", r)
     st = r.status()
     assert st.state == "reconnecting" and st.reconnects >= 3
     assert "cannot open" in (st.last_error or "") and st.frames_sampled == 0
