@@ -100,7 +100,8 @@ class StreamShard:
         self._leases = LeaseStore(self._store)
         self._service = IncidentService(self._store, make_notifier(settings), settings)
         self._service.start_sweeper()  # every shard delivers the outbox; rows are claimed, so each alert goes once
-        self._clips = EvidenceRecorder.from_settings(settings, self._store, self.spec)
+        self._clips = EvidenceRecorder.from_settings(  # a recorded clip is queued for the alert's thread
+            settings, self._store, self.spec, on_written=lambda iid: self._store.enqueue_delivery(iid, "clip"))
         self._engine = RuleEngine(meta.labels, settings.alerts, meta.thresholds)
         self._engine_lock = threading.Lock()
         self._classifier = classifier
