@@ -26,10 +26,11 @@ from bigsister_ray.incidents.models import AlertStatus, Incident, IncidentDelive
 
 __all__ = ["DeliveryKind", "DeliveryOutbox", "DELIVERY_KINDS", "REPLIES"]
 
-DeliveryKind = Literal["alert", "close", "clip"]
-DELIVERY_KINDS: tuple[str, ...] = ("alert", "close", "clip")
-#: Kinds sent as replies in the alert's thread: due once the alert is sent, skipped when it failed.
-REPLIES: tuple[str, ...] = ("close", "clip")
+DeliveryKind = Literal["alert", "close", "clip", "update"]
+DELIVERY_KINDS: tuple[str, ...] = ("alert", "close", "clip", "update")
+#: Kinds that need the alert's message (a reply in its thread, or ``update``: the message edited to show the
+#: review status after an operator action): due once the alert is sent, skipped when it failed.
+REPLIES: tuple[str, ...] = ("close", "clip", "update")
 NOTHING_TO_REPLY_TO = "the alert itself failed: nothing to reply to"
 
 D = IncidentDelivery
@@ -60,11 +61,14 @@ class DeliveryOutbox:
 
     # ---- queueing --------------------------------------------------------------------------------
     @staticmethod
-    def _enqueue(s: Session, incident_id: int, kind: str, now: datetime, *, reason: str | None = None) -> IncidentDelivery:
+    def _enqueue(s: Session, incident_id: int, kind: str, now: datetime, *, reason: str | None = None,
+                 again: bool = False) -> IncidentDelivery:
         """Within ``s``: make the ``kind`` delivery of an incident pending and due now (a reply is skipped when its
-        alert failed). An existing delivery that is pending or sent is left as it is; a failed one is queued again."""
+        alert failed). An existing delivery that is pending or sent is left as it is (``again``: a sent one is due
+        once more, as an ``update`` is after each action); a failed one is queued again."""
         row = s.get(IncidentDelivery, (incident_id, kind))
-        if row is not None and row.status in (AlertStatus.pending.value, AlertStatus.sent.value):
+        keep = (AlertStatus.pending.value,) if again else (AlertStatus.pending.value, AlertStatus.sent.value)
+        if row is not None and row.status in keep:
             return row
         if row is None:
             row = IncidentDelivery(incident_id=incident_id, kind=kind)

@@ -2,7 +2,8 @@
 
 ``handle(event)`` writes the incident (or merges a later event into it) and only then tries to deliver.
 Each delivery (the alert; later, in its thread, the close reply and the evidence clip once recorded and queued
-with :meth:`~bigsister_ray.incidents.outbox.DeliveryOutbox.enqueue_delivery`) moves ``pending -> sent | failed``:
+with :meth:`~bigsister_ray.incidents.outbox.DeliveryOutbox.enqueue_delivery`; the alert edited to show its review
+status after each operator action, ``update``) moves ``pending -> sent | failed``:
 
 * it is *claimed* with a lease (this service's owner id and an expiry), so several services or sweepers on
   one database never send the same alert twice; a sweep claims batches of due deliveries at once
@@ -222,8 +223,8 @@ class IncidentService:
         find = getattr(self.notifier, "find_sent", None)
         if find is None:
             return None
-        if kind == "clip":
-            return None  # no lookup for uploads: sent again (a duplicate is possible, a loss is not)
+        if kind in ("clip", "update"):
+            return None  # no lookup for uploads and edits: sent again (an edit repeats itself, an upload may twice)
         if kind == "close":
             ref = Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts)
         else:
@@ -249,7 +250,8 @@ class IncidentService:
                               next_attempt_at=now + timedelta(seconds=wait), now=now,
                               hold_as=INTERRUPTED if interrupted else None)
             return False
-        alert = IncidentAlert.from_row(row, self.public_url)
+        trail = self.store.audit_trail(incident_id) if kind == "update" else []
+        alert = IncidentAlert.from_row(row, self.public_url, trail[-1] if trail else None)  # who set the status
         owed = self.store.delivery(kind, incident_id)
         attempts = (owed.attempts if owed is not None else 0) + 1
         clip = None
@@ -280,6 +282,9 @@ class IncidentService:
             elif kind == "clip":
                 delivery = self.notifier.send_clip(alert, Delivery(self.notifier.name, channel=row.slack_channel,
                                                                    ts=row.slack_ts), clip)
+            elif kind == "update":
+                delivery = self.notifier.update_message(alert, Delivery(self.notifier.name, channel=row.slack_channel,
+                                                                        ts=row.slack_ts))
             else:
                 delivery = self.notifier.send_close(alert, Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts))
         except AlertDeliveryError as err:

@@ -517,6 +517,7 @@ class IncidentStore(DeliveryOutbox):
                             .values(status=target, status_changed_at=now, updated_at=now))
             if res.rowcount != 1:  # SQLite holds the write lock, PostgreSQL the row lock: only a bug gets here
                 raise InvalidTransitionError(incident_id, before, target)
+            self._enqueue(s, incident_id, "update", now, again=True)  # the alert's message shows the new status
             s.add(IncidentAction(incident_id=incident_id, action=action, from_status=before, to_status=target,
                                  actor=actor[:200], note=note, at=now))
             s.flush()
