@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -43,6 +43,7 @@ def slack():
 def make_settings(slack: FakeSlack, tmp_path, signing_secret: str | None = SIGNING_SECRET) -> Settings:
     return Settings(
         database={"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
+        incidents={"media_dir": str(tmp_path / "media")},
         serve={"public_url": "https://cctv.example.org/", "links": {"secret": LINK_SECRET, "ttl_s": 3600}},
         alerts={"notifier": "slack", "alert_file": None,
                 "slack": {"token": slack.token, "channel": "#incidents", "base_url": slack.base_url, "max_retries": 0,
@@ -215,3 +216,37 @@ def test_the_evidence_clip_is_uploaded_into_the_alerts_thread(world, tmp_path):
     with pytest.raises(AlertDeliveryError) as gone:
         notifier.send_clip(alert, Delivery("slack", channel=channel, ts=ts), tmp_path / "deleted.mp4")
     assert not gone.value.retryable and "retention" in str(gone.value)
+
+
+def test_a_status_set_from_the_api_reaches_the_slack_message_through_the_outbox(world):
+    iid, channel, ts = world.alert(1)
+    world.slack.fail_next(1, status=503, methods=("chat.update",))
+    r = world.client.post(f"/incidents/{iid}/ack", headers={"X-API-Key": WRITE_KEY}, json={"note": "on my way"})
+    assert r.status_code == 200
+    assert world.service.sweep_once() >= 1  # the edit is due; Slack answers 503: retried, not lost
+    assert world.store.delivery("update", iid).status == "pending" and world.slack.updates == []
+    world.service._clock = lambda: datetime.now(timezone.utc) + timedelta(seconds=30)  # past the retry backoff
+    world.service.sweep_once()
+    assert world.store.delivery("update", iid).status == "sent"
+    msg = world.slack.message(channel, ts)
+    assert status_lines(msg)[0].startswith("Acknowledged by ops") and buttons(msg) == ["incident_false_alarm"]
+    assert world.service.sweep_once() == 0 and len(world.slack.updates) == 1  # sent once
+
+
+def test_a_recorded_clip_is_uploaded_into_the_thread_through_the_outbox_and_retried(world, tmp_path):
+    iid, channel, ts = world.alert(1)
+    media = world.settings.incidents.media_dir
+    (media / str(iid)).mkdir(parents=True)
+    (media / str(iid) / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x01" * 4000)
+    world.slack.fail_next(1, status=500, methods=("files.getUploadURLExternal",))
+    world.store.set_clip(iid, f"{iid}/clip.mp4")
+    world.store.enqueue_delivery(iid, "clip")  # what a shard does once it recorded the clip
+    world.service.sweep_once()
+    assert world.store.delivery("clip", iid).status == "pending" and world.slack.files_in_thread(ts) == []
+    world.service._clock = lambda: datetime.now(timezone.utc) + timedelta(seconds=30)
+    world.service.sweep_once()
+    [upload] = world.slack.files_in_thread(ts)
+    assert upload["filename"] == f"incident-{iid}.mp4" and upload["data"] == (media / str(iid) / "clip.mp4").read_bytes()
+    assert world.store.delivery("clip", iid).status == "sent"
+    world.service.sweep_once()
+    assert len(world.slack.files_in_thread(ts)) == 1  # uploaded once

@@ -7,8 +7,9 @@ more than 5 minutes from now: an unsigned, wrongly signed or replayed request is
 
 A verified button press calls :meth:`IncidentStore.act` with actor ``slack:<user id> (<user name>)`` (written
 to the audit trail), answers 200 at once (Slack wants an answer within 3 s), then rewrites the alert message in
-place (``chat.update``) to show the new status and who set it (:func:`refresh_message`). A press that is no
-longer allowed (someone acted first) changes nothing and refreshes the message to the status that holds.
+place (``chat.update``) to show the new status and who set it: the action made the outbox's ``update`` delivery
+due, and :func:`deliver_now` sends it (a failure stays due for the shards' sweepers). A press that is no longer
+allowed (someone acted first) changes nothing; the message shows the status that holds.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, Response
 
-from bigsister_ray.alerts.message import Delivery, IncidentAlert, one_line
+from bigsister_ray.alerts.message import one_line
 from bigsister_ray.alerts.slack import ACTION_IDS
 from bigsister_ray.serve.context import ServeContext, get_ctx
 
-__all__ = ["router", "SLACK_ACTIONS_PATH", "refresh_message", "slack_actor"]
+__all__ = ["router", "SLACK_ACTIONS_PATH", "slack_actor", "incident_service", "deliver_now"]
 
 log = logging.getLogger("ray.serve")
 
@@ -84,42 +85,28 @@ def _button(payload: dict[str, Any]) -> tuple[str, int] | None:
     return None
 
 
-def refresh_message(store: Any, notifier: Any, public_url: str, incident_id: int,
-                    fallback: tuple[str, str] | None = None) -> Delivery | None:
-    """Rewrite the incident's Slack alert in place to show its status now and who set it (the last audit row).
-
-    ``fallback``: (channel, ts) of the message when the database has none recorded. None when there is no
-    message to update or the notifier cannot update; raises AlertDeliveryError when Slack refuses."""
-    update = getattr(notifier, "update_message", None)
-    row = store.get_incident_row(incident_id)
-    if update is None or row is None:
-        return None
-    ref = store.slack_ref(incident_id) or fallback
-    if ref is None:
-        return None
-    trail = store.audit_trail(incident_id)
-    alert = IncidentAlert.from_row(row, public_url, trail[-1] if trail else None)
-    return update(alert, Delivery(notifier.name, channel=ref[0], ts=ref[1]))
-
-
-def _notifier(request: Request, ctx: ServeContext) -> Any:
-    """The Ingress's Slack notifier, made once (it holds the bot token; never sent anywhere)."""
-    notifier = getattr(request.app.state, "slack_notifier", None)
-    if notifier is None:
+def incident_service(app: Any, ctx: ServeContext) -> Any:
+    """The Ingress's own :class:`IncidentService` (no sweeper; the shards sweep), made once: it delivers what an
+    action made due at once (the alert edited to the new status) through the same outbox, so a failure is retried
+    by the shards and nothing is sent twice."""
+    service = getattr(app.state, "incident_service", None)
+    if service is None:
         from bigsister_ray.alerts.notifiers import make_notifier
+        from bigsister_ray.incidents.service import IncidentService
 
-        notifier = request.app.state.slack_notifier = make_notifier(ctx.settings)
-    return notifier
+        service = app.state.incident_service = IncidentService(ctx.store, make_notifier(ctx.settings), ctx.settings)
+    return service
 
 
-def _refresh_later(request: Request, ctx: ServeContext, incident_id: int, fallback: tuple[str, str] | None) -> None:
-    from bigsister_ray.errors import AlertDeliveryError, ConfigError
+def deliver_now(app: Any, ctx: ServeContext, incident_id: int) -> None:
+    """Deliver the incident's due deliveries now (best effort: what fails stays due for the shards' sweepers)."""
+    from bigsister_ray.errors import ConfigError
     from bigsister_ray.incidents.store import IncidentStoreError
 
     try:
-        refresh_message(ctx.store, _notifier(request, ctx), ctx.settings.serve.public_url, incident_id, fallback)
-    except (AlertDeliveryError, ConfigError, IncidentStoreError) as err:  # the status is in the database all the same
-        log.warning("Slack action on incident %d: the message was not updated: %s", incident_id, err)
+        incident_service(app, ctx).deliver(incident_id)
+    except (ConfigError, IncidentStoreError) as err:
+        log.warning("incident %d: its Slack message was not updated now (the outbox retries it): %s", incident_id, err)
 
 
 @router.post(SLACK_ACTIONS_PATH, status_code=200, response_class=Response,
@@ -145,8 +132,5 @@ async def slack_actions(request: Request, background: BackgroundTasks, ctx: Serv
         return Response(status_code=200)
     except InvalidTransitionError as err:
         log.info("Slack: %s on incident %d by %s not applied: %s", action, incident_id, actor, err)
-    container = payload.get("container") or {}
-    channel = container.get("channel_id") or (payload.get("channel") or {}).get("id")
-    ts = container.get("message_ts") or (payload.get("message") or {}).get("ts")
-    background.add_task(_refresh_later, request, ctx, incident_id, (channel, ts) if channel and ts else None)
+    background.add_task(deliver_now, request.app, ctx, incident_id)  # after the answer: Slack wants it within 3 s
     return Response(status_code=200)
