@@ -451,7 +451,8 @@ class Settings(BaseSettings):
         Ray's object store and may be shown by its state API and dashboard.
 
         Dropped: the API keys (``auth.keys``), the Slack token and signing secret (``alerts.slack.token``,
-        ``signing_secret``), the link key (``serve.links.secret``), the webhook URL (``alerts.webhook.url``) and the
+        ``signing_secret``), the link key (``serve.links.secret``), the console's session key
+        (``serve.ui.session_secret``), the webhook URL (``alerts.webhook.url``) and the
         credentials in ``database.url`` (user and password become ``***``).
         Kept: the files that hold secrets on the nodes (``auth.keys_file``, ``alerts.slack.token_file``), which a
         process that needs the secret reads where it runs. The copy is valid: dumped in JSON mode and validated
@@ -464,7 +465,8 @@ class Settings(BaseSettings):
             "webhook": self.alerts.webhook.model_copy(update={"url": None}),
         })
         return self.model_copy(update={
-            "serve": self.serve.model_copy(update={"links": self.serve.links.model_copy(update={"secret": None})}),
+            "serve": self.serve.model_copy(update={"links": self.serve.links.model_copy(update={"secret": None}),
+                                                   "ui": self.serve.ui.model_copy(update={"session_secret": None})}),
             "alerts": alerts,
             "auth": self.auth.model_copy(update={"keys": []}),
             "database": self.database.model_copy(update={"url": redact_url(self.database.url)}),

@@ -273,3 +273,20 @@ def test_edit_a_cameras_rules_and_disable_it_through_the_form(app, client):
     assert store.get_stream(cam.id).enabled is False
     grid = client.get("/ui/cameras")
     assert "disabled" in grid.text
+
+
+def test_the_session_key_stays_out_of_what_workers_get_and_signs_for_every_replica(tmp_path):
+    from bigsister_ray.security.auth import Authenticator
+    from bigsister_ray.serve.ui.sessions import ConsoleSession, SessionCodec
+
+    secret = "console-session-secret-0123456789abcdef"
+    settings = console_settings(tmp_path, session_secret=secret)
+    assert secret not in settings.for_workers().model_dump_json() and settings.for_workers().serve.ui.session_secret is None
+    cookie = SessionCodec.from_settings(settings, None).dumps(ConsoleSession.login("writer", "write"))
+    assert SessionCodec.from_settings(settings, None).loads(cookie).user == "writer"  # another replica, same key
+    derived = console_settings(tmp_path / "b")
+    auth = Authenticator.from_config(derived.auth)
+    cookie = SessionCodec.from_settings(derived, auth).dumps(ConsoleSession.login("writer", "write"))
+    assert SessionCodec.from_settings(derived, Authenticator.from_config(derived.auth)).loads(cookie) is not None
+    rotated = derived.auth.model_copy(update={"keys": derived.auth.keys[:1]})  # a key removed: sessions end
+    assert SessionCodec.from_settings(derived, Authenticator.from_config(rotated)).loads(cookie) is None
