@@ -20,7 +20,6 @@ KNOWN_LONG: dict[str, int] = {
     "bigsister_ray/data/pipeline.py": 529,
     "bigsister_ray/data/synth.py": 1006,
     "bigsister_ray/incidents/store.py": 603,
-    "bigsister_ray/serve/shard.py": 514,
     "bigsister_ray/train/loop.py": 539,
 }
 
