@@ -328,12 +328,13 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
         return response
 
     def _refresh_slack(request: Request, incident_id: int) -> None:
-        """Rewrite the incident's Slack alert to show the action (as a Slack button press does), after the answer."""
+        """Send the Slack message edit the action queued now, after the answer (as a Slack button press does); what
+        fails stays in the outbox for the shards' sweepers."""
         try:
-            from bigsister_ray.serve.routers.slack import _refresh_later
-        except ImportError:  # a version without Slack actions: the message keeps its first text
+            from bigsister_ray.serve.routers.slack import deliver_now
+        except ImportError:  # a version without Slack actions: the sweepers deliver what is due
             return
-        _refresh_later(request, ctx, incident_id, None)
+        deliver_now(request.app, ctx, incident_id)
 
     @router.get("/incidents/{incident_id}/snapshot")
     @guarded
