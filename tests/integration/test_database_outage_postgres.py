@@ -110,10 +110,12 @@ def test_postgres_down_for_a_while_events_wait_in_the_shard_readiness_degrades_a
     base = start_app(settings, APP)
     shard = serve.get_deployment_handle("StreamShard", app_name=APP)
 
-    def delivered() -> list[tuple[str, int]]:
+    def delivered(events: tuple[str, ...] = ("incident", "incident_closed")) -> list[tuple[str, int]]:
+        """The alerts and close replies the console notifier wrote (evidence clips: ``events=("incident_clip",)``)."""
         if not alert_file.exists():
             return []
-        return [(d["event"], d["incident_id"]) for d in map(json.loads, alert_file.read_text().splitlines())]
+        return [(d["event"], d["incident_id"]) for d in map(json.loads, alert_file.read_text().splitlines())
+                if d["event"] in events]
 
     def closed() -> list[dict]:
         return [r for r in _incidents(pg_db, sid) if r["ended_at"] is not None]
@@ -171,4 +173,6 @@ def test_postgres_down_for_a_while_events_wait_in_the_shard_readiness_degrades_a
     assert health["alerts"]["failed"] == 0, health
     assert sent_during <= len(delivered())
     assert sorted(delivered()) == want, delivered()  # each exactly once
+    clips = delivered(("incident_clip",))
+    assert len(clips) == len(set(clips)) and {i for _, i in clips} <= set(ids), clips  # a clip goes once, if at all
     serve.delete(APP)
