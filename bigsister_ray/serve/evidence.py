@@ -9,8 +9,8 @@ the camera has sent nothing for ``serve.streams.watchdog_s`` past its expected e
 Writing runs on one worker thread, never on a decoding thread: an H.264 MP4 (``yuv420p``, ``faststart``, so
 Chromium plays and seeks it while it downloads) at ``incidents.media_dir/<incident id>/clip.mp4``, mode 0600 in
 a 0700 folder, then :meth:`IncidentStore.set_clip` with the stream's fence: a shard that lost the lease records
-nothing and removes its file. ``on_written(incident_id)`` runs after the clip is recorded (the shard queues the
-outbox's ``clip`` delivery, which uploads it into the alert's thread once the alert is out).
+nothing and removes its file. The outbox's ``clip`` delivery is queued with it, and uploads the clip into the
+alert's thread once the alert is out. ``on_written(incident_id)`` runs after that.
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ class EvidenceRecorder:
             return None
         try:
             self.store.set_clip(iid, rel, fence=capture.owner)
+            self.store.enqueue_delivery(iid, "clip")  # uploaded into the alert's thread once the alert is out
         except StaleLeaseError as err:
             path.unlink(missing_ok=True)
             log.warning("incident %d: evidence clip dropped: %s", iid, err)

@@ -1,12 +1,10 @@
 """The StreamShard deployment: decodes, windows and applies the alert rules of the streams it holds leases on.
 
-Each replica is one shard. For every stream it owns (see :mod:`bigsister_ray.serve.ownership`), a
-:class:`~bigsister_ray.video.stream.StreamRunner` decodes the source, scaled once to the checkpoint's ClipSpec
-near the source; a :class:`~bigsister_ray.video.windows.WindowAssembler` cuts windows in this process; the
-windows of all its streams go to the Classifier together (:class:`~bigsister_ray.serve.batcher.WindowBatcher`);
-the scores feed the stream's alert rules (:class:`~bigsister_ray.alerts.rules.RuleEngine`) here, and only
-incident events leave the shard: into the database, carrying the stream's fencing token, then to the
-notification outbox, which every shard's sweeper delivers (each alert once).
+Each replica is one shard. For every stream it owns (:mod:`bigsister_ray.serve.ownership`), a ``StreamRunner``
+decodes the source, scaled once to the checkpoint's ClipSpec near the source; a ``WindowAssembler`` cuts windows
+here; the windows of all its streams go to the Classifier together (``WindowBatcher``); the scores feed the
+stream's ``RuleEngine`` here, and incident events go into the database with the stream's fencing token, then to
+the notification outbox, which every shard's sweeper delivers (each alert once).
 
 After every scored chunk the stream's rule state (k-of-n history, open incident, cooldown) and its resume
 position are saved with its lease, BEFORE the chunk's incident events: a stream that moves to another shard
@@ -33,7 +31,12 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from bigsister_ray.video.stream import status_dict
+from bigsister_ray.alerts.rules import RuleEngine, WindowScore, overrides_from_options
+from bigsister_ray.serve.journal import EventJournal, replay_orphans
+from bigsister_ray.serve.metrics import DecoderMetrics, WindowerMetrics, export_stream_metrics
+from bigsister_ray.serve.ownership import LeaseKeeper, desired_shards
+from bigsister_ray.video.stream import StreamRunner, live_stream_threads, status_dict
+from bigsister_ray.video.windows import WindowAssembler
 
 __all__ = ["StreamShard"]
 
@@ -72,7 +75,6 @@ class StreamShard:
         import ray
 
         from bigsister_ray.alerts.notifiers import make_notifier
-        from bigsister_ray.alerts.rules import RuleEngine
         from bigsister_ray.config import Settings
         from bigsister_ray.incidents.leases import LeaseStore
         from bigsister_ray.incidents.service import IncidentService
@@ -81,9 +83,6 @@ class StreamShard:
         from bigsister_ray.serve.batcher import WindowBatcher
         from bigsister_ray.serve.evidence import EvidenceRecorder
         from bigsister_ray.security.urls import UrlPolicy
-        from bigsister_ray.serve.journal import EventJournal
-        from bigsister_ray.serve.metrics import DecoderMetrics, WindowerMetrics
-        from bigsister_ray.serve.ownership import LeaseKeeper
 
         settings = Settings.model_validate(settings) if isinstance(settings, dict) else settings
         self.settings = settings
@@ -100,8 +99,7 @@ class StreamShard:
         self._leases = LeaseStore(self._store)
         self._service = IncidentService(self._store, make_notifier(settings), settings)
         self._service.start_sweeper()  # every shard delivers the outbox; rows are claimed, so each alert goes once
-        self._clips = EvidenceRecorder.from_settings(  # a recorded clip is queued for the alert's thread
-            settings, self._store, self.spec, on_written=lambda iid: self._store.enqueue_delivery(iid, "clip"))
+        self._clips = EvidenceRecorder.from_settings(settings, self._store, self.spec)  # clips queued for the alert's thread
         self._engine = RuleEngine(meta.labels, settings.alerts, meta.thresholds)
         self._engine_lock = threading.Lock()
         self._classifier = classifier
@@ -173,9 +171,6 @@ class StreamShard:
                  f", resuming at {owned.last_ts:.1f} s" if owned.last_ts is not None else "")
 
     def _run(self, owned: _Owned) -> None:
-        from bigsister_ray.video.stream import StreamRunner
-        from bigsister_ray.video.windows import WindowAssembler
-
         sid = owned.fence.stream_id
         start_at = 0.0
         if owned.last_ts is not None:  # stream time continues across a move (a file resumes where it was)
@@ -245,8 +240,6 @@ class StreamShard:
                 self._score(owned, windows)
 
     def _score(self, owned: _Owned, windows: list) -> None:
-        from bigsister_ray.alerts.rules import WindowScore
-
         sid = owned.fence.stream_id
         futures = [self._batcher.submit(w.frames) for w in windows]
         scored = []
@@ -327,8 +320,6 @@ class StreamShard:
 
     def _replay_orphans(self) -> None:
         """Write the events journaled by shards that died on this node (see :mod:`bigsister_ray.serve.journal`)."""
-        from bigsister_ray.serve.journal import replay_orphans
-
         live = {sh.shard_id for sh in self._leases.live_shards(self._keeper.ttl_s)} | {self.shard_id}
         replay_orphans(self._journal, live, self._service, self._leases)
 
@@ -364,9 +355,6 @@ class StreamShard:
             self._wake.clear()
 
     def _after_tick(self, report: Any) -> None:
-        from bigsister_ray.serve.metrics import export_stream_metrics
-        from bigsister_ray.serve.ownership import desired_shards
-
         try:
             self._replay_orphans()
         except Exception as err:  # the files stay; the next round tries again
@@ -457,7 +445,6 @@ class StreamShard:
 
     def stream_threads(self) -> dict[str, int]:
         """Live decoder threads per stream id in this replica (a stream it gave up must have none)."""
-        from bigsister_ray.video.stream import live_stream_threads
         return live_stream_threads()
 
     def stall_renewals(self, seconds: float, shard_id: str | None = None) -> str | None:
@@ -501,8 +488,6 @@ class StreamShard:
 
 def _overrides(rec: Any) -> dict[str, Any]:
     """The stream's own alert rules from its registration; a bad one is reported and the defaults apply."""
-    from bigsister_ray.alerts.rules import overrides_from_options
-
     try:
         return overrides_from_options(rec.options, where=f"stream {rec.id} options")
     except Exception as err:  # a bad override is reported; the stream keeps the default rules

@@ -1,6 +1,6 @@
 """An evidence clip from a live shard: a file stream with a known fight, on the serving app on the shared local Ray,
 opens an incident whose clip the shard cuts around the peak and the Ingress serves with Range requests through
-Serve's HTTP proxy; the MP4 is decoded back with PyAV.
+Serve's HTTP proxy; the MP4 is decoded back with PyAV, and the outbox delivers it after the alert.
 
 The checkpoint and the fight video come from test_serve_app's ``trained`` fixture (a motion tiny3d with a known
 answer); this module runs its own app on its own database and media folders.
@@ -61,3 +61,16 @@ def test_a_fight_on_a_file_stream_gets_a_clip_around_its_peak_served_with_range(
     assert 0.6 * span_s * TINY_SPEC.fps <= len(frames) <= span_s * TINY_SPEC.fps + 1, len(frames)
     path = app["settings"].incidents.media_dir / f"{inc['id']}/clip.mp4"
     assert path.read_bytes() == full.content and (path.stat().st_mode & 0o777) == 0o600
+
+    from bigsister_ray.incidents.store import IncidentStore
+
+    store = IncidentStore(app["settings"].database.url)
+    def clip_sent() -> bool:
+        delivery = store.delivery("clip", inc["id"])
+        return delivery is not None and delivery.status == "sent"
+
+    try:  # the outbox delivers the clip after the alert (here to the console notifier)
+        wait_for(clip_sent, 60, 0.5, "the clip delivery to be sent")
+        assert store.delivery("alert", inc["id"]).status == "sent"
+    finally:
+        store.dispose()
