@@ -14,7 +14,8 @@ from bigsister_ray.cli import app
 from bigsister_ray.config import Settings
 from bigsister_ray.data.index import build_index
 from bigsister_ray.data.readers import read_source
-from bigsister_ray.data.eda import plot_class_counts, plot_durations, run_eda
+from bigsister_ray.data.eda import run_eda
+from bigsister_ray.data.eda_plots import plot_class_counts, plot_durations
 from bigsister_ray.data.synth import synthesize
 
 

@@ -16,7 +16,6 @@ _ONE_UNIT = re.compile(r"^\s*One unit:\s*(\S.{19,})", re.MULTILINE)
 #: Modules over the limit today that are to be split, each with the length it may not grow past meanwhile.
 KNOWN_LONG: dict[str, int] = {
     "bigsister_ray/config.py": 526,
-    "bigsister_ray/data/eda.py": 518,
     "bigsister_ray/data/pipeline.py": 529,
     "bigsister_ray/data/synth.py": 1006,
     "bigsister_ray/incidents/store.py": 603,
