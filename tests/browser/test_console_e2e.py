@@ -79,7 +79,7 @@ def graph(tmp_path_factory, local_ray):
     slack.stop()
 
 
-def test_the_operator_loop_in_a_browser(graph, page, shot, chromium):
+def test_the_operator_loop_in_a_browser(chromium, page, shot, graph):
     from playwright.sync_api import expect
 
     base, api, slack = graph["base"], graph["api"], graph["slack"]

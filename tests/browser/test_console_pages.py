@@ -52,7 +52,7 @@ def _login(page, base: str, key: str, path: str = "/ui/incidents"):
     expect(page).to_have_url(base + path)
 
 
-def test_operator_logs_in_adds_a_camera_plays_the_clip_and_acks(console, page, shot):
+def test_operator_logs_in_adds_a_camera_plays_the_clip_and_acks(page, shot, console):
     from playwright.sync_api import expect
 
     base, store, iid = console["url"], console["store"], console["incident"]
@@ -98,7 +98,7 @@ def test_operator_logs_in_adds_a_camera_plays_the_clip_and_acks(console, page, s
     expect(page).to_have_url(f"{base}/ui/login?next=%2Fui%2Fincidents")
 
 
-def test_a_form_without_its_token_changes_nothing(console, page, shot):
+def test_a_form_without_its_token_changes_nothing(page, shot, console):
     from playwright.sync_api import expect
 
     base, store = console["url"], console["store"]
@@ -114,7 +114,7 @@ def test_a_form_without_its_token_changes_nothing(console, page, shot):
     expect(page.get_by_test_id("incident-status")).to_have_text("resolved")
 
 
-def test_a_read_key_sees_without_action_buttons(console, page):
+def test_a_read_key_sees_without_action_buttons(page, console):
     from playwright.sync_api import expect
 
     base, iid = console["url"], console["incident"]
@@ -127,7 +127,7 @@ def test_a_read_key_sees_without_action_buttons(console, page):
     expect(page.get_by_test_id("model")).to_contain_text("fight, normal")
 
 
-def test_an_alert_link_opens_the_incident_from_no_session(console, page, shot):
+def test_an_alert_link_opens_the_incident_from_no_session(page, shot, console):
     from playwright.sync_api import expect
 
     from bigsister_ray.alerts.links import LinkSigner
