@@ -10,6 +10,8 @@ Safe with several writers (threads, processes, replicas on several nodes):
 * A write on behalf of a stream's owner may carry a :class:`~bigsister_ray.incidents.fencing.Fence`, checked
   in the same transaction (see :mod:`bigsister_ray.incidents.leases`).
 
+Operator actions, clip paths, retention queries and verdicts are :class:`~bigsister_ray.incidents.review.ReviewStore`'s;
+deliveries are :class:`~bigsister_ray.incidents.outbox.DeliveryOutbox`'s; both are parts of :class:`IncidentStore`.
 The schema is managed by Alembic (:mod:`bigsister_ray.incidents.migrate`): :meth:`IncidentStore.upgrade`.
 Errors are drawn in :mod:`bigsister_ray.incidents.errors` and re-exported here.
 """
@@ -21,10 +23,10 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Collection, Iterator, Sequence
 
-from sqlalchemy import event, exists, func, or_, update
+from sqlalchemy import event, func, or_, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -39,12 +41,8 @@ from bigsister_ray.incidents.errors import (
 )
 from bigsister_ray.incidents.fencing import Fence, check_fence
 from bigsister_ray.incidents.models import (
-    ACTIONS,
     TRANSITIONS,
-    AlertStatus,
     Incident,
-    IncidentAction,
-    IncidentActionPublic,
     IncidentCreate,
     IncidentDelivery,
     IncidentPublic,
@@ -57,6 +55,7 @@ from bigsister_ray.incidents.models import (
     utcnow,
 )
 from bigsister_ray.incidents.outbox import DeliveryKind, DeliveryOutbox
+from bigsister_ray.incidents.review import ReviewStore, check_media_path
 
 __all__ = [
     "IncidentStore",
@@ -115,7 +114,7 @@ def _private_sqlite_file(path: Path) -> None:
             os.chmod(f, 0o600)
 
 
-class IncidentStore(DeliveryOutbox):
+class IncidentStore(DeliveryOutbox, ReviewStore):
     """Streams and incidents in one SQL database. ``url``: ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
 
     Methods return detached ``*Public`` schemas (or plain values), never live ORM rows, except
@@ -485,119 +484,3 @@ class IncidentStore(DeliveryOutbox):
                 raise InvalidTransitionError(incident_id, row.status, target)
             s.refresh(row)
             return self._public(s, [row])[0]
-
-    # ---- operator actions: the audit trail ----------------------------------------------------
-    def act(self, incident_id: int, action: str, *, actor: str, note: str | None = None,
-            now: datetime | None = None) -> IncidentPublic:
-        """Apply an operator's ``action`` (``ack``, ``false_alarm``, ``resolve``) and record who did it.
-
-        The status moves as :meth:`set_status` allows (raises :class:`InvalidTransitionError` otherwise,
-        :class:`IncidentNotFoundError` for an unknown id); the audit row is written in the same transaction, so
-        the trail has exactly the actions that took effect. ``actor`` names who acted: an API key's name,
-        ``console:<key name>``, ``slack:<user id> (<name>)``.
-        """
-        if action not in ACTIONS:
-            raise ValueError(f"unknown incident action {action!r}, expected one of {sorted(ACTIONS)}")
-        actor = (actor or "").strip()
-        if not actor:
-            raise ValueError("actor: expected who acted (an API key's name, console:<name>, slack:<user>), got nothing")
-        target = ACTIONS[action]
-        now = now or utcnow()
-        with self.session() as s:
-            q = select(Incident).where(Incident.id == incident_id)
-            if self.dialect == "postgresql":
-                q = q.with_for_update()
-            row = s.exec(q).first()
-            if row is None:
-                raise IncidentNotFoundError(f"no incident {incident_id}")
-            before = row.status
-            if target not in TRANSITIONS.get(before, frozenset()):
-                raise InvalidTransitionError(incident_id, before, target)
-            res = s.execute(update(Incident).where(Incident.id == incident_id, Incident.status == before)
-                            .values(status=target, status_changed_at=now, updated_at=now))
-            if res.rowcount != 1:  # SQLite holds the write lock, PostgreSQL the row lock: only a bug gets here
-                raise InvalidTransitionError(incident_id, before, target)
-            self._enqueue(s, incident_id, "update", now, again=True)  # the alert's message shows the new status
-            s.add(IncidentAction(incident_id=incident_id, action=action, from_status=before, to_status=target,
-                                 actor=actor[:200], note=note, at=now))
-            s.flush()
-            s.refresh(row)
-            return self._public(s, [row])[0]
-
-    def audit_trail(self, incident_id: int) -> list[IncidentActionPublic]:
-        """The operator actions on an incident, oldest first; raises IncidentNotFoundError for an unknown id."""
-        with self.session() as s:
-            if s.get(Incident, incident_id) is None:
-                raise IncidentNotFoundError(f"no incident {incident_id}")
-            rows = s.exec(select(IncidentAction).where(IncidentAction.incident_id == incident_id)
-                          .order_by(IncidentAction.at, IncidentAction.id)).all()
-            return [IncidentActionPublic.model_validate(r.model_dump()) for r in rows]
-
-    # ---- evidence clips --------------------------------------------------------------------------
-    def set_clip(self, incident_id: int, path: str | None, *, fence: Fence | None = None,
-                 now: datetime | None = None) -> None:
-        """Record the incident's evidence clip: ``path`` relative to ``incidents.media_dir`` (None: no clip).
-
-        ``fence``: the writer's lease on the incident's stream, checked in the same transaction like
-        :meth:`record_event` (StaleLeaseError, nothing written, when it is not current at ``now``).
-        Raises IncidentNotFoundError for an unknown id (or one on another stream than ``fence``), ValueError for
-        an absolute path or one that leaves the media folder."""
-        if path is not None:
-            path = check_media_path(path)
-        now = now or utcnow()
-        conds = [Incident.id == incident_id] + ([Incident.stream_id == fence.stream_id] if fence is not None else [])
-        with self.session() as s:
-            if fence is not None:
-                check_fence(s, fence, dialect=self.dialect, now=now)
-            res = s.execute(update(Incident).where(*conds).values(clip_path=path, updated_at=now))
-            if res.rowcount != 1:
-                raise IncidentNotFoundError(f"no incident {incident_id}")
-
-    def get_clip_path(self, incident_id: int) -> str | None:
-        """The clip's path relative to ``incidents.media_dir``; None when it has none (IncidentNotFoundError if unknown)."""
-        with self.session() as s:
-            row = s.execute(select(Incident.id, Incident.clip_path).where(Incident.id == incident_id)).first()
-            if row is None:
-                raise IncidentNotFoundError(f"no incident {incident_id}")
-            return row[1]
-
-    # ---- retention --------------------------------------------------------------------------------
-    def media_before(self, cutoff: datetime, limit: int = 500) -> list[tuple[int, str | None]]:
-        """Incidents that started before ``cutoff`` and still hold media: ``(id, clip path or None)``, oldest first.
-
-        An incident whose alert is still pending keeps its media until the alert (which carries it) is out."""
-        with self.session() as s:
-            rows = s.execute(select(Incident.id, Incident.clip_path)
-                             .where(Incident.started_at < cutoff,
-                                    ~exists().where(IncidentDelivery.incident_id == Incident.id, IncidentDelivery.kind == "alert",
-                                                    IncidentDelivery.status == AlertStatus.pending.value),
-                                    or_(Incident.snapshot.is_not(None), Incident.clip_path.is_not(None)))
-                             .order_by(Incident.started_at, Incident.id).limit(limit)).all()
-            return [(int(i), c) for i, c in rows]
-
-    def drop_media(self, incident_id: int, clip_path: str | None) -> None:
-        """Forget the incident's snapshot and, if it still is ``clip_path``, its clip (a clip set since stays)."""
-        with self.session() as s:
-            s.execute(update(Incident).where(Incident.id == incident_id).values(snapshot=None))
-            if clip_path is not None:
-                s.execute(update(Incident).where(Incident.id == incident_id, Incident.clip_path == clip_path)
-                          .values(clip_path=None))
-
-    # ---- operator verdicts --------------------------------------------------------------------------
-    def verdicts(self, *, since: datetime | None = None) -> list[tuple[IncidentPublic, str | None]]:
-        """Reviewed incidents (acknowledged, resolved, false alarm) with their clip paths, oldest first; ``since``
-        keeps those whose status changed at or after it."""
-        conds = [Incident.status.in_([ACTIONS["ack"], ACTIONS["resolve"], ACTIONS["false_alarm"]])]
-        if since is not None:
-            conds.append(Incident.status_changed_at >= since)
-        with self.session() as s:
-            rows = s.exec(select(Incident).where(*conds).order_by(Incident.started_at, Incident.id)).all()
-            return list(zip(self._public(s, rows, with_timeline=False), [r.clip_path for r in rows]))
-
-
-def check_media_path(path: str) -> str:
-    """``path`` if it is a relative path that stays inside the media folder (``a/b.mp4``); ValueError otherwise."""
-    p = PurePosixPath(path)
-    if not path or p.is_absolute() or ".." in p.parts or "\\" in path or "\x00" in path:
-        raise ValueError(f"clip path: expected a path relative to incidents.media_dir such as '12/clip.mp4', got {path!r}")
-    return str(p)
