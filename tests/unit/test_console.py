@@ -290,3 +290,13 @@ def test_the_session_key_stays_out_of_what_workers_get_and_signs_for_every_repli
     assert SessionCodec.from_settings(derived, Authenticator.from_config(derived.auth)).loads(cookie) is not None
     rotated = derived.auth.model_copy(update={"keys": derived.auth.keys[:1]})  # a key removed: sessions end
     assert SessionCodec.from_settings(derived, Authenticator.from_config(rotated)).loads(cookie) is None
+
+
+def test_a_link_viewers_session_ends_with_its_link():
+    from bigsister_ray.serve.ui.sessions import ConsoleSession, SessionCodec
+
+    codec = SessionCodec("k" * 32, ttl_s=3600)
+    live = ConsoleSession.anonymous().as_link_viewer(7, until=int(time.time()) + 60)
+    assert codec.loads(codec.dumps(live)) == live and live.sees_incident(7) and not live.sees_incident(8)
+    ended = ConsoleSession.anonymous().as_link_viewer(7, until=int(time.time()) - 1)
+    assert codec.loads(codec.dumps(ended)) is None  # the cookie outlives the link in the browser; not here

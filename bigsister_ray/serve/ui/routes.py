@@ -256,13 +256,14 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
         return console.render(request, session, "incidents.html", nav="incidents", refresh=5, items=items, total=total,
                               offset=offset, filters=filters, streams=streams, labels=await _labels(), pages=pages)
 
-    async def _viewer(request: Request, incident_id: int) -> tuple[ConsoleSession, bool]:
-        """The session that may see the incident (an operator, or a signed link's viewer) and whether it is new."""
+    async def _viewer(request: Request, incident_id: int) -> ConsoleSession:
+        """The session that may see the incident: an operator's, or a signed link's viewer (new when it came with
+        the link; the page's answer sets its cookie)."""
         from bigsister_ray.alerts.links import LinkError
 
         session = console.session(request)
         if session is not None and session.sees_incident(incident_id):
-            return session, False
+            return session
         q = request.query_params
         if "sig" in q or "exp" in q:
             try:
@@ -271,17 +272,17 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
                 log.info("console: %s", err)
                 raise Redirect(f"{P}/login?{urlencode({'next': request.url.path, 'why': 'link'})}") from err
             base = session if session is not None else ConsoleSession.anonymous()
-            return base.as_link_viewer(incident_id), True
+            return base.as_link_viewer(incident_id, int(str(q.get("exp"))))
         raise Redirect(console.login_url(request))
 
     @router.get("/incidents/{incident_id}")
     @guarded
     async def incident(request: Request, incident_id: int) -> Response:
-        session, fresh = await _viewer(request, incident_id)
-        return await _incident_page(request, session, incident_id, set_cookie=fresh)
+        session = await _viewer(request, incident_id)
+        return await _incident_page(request, session, incident_id)
 
     async def _incident_page(request: Request, session: ConsoleSession, incident_id: int, *, status: int = 200,
-                             error: str | None = None, set_cookie: bool = False) -> Response:
+                             error: str | None = None) -> Response:
         inc = await asyncio.to_thread(ctx.store.get_incident, incident_id)
         if inc is None:
             raise Refused(404, f"no incident {incident_id}: see the incident list")
@@ -302,8 +303,6 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
         allowed = [a for a, target in ACTIONS.items() if target in TRANSITIONS.get(inc.status, frozenset())]
         response = console.render(request, session, "incident.html", status=status, nav="incidents", inc=inc, plot=plot,
                                   trail=trail, actions=allowed, error=error, has_clip=bool(getattr(inc, "has_clip", False)))
-        if set_cookie:
-            console.set_cookie(response, request, session)
         return response
 
     @router.post("/incidents/{incident_id}/act")

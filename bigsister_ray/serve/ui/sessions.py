@@ -1,12 +1,12 @@
 """Console sessions: a signed, expiring cookie that names who logged in, with the form token of the session.
 
-The cookie holds ``{"u": who, "s": scope, "c": csrf token, "i": incident}`` signed with itsdangerous
+The cookie holds ``{"u": who, "s": scope, "c": csrf token, "i": incident, "x": until}`` signed with itsdangerous
 (HMAC-SHA256, a timestamp checked against ``serve.ui.session_ttl_s``); nothing in it is secret, nothing in it
 can be changed without the key. Scopes:
 
 * ``read`` / ``write``: an operator who logged in with an API key of that scope (the key itself is never kept);
 * ``link``: a viewer who opened a signed alert link (:mod:`bigsister_ray.alerts.links`): the read view of the
-  one incident ``i``, nothing else;
+  one incident ``i``, nothing else, until the link expires (``x``);
 * ``anonymous``: no login yet; it only carries the login form's token.
 
 The signing key is ``serve.ui.session_secret`` or, when unset, derived from every configured API key: the
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,6 +45,7 @@ class ConsoleSession:
     scope: str  # "read" | "write" | "link" | "anonymous"
     csrf: str
     incident: int | None = None  # the one incident a link viewer may see
+    until: int | None = None  # a link viewer's session ends with the link (Unix seconds)
 
     @classmethod
     def anonymous(cls) -> "ConsoleSession":
@@ -66,8 +68,9 @@ class ConsoleSession:
     def sees_incident(self, incident_id: int) -> bool:
         return self.operator or (self.scope == "link" and self.incident == incident_id)
 
-    def as_link_viewer(self, incident_id: int) -> "ConsoleSession":
-        return replace(self, user="link", scope="link", incident=int(incident_id))
+    def as_link_viewer(self, incident_id: int, until: int) -> "ConsoleSession":
+        """The read view of one incident until the link that opened it expires."""
+        return replace(self, user="link", scope="link", incident=int(incident_id), until=int(until))
 
 
 class SessionCodec:
@@ -92,7 +95,8 @@ class SessionCodec:
         return f"SessionCodec(ttl_s={self.ttl_s})"
 
     def dumps(self, session: ConsoleSession) -> str:
-        return self._serializer.dumps({"u": session.user, "s": session.scope, "c": session.csrf, "i": session.incident})
+        return self._serializer.dumps({"u": session.user, "s": session.scope, "c": session.csrf, "i": session.incident,
+                                       "x": session.until})
 
     def loads(self, cookie: str | None) -> ConsoleSession | None:
         """The session in ``cookie``; None when absent, tampered with, signed with another key or expired."""
@@ -104,9 +108,12 @@ class SessionCodec:
             return None
         if not isinstance(data, dict) or data.get("s") not in ("read", "write", "link", "anonymous") or not data.get("c"):
             return None
-        incident = data.get("i")
+        incident, until = data.get("i"), data.get("x")
+        if isinstance(until, int) and time.time() > until:
+            return None
         return ConsoleSession(user=data.get("u"), scope=data["s"], csrf=str(data["c"]),
-                              incident=int(incident) if isinstance(incident, int) else None)
+                              incident=int(incident) if isinstance(incident, int) else None,
+                              until=until if isinstance(until, int) else None)
 
 
 def csrf_ok(session: ConsoleSession | None, presented: Any) -> bool:
