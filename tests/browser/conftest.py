@@ -18,9 +18,14 @@ import pytest
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """A headless Chromium shared by the session's tests (one browser process; each test has its own context)."""
+    """A headless Chromium shared by a module's tests (one browser process; each test has its own context).
+
+    Module-scoped, not session-scoped: Playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open, and every later module that runs a loop of its own (``asyncio.run``, Serve's sync
+    handles) would refuse to start under it.
+    """
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install -e '.[dev]')")
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
