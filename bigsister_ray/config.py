@@ -268,7 +268,7 @@ class SlackConfig(Strict):
     base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests point it at a local server).")
     timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(3, ge=0)
-    signing_secret: SecretStr | None = Field(None, description="The Slack app's signing secret: POST /slack/actions (the Ack and False alarm buttons) verifies every request with it and refuses any older than 5 minutes. Prefer the env BIGSISTER_ALERTS__SLACK__SIGNING_SECRET. None: alerts have no buttons and /slack/actions answers 503.")
+    signing_secret: SecretStr | None = Field(None, description="The Slack app's signing secret: POST /slack/actions (the Ack and False alarm buttons) verifies every request with it and refuses any older than 5 minutes. Prefer the env BIGSISTER_ALERTS__SLACK__SIGNING_SECRET. None: alerts have no buttons and /slack/actions answers 404.")
 
     def resolved_token(self) -> SecretStr | None:
         if self.token is not None:

@@ -178,7 +178,7 @@ def test_without_a_signing_secret_there_are_no_buttons_and_the_route_says_what_t
     iid, channel, ts = w.alert(1)
     assert buttons(slack.message(channel, ts)) == []
     r = w.press(iid, channel, ts)
-    assert r.status_code == 503 and "alerts.slack.signing_secret" in r.json()["detail"]
+    assert r.status_code == 404 and "alerts.slack.signing_secret" in r.json()["detail"]
     assert w.store.get_incident(iid).status == "open"
     w.store.dispose()
 

@@ -48,7 +48,7 @@ def _verify(ctx: ServeContext, body: bytes, headers: Any) -> None:
 
     secret = ctx.settings.alerts.slack.signing_secret
     if secret is None:
-        raise HTTPException(status_code=503, detail="Slack interactivity is off: set alerts.slack.signing_secret to the Slack "
+        raise HTTPException(status_code=404, detail="Slack interactivity is off: set alerts.slack.signing_secret to the Slack "
                                                     "app's signing secret (Basic Information > App Credentials)")
     try:
         ok = SignatureVerifier(secret.get_secret_value()).is_valid_request(body, dict(headers))
@@ -111,7 +111,7 @@ def deliver_now(app: Any, ctx: ServeContext, incident_id: int) -> None:
 
 @router.post(SLACK_ACTIONS_PATH, status_code=200, response_class=Response,
              responses={401: {"description": "Not signed by Slack, or older than 5 minutes."},
-                        503: {"description": "alerts.slack.signing_secret is not set."}})
+                        404: {"description": "Interactivity is off: alerts.slack.signing_secret is not set."}})
 async def slack_actions(request: Request, background: BackgroundTasks, ctx: ServeContext = Depends(get_ctx)) -> Response:
     """Slack interactivity (set the app's Request URL to ``serve.public_url`` + ``/slack/actions``)."""
     from bigsister_ray.incidents.store import IncidentNotFoundError, InvalidTransitionError
