@@ -6,7 +6,9 @@ sends the file instead of encoding; one server process per resolution, one conne
 registered through ``POST /streams``; each StreamShard decodes, samples, scales, windows, sends the windows to
 the Classifier and applies the alert rules. Model: the tiny3d test checkpoint of ``tests/_serve_support.py``
 (``make_checkpoint``: random weights, ClipSpec 8 frames of 32 px at 8 fps, stride 4), so the model is cheap and
-decoding dominates. Database: PostgreSQL (``BIGSISTER_TEST_POSTGRES_URL``; ``eval "$(bash .ci/start_postgres.sh)"``),
+decoding dominates; ``--checkpoint FILE`` serves a trained model instead (``bigsister demo``'s, or one trained
+with ``configs/fight-cpu.yaml``), and ``--recipe CONFIG`` the model and clip of a config file with random weights
+(inference costs what the architecture and clip cost, whatever the weights). Database: PostgreSQL (``BIGSISTER_TEST_POSTGRES_URL``; ``eval "$(bash .ci/start_postgres.sh)"``),
 a fresh database per topology.
 
 Modes:
@@ -27,6 +29,7 @@ Run::
     eval "$(bash .ci/start_postgres.sh)"
     python benchmarks/bench_shards.py --mode cpu
     python benchmarks/bench_shards.py --mode capacity
+    python benchmarks/bench_shards.py --mode capacity --recipe configs/fight-cpu.yaml --steps 4,8,12
 """
 
 from __future__ import annotations
@@ -324,6 +327,24 @@ def run_capacity(args, root: Path, ckpt: Path, cams: dict[str, Cameras]) -> dict
     return {"largest_sustained": best, "steps": rows}
 
 
+
+def recipe_checkpoint(config: Path, root: Path) -> Path:
+    """A checkpoint of ``config``'s model and clip with random weights (``model.weights`` is not read)."""
+    import torch
+
+    from bigsister_ray.clip import input_channels
+    from bigsister_ray.config import load_settings
+    from bigsister_ray.models import CheckpointMeta, build_model, get_model_spec, save_checkpoint
+
+    s = load_settings(config)
+    torch.manual_seed(0)
+    labels = list(s.task.labels)
+    model = build_model(s.model.name, len(labels), in_channels=input_channels(s.clip.input))
+    meta = CheckpointMeta(model_name=s.model.name, labels=labels, clip=s.clip, norm=get_model_spec(s.model.name).norm,
+                          data_fingerprint=None, thresholds={}, epoch=0)
+    root.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(root / "model.pt", model, meta)
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("cpu", "capacity", "all"), default="all")
@@ -338,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=30.0, help="seconds each step must hold (capacity)")
     ap.add_argument("--lease-ttl", type=float, default=10.0,
                     help="serve.shards.lease_ttl_s (the streams' status in GET /streams is saved every third of it)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="serve this checkpoint instead of the tiny test model")
+    ap.add_argument("--recipe", type=Path, default=None,
+                    help="serve the model and clip of this config file (e.g. configs/fight-cpu.yaml), random weights")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -349,7 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"needs PostgreSQL: {PG_URL_ENV} is not set (eval \"$(bash .ci/start_postgres.sh)\")", file=sys.stderr)
         return 2
     root = Path(tempfile.mkdtemp(prefix="bench-shards-"))
-    ckpt = make_checkpoint(root / "ckpt")
+    if args.checkpoint is not None:
+        ckpt = args.checkpoint.resolve()
+    elif args.recipe is not None:
+        ckpt = recipe_checkpoint(args.recipe, root / "ckpt")
+    else:
+        ckpt = make_checkpoint(root / "ckpt")
+    print(json.dumps({"model": str(ckpt)}), flush=True)
     files = {SMALL: make_ts(root / "small.ts", SMALL, args.clip_seconds, "500k")}
     if args.mode in ("cpu", "all"):
         files[HD] = make_ts(root / "hd.ts", HD, args.clip_seconds, args.hd_bitrate)
