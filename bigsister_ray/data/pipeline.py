@@ -8,10 +8,10 @@ path order because paths sort by class (``fight/...``, ``normal/...``): shards o
 batches of one class, and BatchNorm then normalises the class signal away (training stalled at chance on
 fight-surv until this was fixed).
 
-Ray Data then streams the pending shards through one task each: for every video of the shard the task opens
-one reader (inside the worker), decodes only the sampled frames of its clips, puts them through
-:func:`bigsister_ray.clip.preprocess_frames`, and appends them to the shard's parquet file (row groups of a
-bounded size, compressed). The file is written under a temporary name and renamed when complete, with the
+Ray Data then streams the pending shards through one task each (:mod:`.shard_task`): for every video of the
+shard the task opens one reader (inside the worker), decodes only the sampled frames of its clips, puts them
+through :func:`bigsister_ray.clip.preprocess_frames`, and appends them to the shard's parquet file (row groups of
+a bounded size, compressed). The file is written under a temporary name and renamed when complete, with the
 shard's membership hash, counts and errors in its parquet metadata. Nothing flows back to the driver but
 these small summaries (``iter_rows``), so memory stays flat however large the dataset grows; nothing is ever
 collected, materialised or converted to pandas.
@@ -33,11 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +43,6 @@ from typing import Any, Callable, Iterable, Sequence
 from bigsister_ray.clip import ClipSpec
 from bigsister_ray.data.index import build_index_report, index_fingerprint
 from bigsister_ray.data.prepared import (
-    SHARD_COLUMNS,
     SPLITS,
     PreparedManifest,
     ShardInfo,
@@ -55,16 +51,13 @@ from bigsister_ray.data.prepared import (
 )
 from bigsister_ray.data.readers import read_source
 from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
+from bigsister_ray.data.shard_task import import_decode_stack, process_shard, read_shard_meta, shard_schema
 from bigsister_ray import storage
 from bigsister_ray.errors import ConfigError, DataError
 from bigsister_ray.runtime import ensure_ray
 
 __all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "shard_order", "prepare", "process_shard", "shard_schema",
            "write_errors", "check_local_root"]
-
-SHARD_META_KEY = b"bigsister.shard"
-#: Buffered clip bytes per row group before a task writes them out.
-ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -158,115 +151,6 @@ def plan_shards(videos: Sequence[VideoRecord], clips: Sequence[ClipRecord], spec
     return plans
 
 
-# ----------------------------------------------------------------------------------------- the worker
-def shard_schema():
-    """The arrow schema of a shard (``data.prepared.SHARD_COLUMNS``)."""
-    import pyarrow as pa
-
-    return pa.schema([(name, getattr(pa, kind)()) for name, kind in SHARD_COLUMNS.items()])
-
-
-def _read_shard_meta(path: Path | str, filesystem: Any = None) -> dict[str, Any] | None:
-    """The summary stored in a shard's parquet metadata; None when the file is absent, unreadable or foreign.
-
-    ``path`` is a local path, or a path on the pyarrow ``filesystem``.
-    """
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_metadata(path, filesystem=filesystem).metadata or {}
-    except (OSError, ValueError):  # absent, unreadable or partial file: redo it
-        return None
-    raw = meta.get(SHARD_META_KEY)
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-
-
-def process_shard(row: dict[str, Any], *, out: str, spec: dict[str, Any], compression: str,
-                  decode_threads: int = 1, filesystem: Any = None) -> dict[str, Any]:
-    """Ray Data task: decode, preprocess and write one shard; returns its small summary row.
-
-    ``row`` holds ``path``, ``split``, ``digest`` and ``videos`` (JSON: ``[{video, clips}]``). ``out`` is a local
-    folder, or with ``filesystem`` (a pyarrow filesystem resolved by the driver, e.g. S3) a folder on it: the
-    shard is then written to a local temporary file on this node and uploaded whole once it is complete.
-    """
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    from bigsister_ray.data.clips import iter_clip_frames
-
-    clip_spec = ClipSpec.model_validate(spec)
-    remote = filesystem is not None and not isinstance(filesystem, pafs.LocalFileSystem)
-    tmp_dir: str | None = None
-    if remote:
-        final: Path | str = f"{out.rstrip('/')}/{row['path']}"
-        tmp_dir = tempfile.mkdtemp(prefix="bigsister-shard-")
-        tmp = Path(tmp_dir) / Path(row["path"]).name
-    else:
-        final = Path(out) / row["path"]
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-    schema = shard_schema()
-    errors: list[dict[str, str]] = []
-    counts: dict[str, int] = {}
-    written = failed = 0
-    failed_videos: set[str] = set()
-    buffer: dict[str, list] = {name: [] for name in SHARD_COLUMNS}
-    buffered = 0
-    codec = None if compression == "none" else compression
-    writer = pq.ParquetWriter(tmp, schema, compression=codec)
-    try:
-        def flush() -> None:
-            nonlocal buffer, buffered
-            if buffer["clip_id"]:
-                writer.write_table(pa.table(buffer, schema=schema))
-            buffer = {name: [] for name in SHARD_COLUMNS}
-            buffered = 0
-
-        for item in json.loads(row["videos"]):
-            video = VideoRecord.model_validate(item["video"])
-            clips = [ClipRecord.model_validate(c) for c in item["clips"]]
-            for clip, result in iter_clip_frames(video, clips, clip_spec, num_threads=decode_threads):
-                if isinstance(result, InputError):
-                    errors.append(result.model_dump())
-                    failed += 1
-                    failed_videos.add(video.path)
-                    continue
-                for name in SHARD_COLUMNS:
-                    if name != "frames":
-                        buffer[name].append(getattr(clip, name))
-                buffer["frames"].append(result.tobytes())
-                buffered += result.nbytes
-                written += 1
-                counts[clip.label] = counts.get(clip.label, 0) + 1
-                if buffered >= ROW_GROUP_BYTES:
-                    flush()
-        flush()
-        summary = {"digest": row["digest"], "split": row["split"], "clips": written, "failed": failed,
-                   "failed_videos": sorted(failed_videos), "counts": counts, "errors": errors}
-        writer.add_key_value_metadata({SHARD_META_KEY: json.dumps(summary)})
-        writer.close()
-        writer = None
-        size = tmp.stat().st_size
-        if remote:
-            storage.upload(tmp, final, filesystem=filesystem)  # the object appears when the upload completes
-        else:
-            os.replace(tmp, final)
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
-        if tmp_dir is not None:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return {"path": row["path"], "summary": json.dumps(summary), "bytes": size}
-
-
 # ----------------------------------------------------------------------------------------- reporting
 def _at(out: str | Path, name: str) -> str | Path:
     """``out / name``: a Path for a local folder, a URI string for an object store."""
@@ -312,18 +196,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _import_decode_stack(spec: dict[str, Any]) -> int:
-    """Ray task: import what :func:`process_shard` needs and run the resize once; returns the worker's pid."""
-    import decord  # noqa: F401
-    import numpy as np
-    import pyarrow.parquet  # noqa: F401
-
-    from bigsister_ray.clip import preprocess_frames
-
-    preprocess_frames(np.zeros((1, 8, 8, 3), dtype=np.uint8), ClipSpec.model_validate(spec))
-    return os.getpid()
-
-
 def _warm_decoders(settings) -> list[Any]:
     """Start one import task per decode slot of the cluster, to run while the driver reads and indexes.
 
@@ -338,7 +210,7 @@ def _warm_decoders(settings) -> list[Any]:
     slots = int(ray.cluster_resources().get("CPU", 0) // settings.data.decode_cpus)
     spec = settings.clip.model_dump(mode="json")
     task = ray.remote(num_cpus=settings.data.decode_cpus, max_retries=0, scheduling_strategy="SPREAD")(
-        _import_decode_stack)
+        import_decode_stack)
     return [task.remote(spec) for _ in range(max(0, min(slots, 256)))]
 
 
@@ -361,13 +233,13 @@ def _shard_states(plans: Sequence[ShardPlan], fs: Any, base: str, remote: bool,
     if not remote:
         states = []
         for plan in plans:
-            meta = _read_shard_meta(Path(out) / plan.path)
+            meta = read_shard_meta(Path(out) / plan.path)
             states.append((meta, (Path(out) / plan.path).stat().st_size if meta is not None else 0))
         return states
 
     def one(plan: ShardPlan) -> tuple[dict[str, Any] | None, int]:
         path = f"{base}/{plan.path}"
-        meta = _read_shard_meta(path, filesystem=fs)
+        meta = read_shard_meta(path, filesystem=fs)
         return meta, (fs.get_file_info(path).size or 0) if meta is not None else 0
 
     with ThreadPoolExecutor(max_workers=16) as pool:  # one round trip or two per shard: overlap them
