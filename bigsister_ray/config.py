@@ -19,6 +19,10 @@ Every model forbids unknown keys, so a typo is an error that names the key::
 
 Loading is file -> dict -> validate (:func:`load_settings`), so tests build ``Settings(...)`` directly.
 Ray hands training loops plain dicts: validate them again with ``Settings.model_validate`` on the first line.
+
+One unit: the sections are one tree of models that ``Settings`` nests and validates as a whole, and
+docs/configuration.md is generated from it (:mod:`bigsister_ray.reference`); a section in another module would
+split the tree that a newcomer reads top to bottom, and its loading and error messages belong with it.
 """
 
 from __future__ import annotations
