@@ -101,6 +101,34 @@ def wait_until(cond, timeout=20.0, step=0.05):
     return cond()
 
 
+class ShiftedClock:
+    """A service's clock: the real time plus a shift that a test moves forward (past a backoff) instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.shift = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(timezone.utc) + self.shift
+
+    def advance(self, seconds: float) -> None:
+        self.shift += timedelta(seconds=seconds)
+
+
+def count_sweeps(svc: IncidentService) -> list[int]:
+    """What each sweep of ``svc`` tried, one entry per finished sweep (its sweeper calls the instance's
+    ``sweep_once``), so a test waits for sweeps to have happened instead of sleeping through some."""
+    done: list[int] = []
+    sweep = svc.sweep_once
+
+    def counted(limit: int = 100) -> int:
+        tried = sweep(limit)
+        done.append(tried)
+        return tried
+
+    svc.sweep_once = counted
+    return done
+
+
 # ---- the message ----------------------------------------------------------------------------------
 def test_alert_has_blocks_fallback_snapshot_in_thread_and_close_reply(slack, store, tmp_path):
     settings = make_settings(slack, tmp_path)
@@ -178,13 +206,18 @@ def test_rate_limit_then_5xx_then_outage_every_alert_stored_at_once_and_delivere
     assert store.list_incidents()[1] == 5
     assert all(store.get_incident(i).alert_status == "pending" for i in ids)
     assert slack.top_level_messages() == []
+    attempts = {i: store.get_incident(i).alert_attempts for i in ids}
+    sweeps = count_sweeps(svc)
     svc.start_sweeper(0.05)
-    time.sleep(0.5)  # the sweeper keeps failing against the dead port meanwhile
+    # the sweeper tries every one again against the dead port (past its backoff, the 429's Retry-After included)
+    assert wait_until(lambda: all(store.get_incident(i).alert_attempts > attempts[i] for i in ids), timeout=30)
+    assert all(store.get_incident(i).alert_status == "pending" for i in ids) and slack.top_level_messages() == []
     slack.port = port
     slack.start()
     try:
         assert wait_until(lambda: all(store.get_incident(i).alert_status == "sent" for i in ids), timeout=30)
-        time.sleep(0.3)  # more sweeps: nothing is sent again
+        after = len(sweeps)
+        assert wait_until(lambda: len(sweeps) >= after + 3, timeout=30)  # more sweeps: nothing is sent again
     finally:
         svc.stop()
     texts = [m["text"] for m in slack.top_level_messages()]
@@ -239,8 +272,9 @@ def test_restart_delivers_pending_alerts_once(slack, store, tmp_path):
 def test_two_services_on_one_database_never_send_twice(slack, store, tmp_path):
     settings = make_settings(slack, tmp_path)
     a, b = service_for(store, settings), service_for(store, settings)
-    a.start_sweeper(3600)  # running: handle() only persists and wakes it; the first sweep already happened
-    time.sleep(0.1)
+    sweeps_a, sweeps_b = count_sweeps(a), count_sweeps(b)
+    a.start_sweeper(3600)  # running: handle() only persists and wakes it, once its first sweep is over
+    assert wait_until(lambda: len(sweeps_a) >= 1) and a.sweeper_running
     ids = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(a._wake, "set", lambda: None)
@@ -253,7 +287,9 @@ def test_two_services_on_one_database_never_send_twice(slack, store, tmp_path):
     b.start_sweeper(0.02)
     try:
         assert wait_until(lambda: all(store.get_incident(i).alert_status == "sent" for i in ids), timeout=30)
-        time.sleep(0.3)
+        after = len(sweeps_a), len(sweeps_b)
+        # both go on sweeping, and nothing is sent again
+        assert wait_until(lambda: len(sweeps_a) >= after[0] + 3 and len(sweeps_b) >= after[1] + 3, timeout=30)
     finally:
         a.stop()
         b.stop()
@@ -341,12 +377,14 @@ def test_token_never_in_logs_reprs_or_health(slack, store, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     settings = make_settings(slack, tmp_path)
     notifier = SlackNotifier.from_settings(settings)
-    svc = IncidentService(store, notifier, settings)
+    clock = ShiftedClock()
+    svc = IncidentService(store, notifier, settings, clock=clock)
     slack.fail_next(1, status=500)
     slack.fail_next(1, drop=True)
     opened, _, closed = incident_events()
     iid = svc.handle(opened, stream_name="Cam", location=None, snapshot_jpeg=snapshot())
-    time.sleep(0.15)  # past the backoff
+    assert store.get_incident(iid).alert_status == "pending"
+    clock.advance(1)  # past the backoff
     svc.sweep_once()
     svc.handle(closed, stream_name="Cam", location=None)
     slack.fail_next(1, error="invalid_auth")
@@ -448,7 +486,8 @@ def test_public_surface():
 # ---- interrupted sends: never twice ---------------------------------------------------------------
 def test_lost_response_is_found_in_the_channel_not_posted_again(slack, store, tmp_path):
     settings = make_settings(slack, tmp_path)
-    svc = service_for(store, settings)
+    clock = ShiftedClock()
+    svc = service_for(store, settings, clock=clock)
     slack.fail_next(1, drop_after=True, methods=("chat.postMessage",))  # Slack posts it, the answer never arrives
     opened, _, closed = incident_events()
     jpeg = snapshot()
@@ -457,7 +496,7 @@ def test_lost_response_is_found_in_the_channel_not_posted_again(slack, store, tm
     assert posted["metadata"] == {"event_type": "bigsister_incident", "event_payload": {"incident_id": iid, "kind": "alert"}}
     inc = store.get_incident(iid)
     assert inc.alert_status == "pending" and inc.alert_reason.startswith("connection_lost")
-    time.sleep(0.15)
+    clock.advance(1)  # past the backoff
     svc.sweep_once()
     inc = store.get_incident(iid)
     assert inc.alert_status == "sent" and inc.slack_ts == posted["ts"] and "history" in inc.alert_reason
@@ -467,7 +506,8 @@ def test_lost_response_is_found_in_the_channel_not_posted_again(slack, store, tm
     # the close reply's answer is lost too: found in the thread, not posted twice
     slack.fail_next(1, drop_after=True, methods=("chat.postMessage",))
     svc.handle(closed, stream_name="Cam", location=None)
-    time.sleep(0.15)
+    assert store.get_incident(iid).close_status == "pending" and len(slack.replies(posted["ts"])) == 1
+    clock.advance(1)
     svc.sweep_once()
     assert store.get_incident(iid).close_status == "sent" and len(slack.replies(posted["ts"])) == 1
 
@@ -492,12 +532,14 @@ def test_sender_that_died_after_posting_is_not_repeated_by_the_next(slack, store
 
 def test_without_history_access_it_sends_again_rather_than_lose(slack, store, tmp_path, caplog):
     settings = make_settings(slack, tmp_path)
-    svc = service_for(store, settings)
+    clock = ShiftedClock()
+    svc = service_for(store, settings, clock=clock)
     slack.fail_next(1, drop_after=True, methods=("chat.postMessage",))
     slack.fail_next(1, error="missing_scope", methods=("conversations.history",))
     opened, _, _ = incident_events()
     iid = svc.handle(opened, stream_name="Cam", location=None)
-    time.sleep(0.15)
+    assert store.get_incident(iid).alert_status == "pending" and len(slack.top_level_messages()) == 1
+    clock.advance(1)  # past the backoff
     svc.sweep_once()
     assert store.get_incident(iid).alert_status == "sent"
     assert len(slack.top_level_messages()) == 2  # a duplicate, knowingly, instead of a lost alert

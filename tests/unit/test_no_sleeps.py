@@ -37,12 +37,6 @@ PENDING: frozenset[tuple[str, str]] = frozenset({
     ("integration/_multinode_driver.py", "main"),
     ("integration/test_serve_faults.py", "test_overload_is_rejected_fast_and_held_requests_then_succeed"),
     ("integration/test_serve_faults.py", "test_clients_gone_mid_upload_or_before_the_answer_hurt_nothing"),
-    ("unit/test_alert_delivery.py",
-     "test_rate_limit_then_5xx_then_outage_every_alert_stored_at_once_and_delivered_once"),
-    ("unit/test_alert_delivery.py", "test_two_services_on_one_database_never_send_twice"),
-    ("unit/test_alert_delivery.py", "test_token_never_in_logs_reprs_or_health"),
-    ("unit/test_alert_delivery.py", "test_lost_response_is_found_in_the_channel_not_posted_again"),
-    ("unit/test_alert_delivery.py", "test_without_history_access_it_sends_again_rather_than_lose"),
     ("unit/test_classifier_batching.py", "_run.run"),
 })
 
