@@ -1,7 +1,8 @@
 """The Classifier's batching, in this process: its class with Ray Serve's real ``@serve.batch`` and the real model.
 
-The forward pass is made slow (a sleep before the real one) so that "windows arrive while the model is busy" is a
-matter of tenths of a second, not of this machine's load. ``@serve.batch`` keeps one queue per decorated method
+The forward pass is made slow (it takes FORWARD_S, then runs the real one), and the windows that must arrive while
+the model is busy are sent from inside a forward pass on a schedule measured from its start: they arrive while it
+runs by construction, whatever this machine's load, and the gaps between them are its script. ``@serve.batch`` keeps one queue per decorated method
 for the whole process, bound to the event loop of its first call, so everything runs in one ``asyncio.run``
 with one instance.
 """
@@ -9,6 +10,7 @@ with one instance.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 
 import numpy as np
@@ -47,42 +49,51 @@ def _run(Classifier, tmp_path) -> None:
     sizes: list[int] = []
     passes = [0]
     real = clf._forward
+    windows = np.stack([_window(i) for i in range(10)])
+    # The windows the next forward pass sends, as (seconds after its start, window index), and what it sent:
+    # (perf_counter at sending, future of the probabilities) per window.
+    script: list[tuple[float, int]] = []
+    sent: list[tuple[float, concurrent.futures.Future]] = []
+    loop: list[asyncio.AbstractEventLoop] = []
 
     def slow_forward(items):
+        start = time.monotonic()
         sizes.append(len(items))
         passes[0] += 1
-        time.sleep(FORWARD_S)
+        arrivals, script[:] = list(script), []
+        for after_s, index in arrivals:
+            time.sleep(max(0.0, start + after_s - time.monotonic()))
+            sent.append((time.perf_counter(), asyncio.run_coroutine_threadsafe(clf.classify(windows[index]), loop[0])))
+        time.sleep(max(0.0, start + FORWARD_S - time.monotonic()))
         return real(items)
 
     clf._forward = slow_forward
-    windows = np.stack([_window(i) for i in range(10)])
 
     async def run() -> dict:
+        loop.append(asyncio.get_running_loop())
         out: dict = {"one_by_one": [await clf.classify(w) for w in windows[:3]]}  # also learns the forward's time
         out["sizes_one_by_one"] = list(sizes)
 
-        # 1. windows arriving while a forward pass runs wait for one full batch
+        # 1. windows arriving while a forward pass runs wait for one full batch: window 3's pass sends windows 4-7,
+        # the first 50 ms after it starts, then one every 60 ms (each gap 3x the configured 20 ms wait)
         sizes.clear()
-        busy = asyncio.create_task(clf.classify(windows[3]))
-        await asyncio.sleep(0.05)  # the forward pass of window 3 is running
-        late = []
-        for i in range(4):  # one every 60 ms: each gap is 3x the configured 20 ms wait
-            late.append(asyncio.create_task(clf.classify(windows[4 + i])))
-            await asyncio.sleep(0.06)
-        await busy
-        out["late"] = await asyncio.gather(*late)
+        script[:] = [(0.05 + 0.06 * i, 4 + i) for i in range(4)]
+        await clf.classify(windows[3])
+        assert len(sent) == 4
+        out["late"] = [await asyncio.wrap_future(future) for _, future in sent]
         out["sizes_busy"] = list(sizes)
 
-        # 2. a window arriving near the end of a forward pass waits for that end, not for a whole forward more
-        busy = asyncio.create_task(clf.classify(windows[3]))
-        await asyncio.sleep(FORWARD_S - 0.05)
-        t0 = time.perf_counter()
-        await clf.classify(windows[9])
+        # 2. a window arriving near the end of a forward pass (sent 50 ms before it ends) waits for that end, not
+        # for a whole forward more
+        sent.clear()
+        script[:] = [(FORWARD_S - 0.05, 9)]
+        await clf.classify(windows[3])
+        [(t0, future)] = sent
+        await asyncio.wrap_future(future)
         out["near_end_s"] = time.perf_counter() - t0
-        await busy
 
         # 3. with the model idle again, a window waits only the configured time
-        await asyncio.sleep(0.1)
+        assert clf._running == 0, "a forward pass is still running or queued"
         sizes.clear()
         t0 = time.perf_counter()
         await clf.classify(windows[8])

@@ -37,7 +37,6 @@ PENDING: frozenset[tuple[str, str]] = frozenset({
     ("integration/_multinode_driver.py", "main"),
     ("integration/test_serve_faults.py", "test_overload_is_rejected_fast_and_held_requests_then_succeed"),
     ("integration/test_serve_faults.py", "test_clients_gone_mid_upload_or_before_the_answer_hurt_nothing"),
-    ("unit/test_classifier_batching.py", "_run.run"),
 })
 
 
