@@ -136,6 +136,15 @@ def _kill_replica(deployment: str) -> str:
     return names[0]
 
 
+def _ongoing(deployment: str) -> int:
+    """Requests the deployment's one replica is working on now, as Serve counts them (its control-plane method, on a
+    thread of its own, answers while the replica is busy)."""
+    import ray
+
+    [name] = _replica_names(deployment)
+    return ray.get(ray.get_actor(name, namespace="serve").get_num_ongoing_requests.remote(), timeout=30)
+
+
 def _incidents(db, stream_id: str) -> list[sqlite3.Row]:
     con = sqlite3.connect(db)
     con.row_factory = sqlite3.Row
@@ -163,26 +172,45 @@ def _slow_upload(base: str, release: threading.Event, data: bytes) -> httpx.Resp
 
 
 # -------------------------------------------------------------------------------------------------- overload
+def _timed_get(url: str) -> tuple[httpx.Response, float]:
+    t = time.monotonic()
+    r = httpx.get(url, headers=HEADERS, timeout=120)
+    return r, time.monotonic() - t
+
+
 def test_overload_is_rejected_fast_and_held_requests_then_succeed(app):
-    """Ray's backpressure test, over HTTP: block the first request, fill the queue, the rest get 503 at once."""
+    """Ray's backpressure test, over HTTP: block the first request at the replica, then of four more exactly one is
+    queued and the other three get 503 at once; released, the held and the queued requests succeed."""
     base, data = app["base"], app["clip"].read_bytes()
     release = threading.Event()
-    pool = ThreadPoolExecutor(4)
+    pool = ThreadPoolExecutor(5)
+    sent = []
     try:
         first = pool.submit(_slow_upload, base, release, data)
-        time.sleep(3.0)  # the first request is at the Ingress replica, reading its body
-        queued = pool.submit(httpx.get, base + "/streams", headers=HEADERS, timeout=120)
-        time.sleep(2.0)
-        assert not first.done() and not queued.done(), "the blocked request or the queued one already answered"
-        for _ in range(3):
-            t = time.monotonic()
-            r = httpx.get(base + "/streams", headers=HEADERS, timeout=30)
+        wait_for(lambda: _ongoing("Ingress") == 1, 60, 0.1, "the held upload at the Ingress replica, reading its body")
+        assert not first.done(), first.result()
+        # whichever of the four reaches Serve's queue first waits there; the queue then holds one, so the rest are
+        # turned away, each at once
+        sent = [pool.submit(_timed_get, base + "/streams") for _ in range(4)]
+
+        def three_answered():
+            done = [f for f in sent if f.done()]
+            return done if len(done) >= 3 else None
+
+        answered = wait_for(three_answered, 60, 0.1, "three of the four requests to be answered")
+        assert len(answered) == 3, [f.result()[0].status_code for f in answered]
+        for r, seconds in (f.result() for f in answered):
             assert r.status_code == 503, r.text
-            assert time.monotonic() - t < 5.0, "the rejection was not fast"
+            assert seconds < 5.0, f"the rejection was not fast: {seconds:.1f} s"
+        [queued] = [f for f in sent if f not in answered]
+        assert not first.done() and not queued.done(), "the blocked request or the queued one already answered"
+        assert _ongoing("Ingress") == 1
     finally:
         release.set()
         held = first.result(120)
-        queued_r = queued.result(120) if "queued" in locals() else None
+        queued_r = queued.result(120)[0] if "queued" in locals() else None
+        for f in sent:
+            f.result(120)
         pool.shutdown()
     assert held.status_code == 200 and len(held.json()["windows"]) > 0, held.text
     assert queued_r is not None and queued_r.status_code == 200, queued_r
@@ -246,13 +274,16 @@ def test_clients_gone_mid_upload_or_before_the_answer_hurt_nothing(app):
     replicas = _replicas()
     assert all(len(v) == 1 for v in replicas.values()), replicas
 
-    # 1. half of a large upload (under the size limit, so it is read, not refused), then the client is gone
+    # 1. half of a large upload (under the size limit, so it is read, not refused), then, once the Ingress is
+    # working on it, the client is gone
     for i in range(3):
+        wait_for(lambda: _ongoing("Ingress") == 0, 30, 0.05, "the Ingress to be done with the previous request")
         head, _tail, ctype = _multipart(f"half{i}{suffix}")
         declared = limit - 4096
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(_raw_post_head(host, port, declared, ctype) + head + bytes(declared // 2))
-            time.sleep(0.3)
+            wait_for(lambda: _ongoing("Ingress") == 1, 30, 0.05, "the Ingress to be reading the half upload")
+    wait_for(lambda: _ongoing("Ingress") == 0, 30, 0.05, "the Ingress to be done with the gone clients' uploads")
 
     # 2. a whole upload, and the client is gone while the Ingress is working on it (its temporary file exists)
     classifier = _handle("Classifier")

@@ -35,8 +35,6 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset({
 PENDING: frozenset[tuple[str, str]] = frozenset({
     ("e2e/test_streams_e2e.py", "test_live_camera_classified_alerted_reconnected_and_resumed"),
     ("integration/_multinode_driver.py", "main"),
-    ("integration/test_serve_faults.py", "test_overload_is_rejected_fast_and_held_requests_then_succeed"),
-    ("integration/test_serve_faults.py", "test_clients_gone_mid_upload_or_before_the_answer_hurt_nothing"),
 })
 
 
