@@ -33,7 +33,6 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset({
 
 #: Sleeps still to be replaced by events, polling or injected clocks, as ``(file, function)``. Only shrinks.
 PENDING: frozenset[tuple[str, str]] = frozenset({
-    ("e2e/test_streams_e2e.py", "test_live_camera_classified_alerted_reconnected_and_resumed"),
     ("integration/_multinode_driver.py", "main"),
 })
 
