@@ -28,12 +28,13 @@ import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ACCELERATOR_NODES = 2
+T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -98,6 +99,22 @@ def _serve_config(checkpoint: str, work: Path, port: int, database_url: str) -> 
     return config
 
 
+def _poll(probe: Callable[[], T], done: Callable[[T], Any], deadline: float, interval_s: float) -> T:
+    """``probe()`` every ``interval_s`` seconds until ``done(value)`` holds or ``deadline`` (``time.monotonic``) has
+    passed; returns the last value. The driver records what it saw instead of failing, so the test shows the last
+    state of a stage that timed out."""
+    while True:
+        value = probe()
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval_s)
+
+
+def _app_settled(app_status: Any) -> bool:
+    """A Serve application's status is final for this run: running, or failed to deploy or unhealthy."""
+    return app_status is not None and app_status.status in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY")
+
+
 def _settled_tasks(list_tasks: Any, api: str, name: str, timeout_s: float = 60.0) -> tuple[list[Any], float]:
     """The state API's tasks whose name contains ``name``, once every one of them has finished and has a node id.
 
@@ -105,13 +122,10 @@ def _settled_tasks(list_tasks: Any, api: str, name: str, timeout_s: float = 60.0
     listed without its node (CI once saw ``node_id`` None for one shard task). Poll until the record is whole, or
     return what there is after ``timeout_s`` so the test shows it. Also returns the seconds it waited."""
     start = time.monotonic()
-    deadline = start + timeout_s
-    while True:
-        tasks = [t for t in list_tasks(address=api, detail=True, limit=10_000, raise_on_missing_output=False)
-                 if name in (t.name or "")]
-        if (tasks and all(t.node_id and t.state == "FINISHED" for t in tasks)) or time.monotonic() > deadline:
-            return tasks, round(time.monotonic() - start, 1)
-        time.sleep(1.0)
+    tasks = _poll(lambda: [t for t in list_tasks(address=api, detail=True, limit=10_000, raise_on_missing_output=False)
+                           if name in (t.name or "")],
+                  lambda found: found and all(t.node_id and t.state == "FINISHED" for t in found), start + timeout_s, 1.0)
+    return tasks, round(time.monotonic() - start, 1)
 
 
 def _dump(out: Path, result: dict[str, Any]) -> None:
@@ -198,14 +212,12 @@ def main(out: Path, work: Path, database_url: str | None = None) -> None:
         app_name = sqlite["applications"][0]["name"]
         deploy = _deploy(sqlite, work / "serve_config_sqlite.yaml", api)
         refused: dict[str, Any] = {"deploy_rc": deploy.returncode, "deploy_output": (deploy.stdout + deploy.stderr)[-3000:]}
-        deadline = time.monotonic() + 120
-        while deploy.returncode == 0 and time.monotonic() < deadline:
-            app_status = serve.status().applications.get(app_name)
-            if app_status is not None and app_status.status in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY"):
+        if deploy.returncode == 0:
+            app_status = _poll(lambda: serve.status().applications.get(app_name), _app_settled,
+                               time.monotonic() + 120, 1.0)
+            if _app_settled(app_status):
                 refused.update(app_status=getattr(app_status.status, "value", str(app_status.status)),
                                message=app_status.message[-3000:])
-                break
-            time.sleep(1)
         result["sqlite_refused"] = refused
         result["stages"]["sqlite_refused_s"] = round(time.perf_counter() - t, 1)
         _dump(out, result)
@@ -219,24 +231,19 @@ def main(out: Path, work: Path, database_url: str | None = None) -> None:
         result["serve"] = {"deploy_rc": deploy.returncode, "deploy_output": (deploy.stdout + deploy.stderr)[-3000:]}
         key_file = work / "api-key"  # /readyz needs a key: the one the Ingress generated
         status, body = None, ""
-        deadline = time.monotonic() + 180
-        while deploy.returncode == 0 and time.monotonic() < deadline:
-            status, body = _get(f"http://127.0.0.1:{http_port}/readyz", key_file)
-            if status == 200:
-                break
-            time.sleep(2)
         app_status = None
-        while status == 200 and time.monotonic() < deadline:  # every replica started, not only the first
-            app_status = serve.status().applications.get(app_name)
-            if app_status is not None and app_status.status in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY"):
-                break
-            time.sleep(2)
         shards_status, shards_body = None, ""
-        while status == 200 and time.monotonic() < deadline:  # a shard heartbeats within a lease interval
-            shards_status, shards_body = _get(f"http://127.0.0.1:{http_port}/shards", key_file)
-            if shards_status != 200 or json.loads(shards_body)["shards"]:
-                break
-            time.sleep(1)
+        deadline = time.monotonic() + 180
+        if deploy.returncode == 0:
+            status, body = _poll(lambda: _get(f"http://127.0.0.1:{http_port}/readyz", key_file),
+                                 lambda got: got[0] == 200, deadline, 2.0)
+        if status == 200:
+            # every replica started, not only the first
+            app_status = _poll(lambda: serve.status().applications.get(app_name), _app_settled, deadline, 2.0)
+            # a shard heartbeats within a lease interval
+            shards_status, shards_body = _poll(
+                lambda: _get(f"http://127.0.0.1:{http_port}/shards", key_file),
+                lambda got: got[0] != 200 or json.loads(got[1])["shards"], deadline, 1.0)
         replicas = [a for a in list_actors(address=api, detail=True, limit=1000, raise_on_missing_output=False)
                     if (a.class_name or "").startswith("ServeReplica:")]
         result["serve"].update({
