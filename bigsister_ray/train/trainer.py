@@ -176,20 +176,6 @@ def _missing_shards(paths: list[str], filesystem: Any, base: str) -> list[str]:
     return [p for p in paths if p not in found]
 
 
-
-def _metrics_of(checkpoint: Path, reported: dict[str, Any]) -> dict[str, Any]:
-    """The metrics of the epoch whose weights ``checkpoint`` holds, read from the file itself.
-
-    Ray pairs each kept checkpoint with the metrics reported beside it; when two epochs tie on the score, the
-    pair it hands back can hold the other epoch's weights. The file's own meta is what the result describes.
-    """
-    from bigsister_ray.models.checkpoint import read_checkpoint_meta
-
-    meta = read_checkpoint_meta(checkpoint)
-    if meta.epoch is None or meta.epoch == reported.get("epoch"):
-        return reported
-    return {**meta.metrics, "epoch": meta.epoch}
-
 def train(data: Path | str, out: Path | str, settings: Settings, *,
           fault: FaultInjection | None = None) -> TrainResult:
     """Train ``settings.model.name`` on the prepared dataset ``data``; the run folder is ``out``.
@@ -328,7 +314,6 @@ def train(data: Path | str, out: Path | str, settings: Settings, *,
         with best_ckpt.as_directory() as d:
             shutil.copyfile(Path(d) / "model.pt", best_path.with_suffix(".pt.tmp"))
         best_path.with_suffix(".pt.tmp").replace(best_path)
-        best_metrics = _metrics_of(best_path, best_metrics)
         if val_paths:
             from bigsister_ray.train.evaluate import calibrate_checkpoint
 
@@ -339,7 +324,6 @@ def train(data: Path | str, out: Path | str, settings: Settings, *,
         with tempfile.TemporaryDirectory(prefix="bigsister-best-") as tmp, best_ckpt.as_directory() as d:
             local = Path(tmp) / "model.pt"
             shutil.copyfile(Path(d) / "model.pt", local)
-            best_metrics = _metrics_of(local, best_metrics)
             if val_paths:
                 from bigsister_ray.train.evaluate import calibrate_checkpoint
 
