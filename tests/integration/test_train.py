@@ -151,12 +151,16 @@ def test_evaluate_matches_an_independent_prediction(learned, prepared, tmp_path)
     assert "majority class" in report and "Calibration" in report and "Per class" in report
 
 
-def test_a_rerun_with_the_same_name_resumes(learned, prepared):
-    """Training again into the same folder continues at epoch EPOCHS + 1 instead of starting over (runs last: it
-    adds an epoch to the shared run)."""
+def test_a_rerun_with_the_same_name_resumes(learned, prepared, tmp_path):
+    """Training again into the same folder continues at epoch EPOCHS + 1 instead of starting over. It trains in a
+    copy of the shared run, so the other tests see that run as it was, in any order."""
+    import shutil
+
     from bigsister_ray.train.trainer import train
 
-    out, _, _ = learned
+    shared, _, _ = learned
+    out = tmp_path / shared.name
+    shutil.copytree(shared, out)
     # without the weight average this time: the trained weights (not their average) are what it continues from
     again = train(prepared, out, _settings(epochs=EPOCHS + 1))
     assert again.resumed_from_epoch == EPOCHS and again.epochs_this_call == 1 and again.last_epoch == EPOCHS + 1
