@@ -238,8 +238,9 @@ def evaluate(
             with console.step(f"evaluate the {split if source is None else source.value} clips") as step:
                 result = run_evaluate(checkpoint, data, out, settings, split=split,
                                       source=source.value if source else None)
-                step.summary = (f"accuracy {result.accuracy:.3f} vs majority-class baseline "
-                                f"{result.majority_accuracy:.3f} on {result.n} clips")
+                step.summary = (f"accuracy {result.accuracy:.3f} (macro-F1 {result.macro_f1:.3f}) vs majority-class "
+                                f"baseline {result.majority_accuracy:.3f} (macro-F1 {result.majority_macro_f1:.3f}) "
+                                f"on {result.n} clips")
             console.result(str(result))
     except BigSisterError as err:
         _fail(err)

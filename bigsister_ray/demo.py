@@ -184,7 +184,7 @@ def _run(out: "Output", base: Settings, workdir: Path, *, stream_seconds: float,
             result["report"] = str(report.report_path)
             result["model_vs_baseline"] = (
                 f"accuracy {report.accuracy:.3f} (macro-F1 {report.macro_f1:.3f}) vs majority-class baseline "
-                f"{report.majority_accuracy:.3f} on {report.n} {report.split} clips")
+                f"{report.majority_accuracy:.3f} (macro-F1 {report.majority_macro_f1:.3f}) on {report.n} {report.split} clips")
             step.summary = f"model {result['model_vs_baseline']}"
         with out.step("5/6 start the Serve app") as step:
             settings.serve.checkpoint = Path(trained.best_checkpoint)

@@ -144,6 +144,8 @@ def test_evaluate_matches_an_independent_prediction(learned, prepared, tmp_path)
     # majority baseline: always "normal" (the most frequent training class) on these test clips
     assert m["baselines"]["majority"]["label"] == "normal"
     assert m["baselines"]["majority"]["accuracy"] == pytest.approx(12 / 28)
+    # always "normal": F1 2*(12/28)/(1 + 12/28) = 0.6 for normal, 0 for the two others
+    assert res.majority_macro_f1 == m["baselines"]["majority"]["macro_f1"] == pytest.approx(0.6 / 3)
     assert m["baselines"]["chance"]["accuracy"] == pytest.approx(1 / 3)
     for name in ("confusion.png", "reliability.png"):
         assert (tmp_path / "eval" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
