@@ -67,8 +67,7 @@ class EvalResult(BaseModel):
 
     def __str__(self) -> str:
         return (f"{self.split}: {self.n} clips, accuracy {self.accuracy:.3f}, macro-F1 {self.macro_f1:.3f} "
-                f"(majority-class baseline accuracy {self.majority_accuracy:.3f}, macro-F1 {self.majority_macro_f1:.3f}), "
-                f"ECE {self.ece:.3f}\n"
+                f"(majority class {self.majority_accuracy:.3f}, macro-F1 {self.majority_macro_f1:.3f}), ECE {self.ece:.3f}\n"
                 f"report: {storage.redact_uri(self.report_path)}\nmetrics: {storage.redact_uri(self.metrics_path)}")
 
 
@@ -498,5 +497,4 @@ def _evaluate(checkpoint: Path, shown_checkpoint: str, data: Path | str, out: Pa
         out_dir=out, metrics_path=metrics_path, report_path=report_path, split=source or split, n=int(y.size),
         accuracy=report["accuracy"], macro_f1=report["macro_f1"],
         majority_accuracy=metrics["baselines"]["majority"]["accuracy"],
-        majority_macro_f1=metrics["baselines"]["majority"]["macro_f1"], ece=metrics["ece"],
-    )
+        majority_macro_f1=metrics["baselines"]["majority"]["macro_f1"], ece=metrics["ece"])
