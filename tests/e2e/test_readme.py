@@ -1,4 +1,4 @@
-"""Every short command in the README runs as written.
+"""Every short command in the README runs as written, its links resolve and its accuracy figures are measured ones.
 
 The README's ``bash`` blocks are extracted; the ``bigsister`` commands that finish in seconds to a minute
 (--help, config, synth, eda, prepare, train, evaluate, detect) run in order, exactly as written except that
@@ -73,6 +73,17 @@ def test_readme_links_resolve():
     missing = [t for t in links if not (README.parent / t).exists()]
     assert not missing, f"README links to files that do not exist: {missing}"
 
+
+
+def test_readme_accuracy_figures_are_the_measured_ones():
+    """Each figure the README quotes for accuracy is one that benchmarks/RESULTS.md records as measured."""
+    text = README.read_text()
+    section = text.split("## What accuracy to expect", 1)[1].split("\n## ", 1)[0]
+    figures = set(re.findall(r"\b\d\.\d{3}\b", section))
+    assert len(figures) >= 6, f"the accuracy section quotes too few figures to check: {sorted(figures)}"
+    results = (README.parent / "benchmarks" / "RESULTS.md").read_text()
+    missing = sorted(f for f in figures if f not in results)
+    assert not missing, f"README quotes figures that benchmarks/RESULTS.md does not record: {missing}"
 
 @pytest.mark.slow
 def test_short_readme_commands_run_as_written(tmp_path):
