@@ -21,8 +21,8 @@ Modes:
   graph (shards + Classifier + Ingress). ``b/a`` is the three-shard figure over the one-shard figure.
 - ``capacity``: one shard on a single-node local Ray (``serve.streams.per_shard`` 1000), 320x240 cameras added
   in ``--steps``; a step passes when, over ``--hold`` seconds, no frame is dropped, no stream reconnects or
-  restarts (its counters would start again at 0), and at the end every stream's sampled fps is within 10% of the
-  clip fps. Reports the largest count that passed.
+  restarts (its counters would start again at 0), every stream's sampled fps at the end is within 10% of the
+  clip fps, and the Classifier scored at least 90% of the windows the cameras make (clip fps / stride each). Reports the largest count that passed.
 
 Run::
 
@@ -302,7 +302,8 @@ def run_capacity(args, root: Path, ckpt: Path, cams: dict[str, Cameras]) -> dict
     from bigsister_ray.models.checkpoint import read_checkpoint_meta
     from tests._postgres import fresh_postgres
 
-    fps = read_checkpoint_meta(ckpt).clip.fps
+    clip = read_checkpoint_meta(ckpt).clip
+    fps, windows_per_s = clip.fps, clip.fps / clip.stride
     graph = Graph(root, ckpt, fresh_postgres("bench_shards_capacity"), nodes=1, shards=1, per_shard=1000,
                   ttl_s=args.lease_ttl)
     ids: list[str] = []
@@ -313,7 +314,9 @@ def run_capacity(args, root: Path, ckpt: Path, cams: dict[str, Cameras]) -> dict
             row = measure(graph, ids, args.settle, args.hold)
             st = graph.streams()
             fps_all = [float(st[i]["status"].get("fps") or 0) for i in ids]
-            row["ok"] = row["frames_dropped"] == 0 and row["restarted"] == 0 and row["reconnects"] == 0 and all(abs(f - fps) <= 0.1 * fps for f in fps_all)
+            row["ok"] = (row["frames_dropped"] == 0 and row["restarted"] == 0 and row["reconnects"] == 0
+                         and all(abs(f - fps) <= 0.1 * fps for f in fps_all)
+                         and row["windows_per_camera_s"] >= 0.9 * windows_per_s)
             row["fps_range"] = [min(fps_all), max(fps_all)]
             row["at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
             print(json.dumps(row), flush=True)

@@ -40,11 +40,16 @@ def frame_level(i: int) -> int:
     return (i * 5) % 200 + 20
 
 
+_RESERVED: list[socket.socket] = []
+
+
 def closed_port() -> int:
-    """A 127.0.0.1 port nothing listens on (bound and released just now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A 127.0.0.1 port that refuses connections: bound and never listening, and kept bound for the life of the
+    test process, so no server started later (a Ray worker, another test's) can be given it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _RESERVED.append(s)
+    return s.getsockname()[1]
 
 
 def _av_error() -> type[Exception]:
