@@ -43,6 +43,7 @@ __all__ = ["StreamShard"]
 log = logging.getLogger("ray.serve")
 
 GUARD_PERIOD_S = 0.1  #: How often the guard checks the lease deadline (seconds).
+LOCK_WAIT_S = 0.5  #: How long a lease round waits for a stream busy with its own events before it skips it.
 
 
 @dataclass
@@ -177,6 +178,8 @@ class StreamShard:
             start_at = owned.last_ts + self.spec.stride_s
             if owned.realtime and owned.last_wall is not None and not _is_file(owned.url):
                 start_at = owned.last_ts + max(0.0, time.time() - owned.last_wall)
+        if owned.runner is not None:  # one runner per stream, ever: a restart first stops the one before
+            owned.runner.stop(0.0)
         owned.assembler = WindowAssembler(self.spec)
         owned.fenced = False
         owned.runner = StreamRunner(sid, owned.url, self.spec, self.settings.serve.streams, self._on_frames,
@@ -234,12 +237,20 @@ class StreamShard:
             span[1] = decoded_at
             self._dmetrics.frames_decoded.inc(len(frames), tags={"stream": stream_id})
             windows = owned.assembler.push(frames, timestamps, decoded_at)
+        # The Classifier is waited for without the stream's lock: the lease loop saves every stream's state each
+        # round, and a busy Classifier must not hold that round (and the renewal after it) back. Chunks of one
+        # stream arrive in order from its one consumer thread, so nothing else scores this stream meanwhile.
+        scored = self._classify(owned, windows) if windows else []
+        with owned.lock:
+            if owned.fenced:
+                return  # stopped or handed over while the Classifier worked: the new owner resumes before this chunk
+            # The resume position moves with the rules, so a state saved meanwhile resumes before this chunk.
             if timestamps:
                 owned.last_ts, owned.last_wall = float(timestamps[-1]), decoded_at
-            if windows:
-                self._score(owned, windows)
+            if scored:
+                self._apply(owned, scored)
 
-    def _score(self, owned: _Owned, windows: list) -> None:
+    def _classify(self, owned: _Owned, windows: list) -> list[tuple[Any, WindowScore]]:
         sid = owned.fence.stream_id
         futures = [self._batcher.submit(w.frames) for w in windows]
         scored = []
@@ -256,8 +267,11 @@ class StreamShard:
                 self._wmetrics.frame_to_score.observe(max(0.0, now - w.ready_at))
             at = datetime.fromtimestamp(w.ready_at if w.ready_at is not None else now, tz=timezone.utc)
             scored.append((w, WindowScore(w.start_s, w.end_s, {lb: float(p) for lb, p in zip(self.labels, probs)}, at=at)))
-        if not scored:
-            return
+        return scored
+
+    def _apply(self, owned: _Owned, scored: list[tuple[Any, WindowScore]]) -> None:
+        """Scored windows into the stream's rules, and the events they make into the database (``owned.lock`` held)."""
+        sid = owned.fence.stream_id
         owned.windows += len(scored)
         if owned.runner is not None:
             owned.runner.note_windows_classified(len(scored))
@@ -294,6 +308,8 @@ class StreamShard:
             log.error("stream %s: %s; stopping it here", owned.fence.stream_id, err)
             owned.fenced = True
             owned.pending.clear()
+            if owned.runner is not None:
+                owned.runner.stop(0.0)
         except Exception as err:  # database down: the events wait, in order, in memory and on disk
             self._journal_pending(owned)
             log.error("stream %s: %d incident event(s) not written yet (journaled): %r", owned.fence.stream_id,
@@ -377,11 +393,20 @@ class StreamShard:
                 log.info("StreamShard %s: lease of stream %s renewed after a stall; decoding again", self.shard_id,
                          o.fence.stream_id)
                 self._run(o)
-            try:  # events that waited for the database, then the status other shards and the Ingress read
-                with o.lock:
-                    if o.pending:
-                        self._persist(o, [])
-                    state = self._state(o)
+            # Events that waited for the database, then the status other shards and the Ingress read. A stream busy
+            # writing its own events is skipped this round rather than waited for: the next renewal comes first.
+            if not o.lock.acquire(timeout=LOCK_WAIT_S):
+                continue
+            try:
+                if o.pending:
+                    self._persist(o, [])
+                state = self._state(o)
+            except Exception as err:  # a stale fence is handled by the next renewal
+                log.warning("StreamShard %s: events of stream %s not written: %r", self.shard_id, o.fence.stream_id, err)
+                continue
+            finally:
+                o.lock.release()
+            try:
                 self._leases.save_state(o.fence, state)
             except Exception as err:  # a stale fence is handled by the next renewal
                 log.warning("StreamShard %s: status of stream %s not saved: %r", self.shard_id, o.fence.stream_id, err)

@@ -276,9 +276,15 @@ def test_unreachable_camera_backs_off_and_leaves_other_streams_alone(app):
 
 
 def test_prometheus_metrics_are_exported(app):
-    """After the tests above, the graph's metrics are on the node's Prometheus endpoint (Ray exports them)."""
+    """A camera's frames and windows show as the graph's metrics on the node's Prometheus endpoint (Ray exports them)."""
     import ray
 
+    c = app["client"]
+    shutil.copy(app["clip"], app["root"] / "media" / "metered.mp4")
+    sid = c.post("/streams", json={"url": "metered.mp4", "name": "metered camera"}).json()["id"]
+    wait_for(lambda: c.get(f"/streams/{sid}").json()["status"]["windows_classified"] >= 2, 60, 0.5,
+             "the camera to classify windows")
+    assert c.delete(f"/streams/{sid}").status_code == 204
     port = ray._private.worker.global_worker.node.metrics_export_port
     wanted = {"ray_bigsister_frames_decoded_total", "ray_bigsister_windows_classified_total",
               "ray_bigsister_classifier_batch_size_bucket", "ray_bigsister_inference_seconds_bucket",

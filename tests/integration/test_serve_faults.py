@@ -410,6 +410,46 @@ def test_a_hung_classifier_fails_its_health_check_and_is_replaced(app):
     assert app["client"].get("/readyz").status_code == 200
 
 
+def test_a_slow_classifier_never_costs_a_stream_its_lease(app):
+    """Live cameras whose windows keep waiting on a slow Classifier (each forward held 2 s, under stuck_after_s, for
+    twice the lease TTL in all): the shard's lease rounds do not wait for the Classifier, so every stream keeps its
+    lease token and its counters, and none is stopped for a lapsed lease."""
+    from tests._stream_server import StreamServer
+
+    c, shard, classifier = app["client"], _handle("StreamShard"), _handle("Classifier")
+    with StreamServer(fps=TINY_SPEC.fps, size=(64, 48)) as cam:
+        ids = []
+        for i in range(4):
+            r = c.post("/streams", json={"url": cam.url("/live.ts"), "name": f"slow model {i}", "realtime": True})
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        wait_for(lambda: all(shard.statuses.remote().result().get(sid, {}).get("windows_classified", 0) >= 2
+                             for sid in ids), 60, 0.2, "the four cameras to classify windows")
+        tokens = {sid: _lease_expiry(app["db"], sid)[1] for sid in ids}
+        first = shard.statuses.remote().result()
+        stalls, end = 0, time.monotonic() + 2 * LEASE_TTL_S
+        while time.monotonic() < end:
+            done = classifier.info.remote().result()["batches"]
+            classifier.inject_stall.remote(2.0).result()
+            stalls += 1
+            # the next stall once a batch of windows that waited behind this one has been scored
+            wait_for(lambda: classifier.info.remote().result()["batches"] > done, 30, 0.05,
+                     "a batch scored after the stall")
+        last = shard.statuses.remote().result()
+        held = shard.info.remote().result()["streams"]
+        assert {sid: _lease_expiry(app["db"], sid)[1] for sid in ids} == tokens  # never lapsed and claimed again
+        for sid in ids:
+            assert sid in held, (sid, held)
+            assert last[sid]["state"] == "live", last[sid]
+            assert last[sid]["frames_decoded"] > first[sid]["frames_decoded"], (first[sid], last[sid])
+            assert last[sid]["windows_classified"] > first[sid]["windows_classified"], (first[sid], last[sid])
+        assert stalls >= 5
+    for sid in ids:
+        assert c.delete(f"/streams/{sid}").status_code == 204
+    for sid in ids:
+        wait_for(lambda: _shard_released(sid), 30, 0.5, "the shard to stop the deleted cameras")
+
+
 def _try(fn):
     try:
         return fn()
