@@ -23,7 +23,6 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,12 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from bigsister_ray.alerts.rules import RuleEngine, WindowScore, overrides_from_options
+from bigsister_ray.alerts.rules import RuleEngine, WindowScore
 from bigsister_ray.serve.journal import EventJournal, replay_orphans
 from bigsister_ray.serve.metrics import DecoderMetrics, WindowerMetrics, export_stream_metrics
+from bigsister_ray.serve.owned import OwnedStream, is_file_url, stream_overrides
 from bigsister_ray.serve.ownership import LeaseKeeper, desired_shards
-from bigsister_ray.video.stream import StreamRunner, live_stream_threads, status_dict
+from bigsister_ray.video.stream import StreamRunner, live_stream_threads
 from bigsister_ray.video.windows import WindowAssembler
 
 __all__ = ["StreamShard"]
@@ -44,28 +44,6 @@ log = logging.getLogger("ray.serve")
 
 GUARD_PERIOD_S = 0.1  #: How often the guard checks the lease deadline (seconds).
 LOCK_WAIT_S = 0.5  #: How long a lease round waits for a stream busy with its own events before it skips it.
-
-
-@dataclass
-class _Owned:
-    """One stream this shard holds."""
-
-    fence: Any
-    url: str
-    realtime: bool
-    name: str
-    location: str | None
-    overrides: dict[str, Any]
-    runner: Any = None
-    assembler: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pending: list[list[Any]] = field(default_factory=list)  # [event, jpeg, journaled] the database did not take yet
-    last_ts: float | None = None
-    last_wall: float | None = None
-    finished: bool = False
-    fenced: bool = False
-    windows: int = 0
-    classify_errors: int = 0
 
 
 @serve.deployment(name="StreamShard")
@@ -106,7 +84,7 @@ class StreamShard:
         self._classifier = classifier
         self._url_policy = UrlPolicy.from_config(settings.auth, settings.serve.port)
         self._batcher = WindowBatcher(self._send, max_batch_size=max_batch_size, name=f"shard-{self.shard_id}")
-        self._owned: dict[str, _Owned] = {}
+        self._owned: dict[str, OwnedStream] = {}
         #: (stream, fencing token) -> wall time of the first and last chunk this shard took in under that token
         self._decoded: dict[tuple[str, int], list[float]] = {}
         self._lock = threading.Lock()
@@ -144,9 +122,9 @@ class StreamShard:
         url = self._store.get_stream_url(sid)
         if rec is None or url is None:
             raise RuntimeError(f"stream {sid} is not registered any more")
-        overrides = _overrides(rec)
+        overrides = stream_overrides(rec)
         state = state or {}
-        owned = _Owned(fence=fence, url=url, realtime=bool((rec.options or {}).get("realtime", True)), name=rec.name,
+        owned = OwnedStream(fence=fence, url=url, realtime=bool((rec.options or {}).get("realtime", True)), name=rec.name,
                        location=rec.location, overrides=overrides, finished=bool(state.get("finished")))
         resume = state.get("resume") or {}
         owned.last_ts, owned.last_wall = resume.get("last_ts"), resume.get("last_wall")
@@ -171,12 +149,12 @@ class StreamShard:
         log.info("StreamShard %s: now owns stream %s (token %d)%s", self.shard_id, sid, fence.token,
                  f", resuming at {owned.last_ts:.1f} s" if owned.last_ts is not None else "")
 
-    def _run(self, owned: _Owned) -> None:
+    def _run(self, owned: OwnedStream) -> None:
         sid = owned.fence.stream_id
         start_at = 0.0
         if owned.last_ts is not None:  # stream time continues across a move (a file resumes where it was)
             start_at = owned.last_ts + self.spec.stride_s
-            if owned.realtime and owned.last_wall is not None and not _is_file(owned.url):
+            if owned.realtime and owned.last_wall is not None and not is_file_url(owned.url):
                 start_at = owned.last_ts + max(0.0, time.time() - owned.last_wall)
         if owned.runner is not None:  # one runner per stream, ever: a restart first stops the one before
             owned.runner.stop(0.0)
@@ -212,16 +190,10 @@ class StreamShard:
             self._engine.reset(stream_id)
         return state
 
-    def _state(self, owned: _Owned) -> dict[str, Any]:
-        sid = owned.fence.stream_id
+    def _state(self, owned: OwnedStream) -> dict[str, Any]:
         with self._engine_lock:
-            rules = self._engine.export_state(sid)
-        status = status_dict(owned.runner.status()) if owned.runner is not None else {"state": "stopped", "finished": owned.finished}
-        status["windows_classified"] = owned.windows
-        status["classify_errors"] = owned.classify_errors
-        return {"rules": rules, "resume": {"last_ts": owned.last_ts, "last_wall": owned.last_wall},
-                "finished": owned.finished, "windows": owned.windows, "status": status,
-                "saved_at": datetime.now(timezone.utc).isoformat()}
+            rules = self._engine.export_state(owned.fence.stream_id)
+        return owned.saved_state(rules)
 
     # ---- frames to events (runner threads) ----------------------------------------------------------------
     def _on_frames(self, stream_id: str, frames: np.ndarray, timestamps: list[float]) -> None:
@@ -250,7 +222,7 @@ class StreamShard:
             if scored:
                 self._apply(owned, scored)
 
-    def _classify(self, owned: _Owned, windows: list) -> list[tuple[Any, WindowScore]]:
+    def _classify(self, owned: OwnedStream, windows: list) -> list[tuple[Any, WindowScore]]:
         sid = owned.fence.stream_id
         futures = [self._batcher.submit(w.frames) for w in windows]
         scored = []
@@ -269,7 +241,7 @@ class StreamShard:
             scored.append((w, WindowScore(w.start_s, w.end_s, {lb: float(p) for lb, p in zip(self.labels, probs)}, at=at)))
         return scored
 
-    def _apply(self, owned: _Owned, scored: list[tuple[Any, WindowScore]]) -> None:
+    def _apply(self, owned: OwnedStream, scored: list[tuple[Any, WindowScore]]) -> None:
         """Scored windows into the stream's rules, and the events they make into the database (``owned.lock`` held)."""
         sid = owned.fence.stream_id
         owned.windows += len(scored)
@@ -283,7 +255,7 @@ class StreamShard:
                     events.append((ev, w.frames[len(w.frames) // 2]))
         self._persist(owned, events)
 
-    def _persist(self, owned: _Owned, events: list[tuple[Any, np.ndarray | None]]) -> None:
+    def _persist(self, owned: OwnedStream, events: list[tuple[Any, np.ndarray | None]]) -> None:
         """Save the rule state, then write the events (fenced). Events the database refuses wait, in order, in memory
         and in the shard's journal on disk, and are written with the next chunk or lease round."""
         from bigsister_ray.alerts.snapshot import render_snapshot
@@ -317,7 +289,7 @@ class StreamShard:
             return
         self._clear_journal_if_done()
 
-    def _journal_pending(self, owned: _Owned) -> None:
+    def _journal_pending(self, owned: OwnedStream) -> None:
         state = None
         for item in owned.pending:
             if item[2]:
@@ -388,7 +360,7 @@ class StreamShard:
         for o in owned:
             rec = recs.get(o.fence.stream_id)
             if rec is not None:  # PATCH /streams/{id}: name, location and rules apply from this round
-                o.name, o.location, o.overrides = rec.name, rec.location, _overrides(rec)
+                o.name, o.location, o.overrides = rec.name, rec.location, stream_overrides(rec)
             if o.fenced and not o.finished and self._keeper.fence(o.fence.stream_id) is not None:
                 log.info("StreamShard %s: lease of stream %s renewed after a stall; decoding again", self.shard_id,
                          o.fence.stream_id)
@@ -435,14 +407,7 @@ class StreamShard:
     def statuses(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             items = list(self._owned.items())
-        out = {}
-        for sid, o in items:
-            st = status_dict(o.runner.status()) if o.runner is not None else {"state": "stopped", "finished": o.finished}
-            if o.fenced and not o.finished:
-                st["state"] = "stopped"
-            st["windows_classified"] = o.windows
-            out[sid] = st
-        return out
+        return {sid: o.live_status() for sid, o in items}
 
     def info(self) -> dict[str, Any]:
         """This shard: id, node, capacity, the streams it holds (with their tokens) and its lease health."""
@@ -509,16 +474,3 @@ class StreamShard:
         """Serve's replica shutdown: hand every stream over without blocking the replica's event loop."""
         if hasattr(self, "_stop"):
             await asyncio.to_thread(self.shutdown)
-
-
-def _overrides(rec: Any) -> dict[str, Any]:
-    """The stream's own alert rules from its registration; a bad one is reported and the defaults apply."""
-    try:
-        return overrides_from_options(rec.options, where=f"stream {rec.id} options")
-    except Exception as err:  # a bad override is reported; the stream keeps the default rules
-        log.error("StreamShard: %s", err)
-        return {}
-
-
-def _is_file(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
