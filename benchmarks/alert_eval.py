@@ -32,7 +32,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from bigsister_ray.alerts.evaluate import evaluate_alerts
+    from bigsister_ray.serve.evaluate_alerts import evaluate_alerts
     from bigsister_ray.clip import ClipSpec, to_model_input
     from bigsister_ray.config import Settings
     from bigsister_ray.data.index import build_index

@@ -83,7 +83,7 @@ def _local_copy(location: str, folder: Path, what: str) -> Path:
         storage.copy(location, target)
     except OSError as err:  # missing object, access denied, unreachable endpoint (pyarrow raises OSError)
         from bigsister_ray.errors import DataError
-        from bigsister_ray.security.redact import redact_text
+        from bigsister_ray.redact import redact_text
 
         raise DataError(f"cannot fetch {what} {storage.redact_uri(location)}: {redact_text(str(err))}") from err
     return target
@@ -293,7 +293,7 @@ def evaluate_alerts(
     """Replay long annotated videos through a checkpoint and the alert rules: event precision/recall, false alarms per camera-hour, time to alert, and a threshold x k-of-n trade-off plot."""
     try:
         settings = _settings(config)
-        from bigsister_ray.alerts.evaluate import DEFAULT_KN, DEFAULT_THRESHOLDS, evaluate_alerts as run_eval
+        from bigsister_ray.serve.evaluate_alerts import DEFAULT_KN, DEFAULT_THRESHOLDS, evaluate_alerts as run_eval
 
         try:
             thr = [float(x) for x in thresholds.split(",")] if thresholds else [*DEFAULT_THRESHOLDS, None]

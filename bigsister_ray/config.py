@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bigsister_ray.clip import CLIP_PRESETS, ClipSpec
 from bigsister_ray.errors import ConfigError
 from bigsister_ray.labels import DEFAULT_TASK_LABELS, Task
+from bigsister_ray.redact import redact_url
 
 __all__ = [
     "Strict",
@@ -462,8 +463,6 @@ class Settings(BaseSettings):
         process that needs the secret reads where it runs. The copy is valid: dumped in JSON mode and validated
         again on a worker it gives the same settings, less the secrets.
         """
-        from bigsister_ray.incidents.models import redact_url
-
         alerts = self.alerts.model_copy(update={
             "slack": self.alerts.slack.model_copy(update={"token": None, "signing_secret": None}),
             "webhook": self.alerts.webhook.model_copy(update={"url": None}),

@@ -38,6 +38,8 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from bigsister_ray.config import Settings
+
 __all__ = ["ensure_ray", "local_system_config", "quiet_worker_logs", "LOOPBACK"]
 
 #: The address a local Ray binds to.
@@ -79,7 +81,7 @@ def _loopback_node() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = before
 
 
-def ensure_ray(settings: Any, *, train: bool = False, **init_kwargs: Any) -> bool:
+def ensure_ray(settings: Settings, *, train: bool = False, **init_kwargs: Any) -> bool:
     """Connect to ``settings.ray.address`` or start a local Ray, unless this process is already connected.
 
     ``init_kwargs`` go to :func:`ray.init` (e.g. ``include_dashboard=True``). A local Ray listens on loopback only

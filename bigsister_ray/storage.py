@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow.fs as pafs
 
 from bigsister_ray.errors import ConfigError
-from bigsister_ray.security.redact import redact_url
+from bigsister_ray.redact import redact_url
 
 __all__ = [
     "REMOTE_SCHEMES",
@@ -84,7 +84,7 @@ def _scheme(uri: str) -> str | None:
 
 
 def redact_uri(uri: str | os.PathLike[str]) -> str:
-    """``uri`` without credentials (the rules of :func:`bigsister_ray.security.redact.redact_url`)."""
+    """``uri`` without credentials (the rules of :func:`bigsister_ray.redact.redact_url`)."""
     return redact_url(uri)
 
 

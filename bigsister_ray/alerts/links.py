@@ -22,11 +22,12 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
+from bigsister_ray.config import Settings
 from bigsister_ray.errors import BigSisterError, ConfigError
 
 __all__ = ["LinkError", "LinkSigner", "incident_page_path", "sign_path", "verify_path", "MIN_SECRET_CHARS"]
@@ -96,7 +97,7 @@ class LinkSigner:
             raise ConfigError(f"serve.links.ttl_s: expected a positive number of seconds, got {self.ttl_s!r}")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "LinkSigner":
+    def from_settings(cls, settings: Settings) -> "LinkSigner":
         links = getattr(settings.serve, "links", None)
         if links is None:
             return cls(settings.serve.public_url)

@@ -35,6 +35,7 @@ from bigsister_ray.alerts.slack import (
     _retry_handlers,
     _slack_error,
 )
+from bigsister_ray.config import Settings
 from bigsister_ray.errors import AlertDeliveryError, ConfigError
 
 __all__ = [
@@ -98,7 +99,7 @@ class WebhookNotifier:
                                      logger=_masked_logger("bigsister_ray.alerts.webhook_sdk", self._secrets))
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "WebhookNotifier":
+    def from_settings(cls, settings: Settings) -> "WebhookNotifier":
         cfg = settings.alerts.webhook
         if cfg.url is None:
             raise ConfigError("alerts.webhook.url: set the incoming-webhook URL for the webhook notifier")
@@ -168,7 +169,7 @@ class ConsoleNotifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "ConsoleNotifier":
+    def from_settings(cls, settings: Settings) -> "ConsoleNotifier":
         return cls(settings.alerts.alert_file)
 
     def __repr__(self) -> str:
@@ -212,7 +213,7 @@ class ConsoleNotifier:
         return Delivery(self.name, channel=self.channel, ts=ref.ts)
 
 
-def make_notifier(settings: Any) -> Notifier:
+def make_notifier(settings: Settings) -> Notifier:
     """The notifier ``settings.alerts.notifier`` names (``auto``: Slack with a token and channel, else console)."""
     alerts = settings.alerts
     kind = alerts.notifier

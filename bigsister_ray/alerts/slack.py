@@ -30,8 +30,9 @@ from pydantic import SecretStr
 
 from bigsister_ray.alerts.links import LinkSigner
 from bigsister_ray.alerts.message import Delivery, IncidentAlert, escape_mrkdwn, one_line, slack_url
+from bigsister_ray.config import Settings
 from bigsister_ray.errors import AlertDeliveryError, ConfigError
-from bigsister_ray.security.redact import safe_log
+from bigsister_ray.redact import safe_log
 
 __all__ = [
     "SlackNotifier",
@@ -231,7 +232,7 @@ class SlackNotifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "SlackNotifier":
+    def from_settings(cls, settings: Settings) -> "SlackNotifier":
         cfg = settings.alerts.slack
         token = cfg.resolved_token()
         if token is None:

@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from bigsister_ray import storage
 from bigsister_ray.clip import ClipSpec
+from bigsister_ray.config import Settings
 from bigsister_ray.data.index import build_index_report, index_fingerprint
 from bigsister_ray.data.prepared import (
     SPLITS,
@@ -52,8 +54,7 @@ from bigsister_ray.data.prepared import (
 from bigsister_ray.data.readers import read_source
 from bigsister_ray.data.records import ClipRecord, InputError, VideoRecord
 from bigsister_ray.data.shard_task import import_decode_stack, process_shard, read_shard_meta, shard_schema
-from bigsister_ray import storage
-from bigsister_ray.errors import ConfigError, DataError
+from bigsister_ray.errors import ConfigError
 from bigsister_ray.runtime import ensure_ray
 
 __all__ = ["PrepareSummary", "ShardPlan", "plan_shards", "shard_order", "prepare", "process_shard", "shard_schema",
@@ -274,7 +275,7 @@ def _remove_strays(fs: Any, base: str, remote: bool, out: Path | str, planned_pa
             fs.delete_file(info.path)  # tasks upload whole files, so only a foreign or older run leaves these
 
 
-def _connect(settings: Any, root: str | Path, out: str | Path) -> None:
+def _connect(settings: Settings, root: str | Path, out: str | Path) -> None:
     """Join or start Ray; on a cluster of several machines, refuse a node-local root or output (every node decodes)."""
     ensure_ray(settings)
     storage.check_shared_storage(root, what="the dataset root (--root)")
@@ -290,7 +291,6 @@ def prepare(source: str, root: str | Path, out: str | Path, settings=None,
     ``out``, a local folder or an ``s3://`` / ``gs://`` URI. Connects to Ray per ``settings.ray`` unless Ray is
     already initialised.
     """
-    from bigsister_ray.config import Settings
 
     settings = settings if settings is not None else Settings()
     say = progress or (lambda _msg: None)

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Column, DateTime, ForeignKey, Integer, LargeBinary, String, TypeDecorator, true
 from sqlmodel import Field, SQLModel
 
-from bigsister_ray.security.redact import redact_url as _redact_url
+from bigsister_ray.redact import redact_url as _redact_url
 
 __all__ = [
     "IncidentStatus",
@@ -120,7 +120,7 @@ class UTCDateTime(TypeDecorator):
 
 
 def redact_url(url: str) -> str:
-    """``url`` with credentials removed (the rules of :func:`bigsister_ray.security.redact.redact_url`)."""
+    """``url`` with credentials removed (the rules of :func:`bigsister_ray.redact.redact_url`)."""
     return _redact_url(url)
 
 

@@ -34,9 +34,10 @@ from typing import Any, Callable, Collection
 
 from bigsister_ray.alerts.notifiers import AmbiguousDeliveryError, Delivery, IncidentAlert, Notifier
 from bigsister_ray.alerts.rules import IncidentEvent
+from bigsister_ray.config import Settings
 from bigsister_ray.errors import AlertDeliveryError
-from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, utcnow
 from bigsister_ray.incidents.fencing import Fence
+from bigsister_ray.incidents.models import AlertStatus, IncidentCreate, utcnow
 from bigsister_ray.incidents.outbox import DELIVERY_KINDS
 from bigsister_ray.incidents.retention import RetentionReport, media_file, sweep_media
 from bigsister_ray.incidents.store import DeliveryKind, IncidentStore, IncidentStoreError, StaleLeaseError
@@ -64,7 +65,7 @@ class IncidentService:
         self,
         store: IncidentStore,
         notifier: Notifier,
-        settings: Any,
+        settings: Settings,
         *,
         owner: str | None = None,
         clock: Callable[[], datetime] | None = None,

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine, select
 
+from bigsister_ray.config import Settings
 from bigsister_ray.incidents.errors import (
     IncidentNotFoundError,
     IncidentStoreError,
@@ -148,7 +149,7 @@ class IncidentStore(DeliveryOutbox, ReviewStore):
             self._sqlite_pragmas(self.engine, busy_timeout_ms)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "IncidentStore":
+    def from_settings(cls, settings: Settings) -> "IncidentStore":
         """Build from ``Settings`` (uses ``settings.database``)."""
         db = settings.database
         return cls(db.url, db.busy_timeout_ms, echo=db.echo)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from bigsister_ray.errors import CheckpointError
-from bigsister_ray.security.redact import redact_url
+from bigsister_ray.redact import redact_url
 
 __all__ = ["LoadReport", "load_weights", "read_state_dict", "redact_source", "extract_state_dict"]
 
@@ -84,7 +84,7 @@ class LoadReport:
 
 
 def redact_source(source: str | Path) -> str:
-    """A path as is; a URL without credentials (the rules of :func:`bigsister_ray.security.redact.redact_url`)."""
+    """A path as is; a URL without credentials (the rules of :func:`bigsister_ray.redact.redact_url`)."""
     return redact_url(source)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bigsister_ray.config import Settings
 from bigsister_ray.errors import ConfigError
 from bigsister_ray.runtime import ensure_ray
 
@@ -52,7 +53,7 @@ class AppArgs(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict, description="Settings overrides, nested like the YAML file.")
 
     @classmethod
-    def from_settings(cls, settings: Any, **kwargs: Any) -> "AppArgs":
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> "AppArgs":
         """Args that rebuild exactly ``settings`` (secrets kept as SecretStr, not masked)."""
         return cls(settings=settings.model_dump(mode="python"), **kwargs)
 
@@ -60,7 +61,7 @@ class AppArgs(BaseModel):
         """The settings tree: the YAML file, then ``settings`` overrides, then ``checkpoint``; validated."""
         from pydantic import ValidationError
 
-        from bigsister_ray.config import Settings, format_validation_error, load_settings
+        from bigsister_ray.config import format_validation_error, load_settings
 
         data: dict[str, Any] = {}
         if self.config is not None:
@@ -74,7 +75,7 @@ class AppArgs(BaseModel):
             raise ConfigError(format_validation_error(err, "serve application args")) from err
 
 
-def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
+def deployment_options(settings: Settings) -> dict[str, dict[str, Any]]:
     """Serve options of each deployment, from ``settings.serve`` (resources, batching, autoscaling, queues)."""
     sv = settings.serve
     c, sh = sv.classifier, sv.shards
@@ -117,13 +118,12 @@ def deployment_options(settings: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def check_clip_matches(settings: Any, meta: Any, checkpoint: str) -> None:
+def check_clip_matches(settings: Settings, meta: Any, checkpoint: str) -> None:
     """Refuse a config whose ``clip`` was changed from the embedded default to something else than the checkpoint's.
 
     Serving always cuts windows with the checkpoint's ClipSpec (what the model was trained on); a config that
     sets another one would be silently ignored, so it is an error that says which to change.
     """
-    from bigsister_ray.config import Settings
 
     default = Settings.model_fields["clip"].get_default(call_default_factory=True)
     if settings.clip != meta.clip and settings.clip != default:
@@ -132,13 +132,13 @@ def check_clip_matches(settings: Any, meta: Any, checkpoint: str) -> None:
                           "to the checkpoint's, or serve a checkpoint trained with this clip")
 
 
-def http_options(settings: Any) -> dict[str, Any]:
+def http_options(settings: Settings) -> dict[str, Any]:
     """Serve's ``http_options``: bind address and port, and the request timeout (``serve.request_timeout_s``)."""
     sv = settings.serve
     return {"host": sv.host, "port": sv.port, "request_timeout_s": sv.request_timeout_s}
 
 
-def check_database_for_cluster(settings: Any, alive_nodes: int) -> None:
+def check_database_for_cluster(settings: Settings, alive_nodes: int) -> None:
     """Refuse SQLite when the app spans several nodes: each node would keep its own file, leases would not be shared
     and a stream could run twice. Raises :class:`ConfigError` saying to set ``database.url`` to PostgreSQL."""
     if alive_nodes > 1 and settings.database.url.startswith("sqlite"):
@@ -189,7 +189,7 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     shards = StreamShard.options(**opts["StreamShard"]).bind(settings, ckpt, classifier, settings.serve.classifier.max_batch_size)
     return Ingress.options(**opts["Ingress"]).bind(settings, shards, classifier)
 
-def run_serve(settings: Any, *, block: bool = True, stop_event: threading.Event | None = None) -> None:
+def run_serve(settings: Settings, *, block: bool = True, stop_event: threading.Event | None = None) -> None:
     """``bigsister serve``: local Ray (or ``ray.address``), Serve on ``serve.host:serve.port``; blocks until Ctrl-C.
 
     On SIGINT/SIGTERM the application is deleted (streams stopped, open incidents flushed), then Serve and Ray

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from bigsister_ray.config import Settings
 from bigsister_ray.security.auth import AccessDenied
 
 __all__ = ["ServeContext", "get_ctx", "authorize", "is_console_path", "PUBLIC_PATHS", "DOCS_PATHS", "CONSOLE_PREFIX",
@@ -33,7 +34,7 @@ CONSOLE_PREFIX = "/ui"
 class ServeContext:
     """Dependencies of the ingress routes."""
 
-    settings: Any
+    settings: Settings
     store: Any
     shards: Any
     classifier: Any

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bigsister_ray.security.redact import safe_log
+from bigsister_ray.config import Settings
+from bigsister_ray.redact import safe_log
 from bigsister_ray.video.evidence import DEFAULT_MAX_BYTES, ClipCapture, FrameRing, ring_seconds
 
 __all__ = ["EvidenceRecorder", "clip_relpath"]
@@ -70,7 +71,7 @@ class EvidenceRecorder:
         self._futures: list[Future] = []
 
     @classmethod
-    def from_settings(cls, settings: Any, store: Any, spec: Any, on_written: Callable[[int], None] | None = None) -> "EvidenceRecorder":
+    def from_settings(cls, settings: Settings, store: Any, spec: Any, on_written: Callable[[int], None] | None = None) -> "EvidenceRecorder":
         inc, streams = settings.incidents, settings.serve.streams
         return cls(store, Path(inc.media_dir).resolve(), spec, before_s=inc.clip_before_s, after_s=inc.clip_after_s,
                    queued_windows=streams.max_buffer_windows, grace_s=streams.watchdog_s, on_written=on_written)

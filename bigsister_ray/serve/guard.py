@@ -37,6 +37,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bigsister_ray.config import Settings
 from bigsister_ray.serve.context import ServeContext, authorize, get_ctx
 
 __all__ = [
@@ -67,14 +68,14 @@ class BodyTooLarge(Exception):
     """A request body passed its route's limit while it was read; the guard has answered 413 already."""
 
 
-def body_limit(settings: Any, path: str) -> int:
+def body_limit(settings: Settings, path: str) -> int:
     """The most body bytes a request to ``path`` may send."""
     if path == UPLOAD_PATH:
         return settings.serve.upload_max_bytes + UPLOAD_FRAMING_BYTES
     return JSON_MAX_BYTES
 
 
-def _too_large_detail(settings: Any, path: str, limit: int) -> str:
+def _too_large_detail(settings: Settings, path: str, limit: int) -> str:
     if path == UPLOAD_PATH:
         return f"upload larger than serve.upload_max_bytes ({settings.serve.upload_max_bytes} bytes)"
     return f"request body larger than {limit} bytes: this route takes a small JSON body"
@@ -198,7 +199,7 @@ class RegistrationRate:
 class StreamLimits:
     """The registration rate per key and the lock that makes check-then-store one step in this replica."""
 
-    def __init__(self, settings: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.rate = RegistrationRate(settings.auth.registrations_per_minute, clock)
         self.lock = asyncio.Lock()

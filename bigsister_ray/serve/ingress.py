@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from ray import serve
+
+from bigsister_ray.config import Settings
 
 __all__ = ["Ingress"]
 
@@ -17,8 +18,7 @@ log = logging.getLogger("ray.serve")
 class Ingress:
     """HTTP entry point. Handles to the StreamShards and the Classifier come in the constructor."""
 
-    def __init__(self, settings: Any, shards, classifier) -> None:
-        from bigsister_ray.config import Settings
+    def __init__(self, settings: Settings, shards, classifier) -> None:
         from bigsister_ray.incidents.store import IncidentStore
         from bigsister_ray.security.auth import Authenticator
         from bigsister_ray.serve.context import ServeContext

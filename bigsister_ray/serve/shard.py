@@ -31,6 +31,7 @@ import numpy as np
 from ray import serve
 
 from bigsister_ray.alerts.rules import RuleEngine, WindowScore
+from bigsister_ray.config import Settings
 from bigsister_ray.serve.journal import EventJournal, replay_orphans
 from bigsister_ray.serve.metrics import DecoderMetrics, WindowerMetrics, export_stream_metrics
 from bigsister_ray.serve.owned import OwnedStream, is_file_url, stream_overrides
@@ -50,18 +51,17 @@ LOCK_WAIT_S = 0.5  #: How long a lease round waits for a stream busy with its ow
 class StreamShard:
     """One shard: the streams it leases, decoded, windowed and alerted on here. Scaled by stream count."""
 
-    def __init__(self, settings: Any, checkpoint: str, classifier, max_batch_size: int = 16) -> None:
+    def __init__(self, settings: Settings | dict[str, Any], checkpoint: str, classifier, max_batch_size: int = 16) -> None:
         import ray
 
         from bigsister_ray.alerts.notifiers import make_notifier
-        from bigsister_ray.config import Settings
         from bigsister_ray.incidents.leases import LeaseStore
         from bigsister_ray.incidents.service import IncidentService
         from bigsister_ray.incidents.store import IncidentStore
         from bigsister_ray.models.checkpoint import read_checkpoint_meta
+        from bigsister_ray.security.urls import UrlPolicy
         from bigsister_ray.serve.batcher import WindowBatcher
         from bigsister_ray.serve.evidence import EvidenceRecorder
-        from bigsister_ray.security.urls import UrlPolicy
 
         settings = Settings.model_validate(settings) if isinstance(settings, dict) else settings
         self.settings = settings

@@ -13,7 +13,7 @@ with bounded open and read timeouts (PyAV's interrupt callback plus FFmpeg's ``r
 whitelist, so that a stalled camera can never block a reader forever and an HLS playlist cannot make FFmpeg
 open ``file:`` or other protocols. :func:`redact_url` removes credentials before a URL reaches a log, a
 status or an error message; :func:`redact_text` does the same inside any text (FFmpeg's error messages quote
-the URL they failed on). Both are :mod:`bigsister_ray.security.redact`'s, re-exported here.
+the URL they failed on). Both are :mod:`bigsister_ray.redact`'s, re-exported here.
 
 Errors are :class:`~bigsister_ray.errors.StreamError` with the redacted URL and what to do.
 """
@@ -26,10 +26,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from bigsister_ray.errors import StreamError
-from bigsister_ray.security.redact import redact_text, redact_url
+from bigsister_ray.redact import redact_text, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import av.container

@@ -61,7 +61,7 @@ from pydantic import BaseModel, ConfigDict
 from bigsister_ray.clip import ClipSpec
 from bigsister_ray.config import StreamsConfig
 from bigsister_ray.errors import StreamError
-from bigsister_ray.security.redact import safe_log
+from bigsister_ray.redact import safe_log
 from bigsister_ray.video.buffering import Backoff, FrameBuffer, FrameSampler
 from bigsister_ray.video.reader import Attempt, Stalled, StreamReader, _now
 from bigsister_ray.video.sources import Source, describe_av_error, redact_text, redact_url, resolve_source

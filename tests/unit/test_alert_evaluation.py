@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bigsister_ray.alerts.evaluate import (
+from bigsister_ray.serve.evaluate_alerts import (
     Detection,
     GroundTruth,
     evaluate_alerts,

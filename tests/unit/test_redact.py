@@ -1,4 +1,4 @@
-"""The one redactor (bigsister_ray.security.redact): a table of URLs and what may be shown of them, a property
+"""The one redactor (bigsister_ray.redact): a table of URLs and what may be shown of them, a property
 test that a planted secret never survives, safe log lines, and the old names that now share the rules."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bigsister_ray.security.redact import REDACTED, is_secret_key, redact_text, redact_url, safe_log
+from bigsister_ray.redact import REDACTED, is_secret_key, redact_text, redact_url, safe_log
 
 # ---- the table ------------------------------------------------------------------------------------
 CASES = [

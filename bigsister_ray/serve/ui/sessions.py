@@ -27,6 +27,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from bigsister_ray.config import Settings
 from bigsister_ray.serve.context import CONSOLE_PREFIX
 
 __all__ = ["CONSOLE_PREFIX", "COOKIE_NAME", "CSRF_FIELD", "ConsoleSession", "SessionCodec", "csrf_ok", "safe_next"]
@@ -81,7 +82,7 @@ class SessionCodec:
         self.ttl_s = ttl_s
 
     @classmethod
-    def from_settings(cls, settings: Any, authenticator: Any) -> "SessionCodec":
+    def from_settings(cls, settings: Settings, authenticator: Any) -> "SessionCodec":
         ui = settings.serve.ui
         if ui.session_secret is not None:
             secret: str | bytes = ui.session_secret.get_secret_value()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bigsister_ray.alerts.rules import RuleEngine, WindowScore
-from bigsister_ray.config import AlertRule, AlertsConfig
+from bigsister_ray.config import AlertRule, AlertsConfig, Settings
 from bigsister_ray.errors import DataError
 
 __all__ = [
@@ -282,7 +282,7 @@ def _report(summary_rows: list[dict[str, Any]], current: AlertMetrics, meta: dic
 def evaluate_alerts(
     checkpoint: Path,
     out: Path,
-    settings: Any,
+    settings: Settings,
     *,
     data: Path | None = None,
     videos: int = 4,
