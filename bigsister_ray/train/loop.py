@@ -28,6 +28,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,6 +49,8 @@ from bigsister_ray.train.epoch import (
 
 __all__ = [
     "FaultInjection",
+    "fault_drill",
+    "armed_fault",
     "LoopConfig",
     "EpochStats",
     "decode_batch",
@@ -78,6 +81,26 @@ class FaultInjection(BaseModel):
     after_batches: int = Field(1, ge=0)
 
 
+_ARMED: FaultInjection | None = None
+
+
+@contextmanager
+def fault_drill(fault: FaultInjection) -> Iterator[FaultInjection]:
+    """Fault drill: every run :func:`~bigsister_ray.train.trainer.train` starts inside the block hands ``fault`` to
+    its workers (kept out of ``train``'s signature: production code never passes one)."""
+    global _ARMED
+    previous, _ARMED = _ARMED, fault
+    try:
+        yield fault
+    finally:
+        _ARMED = previous
+
+
+def armed_fault() -> FaultInjection | None:
+    """The drill armed by :func:`fault_drill` in this process, if any."""
+    return _ARMED
+
+
 class LoopConfig(BaseModel):
     """What the driver hands every worker (as a plain dict)."""
 
@@ -90,7 +113,7 @@ class LoopConfig(BaseModel):
     class_weights: list[float] | None = None
     has_val: bool = True
     run_dir: str = Field(description="Where rank 0 appends history.jsonl (the run folder).")
-    fault: FaultInjection | None = None
+    fault: FaultInjection | None = Field(None, description="The armed fault drill, if any (see fault_drill).")
 
 
 def _allreduce(values: np.ndarray, op: str = "sum") -> np.ndarray:

@@ -33,7 +33,7 @@ from bigsister_ray import storage
 from bigsister_ray.config import Settings
 from bigsister_ray.errors import BigSisterError, DataError
 from bigsister_ray.runtime import ensure_ray
-from bigsister_ray.train.loop import HISTORY_FILE, FaultInjection, LoopConfig, class_weights, train_loop_per_worker
+from bigsister_ray.train.loop import HISTORY_FILE, LoopConfig, armed_fault, class_weights, train_loop_per_worker
 
 __all__ = ["TrainingError", "TrainResult", "train", "ensure_ray", "read_history", "shard_dataset", "BEST_DIR"]
 
@@ -176,15 +176,14 @@ def _missing_shards(paths: list[str], filesystem: Any, base: str) -> list[str]:
     return [p for p in paths if p not in found]
 
 
-def train(data: Path | str, out: Path | str, settings: Settings, *,
-          fault: FaultInjection | None = None) -> TrainResult:
+def train(data: Path | str, out: Path | str, settings: Settings) -> TrainResult:
     """Train ``settings.model.name`` on the prepared dataset ``data``; the run folder is ``out``.
 
     Both are local folders or ``s3://`` / ``gs://`` URIs. For a URI, the nodes take credentials from their own
     environment (instance profile, ``AWS_*`` / Google application-default credentials) and, for S3-compatible
     stores, the endpoint from ``AWS_ENDPOINT_URL_S3`` or ``?endpoint_override=`` in the URI.
 
-    ``fault`` is a test hook that kills one worker once (see :class:`~bigsister_ray.train.loop.FaultInjection`).
+    A fault drill armed with :func:`~bigsister_ray.train.loop.fault_drill` kills one worker once.
     Raises :class:`ConfigError` when the model cannot take the dataset's clips, :class:`DataError` when the
     dataset has no training shards, :class:`TrainingError` when the run fails for good.
     """
@@ -254,7 +253,7 @@ def train(data: Path | str, out: Path | str, settings: Settings, *,
         class_weights=weights,
         has_val=bool(val_paths),
         run_dir=str(run_dir),
-        fault=fault,
+        fault=armed_fault(),
     )
     resources = {"CPU": tc.cpus_per_worker, **tc.worker_resources}
     if tc.use_gpu:

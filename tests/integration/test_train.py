@@ -53,14 +53,15 @@ def learned(ray_local, prepared, tmp_path_factory):
 
     Shared by the tests below (a Ray Train start costs tens of seconds on two cores): the loop must learn
     *and* survive the kill, resuming from epoch 1's checkpoint."""
-    from bigsister_ray.train.loop import FaultInjection
+    from bigsister_ray.train.loop import FaultInjection, fault_drill
     from bigsister_ray.train.trainer import train
 
     base = tmp_path_factory.mktemp("runs")
     out, marker = base / "learn", base / "fault-fired"
     fault = FaultInjection(epoch=2, rank=1, after_batches=1, marker=str(marker))
     # With the weight average on: the resume must restore both the trained weights and their average.
-    result = train(prepared, out, _settings(ema_decay=EMA_DECAY), fault=fault)
+    with fault_drill(fault):
+        result = train(prepared, out, _settings(ema_decay=EMA_DECAY))
     return out, result, marker
 
 
