@@ -85,11 +85,23 @@ def main(out: Path, pg_url: str, work: Path) -> None:
             r.raise_for_status()
             ids.append(r.json()["id"])
 
+        def get(path: str, **kwargs: Any) -> httpx.Response:
+            # Every node runs a Serve proxy on the same port; a removed node's proxy resets the connections it
+            # held, so a poll that lands on one is sent again on a new connection (a client behind a load
+            # balancer does the same).
+            for attempt in range(3):
+                try:
+                    return client.get(path, **kwargs)
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
         def streams() -> dict[str, Any]:
-            return {s["id"]: s for s in client.get("/streams").json()["streams"]}
+            return {s["id"]: s for s in get("/streams").json()["streams"]}
 
         def incidents() -> list[dict[str, Any]]:
-            return client.get("/incidents", params={"limit": 500}).json()["items"]
+            return get("/incidents", params={"limit": 500}).json()["items"]
 
         def all_live_and_alerted() -> dict[str, Any] | None:
             st = streams()
@@ -109,7 +121,7 @@ def main(out: Path, pg_url: str, work: Path) -> None:
 
         st = wait_for(all_live_and_alerted, 240, what="all nine cameras live with their incident alerted")
         placement = {i: (st[i]["owner"]["shard_id"], st[i]["owner"]["node_id"]) for i in ids}
-        step("started", placement=placement, shards=client.get("/shards").json(), head=head_id,
+        step("started", placement=placement, shards=get("/shards").json(), head=head_id,
              workers=[w.node_id for w in workers])
 
         # 2. stall the lease renewals of the shard holding camera 1: it must stop before another shard starts
@@ -122,7 +134,7 @@ def main(out: Path, pg_url: str, work: Path) -> None:
         st = wait_for(lambda: moved_and_live(stalled, stalled_shard, None), 120,
                    what="the stalled shard's streams live on another shard", interval=0.25)
         seconds = round(time.monotonic() - t0, 1)
-        live_shards = {sh["shard_id"] for sh in client.get("/shards").json()["shards"]} | {stalled_shard}
+        live_shards = {sh["shard_id"] for sh in get("/shards").json()["shards"]} | {stalled_shard}
         infos: dict[str, Any] = {}
 
         def every_shard_answered() -> bool:
