@@ -283,10 +283,9 @@ def command_output(log_path: Path | None, *, verbose: bool = False, terminal: st
             if value is None:
                 os.environ.pop(key, None)
         for logger, handlers, propagate in routed:
-            logger.removeHandler(handler)
-            for h in handlers:
-                if h not in logger.handlers:
-                    logger.addHandler(h)
+            # the handlers as they were, in their order, then any that were added meanwhile (Ray's, at init)
+            added = [h for h in logger.handlers if h is not handler and h not in handlers]
+            logger.handlers[:] = [*handlers, *added]
             logger.propagate = propagate
         log.close()
 
