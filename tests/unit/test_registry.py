@@ -12,7 +12,7 @@ from bigsister_ray.clip import CLIP_PRESETS, I3D_NORM, IMAGENET_NORM, KINETICS_N
 from bigsister_ray.errors import CheckpointError, ConfigError
 from bigsister_ray.models import build_model, check_clip, get_model_spec, list_models, model_flops
 
-ALL = ["i3d", "mc3_18", "mobilenet_tsm", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_t", "tiny3d"]
+ALL = ["i3d", "mc3_18", "mobilenet_tsm", "mobilenet_tsm_top", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_t", "tiny3d"]
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -32,8 +32,8 @@ def test_public_surface_is_pinned():
 def test_list_and_specs():
     assert list_models() == ALL
     assert get_model_spec("i3d").norm == I3D_NORM
-    assert get_model_spec("mobilenet_tsm").norm == IMAGENET_NORM
-    for name in set(ALL) - {"i3d", "mobilenet_tsm"}:
+    assert get_model_spec("mobilenet_tsm").norm == get_model_spec("mobilenet_tsm_top").norm == IMAGENET_NORM
+    for name in set(ALL) - {"i3d", "mobilenet_tsm", "mobilenet_tsm_top"}:
         assert get_model_spec(name).norm == KINETICS_NORM, name
     assert get_model_spec("i3d").min_frames == 8
     assert (get_model_spec("mvit_v2_s").fixed_frames, get_model_spec("mvit_v2_s").fixed_size) == (16, 224)
