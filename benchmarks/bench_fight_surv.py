@@ -1,5 +1,6 @@
 """Fight detection on real CCTV clips: the old recipe (tiny3d from scratch, rgb) against the new one
-(``configs/fight-cpu.yaml``: ImageNet MobileNetV2-TSM on frames and frame differences), on cameras held out.
+(``configs/fight-cpu.yaml``: ImageNet MobileNetV2 trained from its last stage, with temporal shift, on frame
+differences), on cameras held out.
 
 Data: the Surveillance Camera Fight dataset's development split at ``../shared/data/fight-surv`` (200 clips,
 ``fight/`` and ``noFight/``; ``sources.txt`` maps clips to their source video). Clips are split train / val /
@@ -44,21 +45,21 @@ RECIPES = ("old", "new")
 
 def recipe_settings(name: str, *, epochs: int | None = None, weights: str | None = None):
     """Settings of a recipe. ``old``: the embedded defaults (tiny3d from scratch on rgb 16 x 112 clips at 8 fps,
-    one clip per video) for fight vs normal; ``new``: ``configs/fight-cpu.yaml``; ``new-diff``: the same on
-    frame differences only."""
+    one clip per video) for fight vs normal; ``new``: ``configs/fight-cpu.yaml``; ``new-rgbdiff``: the same
+    with frames and their differences as two streams (``clip.input: rgb+diff``)."""
     from bigsister_ray.config import Settings, load_settings
 
     if name == "old":
         # tiny3d trains from scratch: BIGSISTER_MODEL__WEIGHTS (the new recipe's MobileNetV2 file) is not for it
         s = Settings.model_validate({"task": {"labels": ["fight", "normal"]}, "model": {"name": "tiny3d", "weights": None}})
-    elif name in ("new", "new-diff"):
+    elif name in ("new", "new-rgbdiff"):
         s = load_settings(REPO / "configs" / "fight-cpu.yaml")
-        if name == "new-diff":
-            s.clip = s.clip.model_copy(update={"input": "diff"})
+        if name == "new-rgbdiff":
+            s.clip = s.clip.model_copy(update={"input": "rgb+diff"})
         if weights:
             s.model.weights = weights
     else:
-        raise SystemExit(f"unknown recipe {name!r}: expected old, new or new-diff")
+        raise SystemExit(f"unknown recipe {name!r}: expected old, new or new-rgbdiff")
     if epochs is not None:
         s.train.epochs = epochs
     return s
@@ -237,7 +238,7 @@ def run(data: Path, recipes: list[str], seeds: int, split_seeds: int, threads: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the fight-surv folder (fight/, noFight/, sources.txt)")
-    p.add_argument("--recipes", default="old,new", help="comma-separated: old, new, new-diff")
+    p.add_argument("--recipes", default="old,new", help="comma-separated: old, new, new-rgbdiff")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per split")
     p.add_argument("--split-seeds", type=int, default=3, help="group splits (data.split_seed 0..N-1)")
     p.add_argument("--epochs", type=int, default=None, help="override every recipe's train.epochs")

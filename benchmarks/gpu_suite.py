@@ -3,7 +3,7 @@
 Sections, each independent (one failing is recorded with its error and the rest still run):
 
 1. ``models``: bf16-autocast training steps (forward + backward + AdamW) and inference of I3D at 64 x 224 x 224
-   and of the CPU recipe's model (``configs/fight-cpu.yaml``: mobilenet_tsm, rgb+diff, 8 x 112): clips/s,
+   and of the CPU recipe's model and clip (read from ``configs/fight-cpu.yaml``): clips/s,
    GFLOPs per clip and model FLOP utilisation against the device's dense bf16 peak.
 2. ``serving``: windows/s through a shard's path into the Classifier deployment on the GPU (WindowAssembler ->
    WindowBatcher -> Classifier ``classify_many``, ``@serve.batch``), from many pseudo-streams of already
@@ -106,15 +106,24 @@ def model_rates(name: str, spec, batch: int, steps: int, device: str, peak: floa
     return rows
 
 
+def cpu_recipe(tiny: bool):
+    """(model name, ClipSpec) of ``configs/fight-cpu.yaml``; ``tiny`` shrinks the clip to 4 frames of 32 px."""
+    from bigsister_ray.config import load_settings
+
+    s = load_settings(REPO / "configs" / "fight-cpu.yaml")
+    spec = s.clip.model_copy(update={"frames": 4, "size": 32, "stride": 2}) if tiny else s.clip
+    return s.model.name, spec
+
+
 def section_models(args, device: str, peak: float | None) -> list[dict]:
     from bigsister_ray.clip import ClipSpec
 
+    recipe_model, recipe_spec = cpu_recipe(args.tiny)
     if args.tiny:
-        cases = [("i3d", ClipSpec(frames=8, fps=25.0, size=64, stride=4), 2),
-                 ("mobilenet_tsm", ClipSpec(frames=4, fps=6.0, size=32, stride=2, input="rgb+diff"), 2)]
+        cases = [("i3d", ClipSpec(frames=8, fps=25.0, size=64, stride=4), 2), (recipe_model, recipe_spec, 2)]
     else:
         cases = [("i3d", ClipSpec(frames=64, fps=25.0, size=224, stride=32), args.i3d_batch),
-                 ("mobilenet_tsm", ClipSpec(frames=8, fps=6.0, size=112, stride=4, input="rgb+diff"), args.batch)]
+                 (recipe_model, recipe_spec, args.batch)]
     rows = []
     for name, spec, batch in cases:
         rows += model_rates(name, spec, batch, args.steps, device, peak, warmup=1 if args.tiny else 2)
@@ -131,18 +140,17 @@ def section_serving(args, device: str) -> dict:
     sys.path.insert(0, str(BENCH))
     from bench_serve import graph_rate
 
-    from bigsister_ray.clip import ClipSpec
+    from bigsister_ray.clip import input_channels
     from bigsister_ray.config import Settings
     from bigsister_ray.models import CheckpointMeta, build_model, get_model_spec, save_checkpoint
     from bigsister_ray.runtime import ensure_ray
     from bigsister_ray.serve.app import AppArgs, build_app
 
-    spec = (ClipSpec(frames=4, fps=6.0, size=32, stride=2, input="rgb+diff") if args.tiny
-            else ClipSpec(frames=8, fps=6.0, size=112, stride=4, input="rgb+diff"))
+    name, spec = cpu_recipe(args.tiny)
     root = Path(tempfile.mkdtemp(prefix="gpu-suite-serve-"))
-    model = build_model("mobilenet_tsm", 2, in_channels=6)
-    meta = CheckpointMeta(model_name="mobilenet_tsm", labels=["fight", "normal"], clip=spec,
-                          norm=get_model_spec("mobilenet_tsm").norm, data_fingerprint=None, thresholds={}, epoch=0)
+    model = build_model(name, 2, in_channels=input_channels(spec.input))
+    meta = CheckpointMeta(model_name=name, labels=["fight", "normal"], clip=spec,
+                          norm=get_model_spec(name).norm, data_fingerprint=None, thresholds={}, epoch=0)
     ckpt = save_checkpoint(root / "ckpt", model, meta)
     gpu = 1.0 if device == "cuda" else 0.0
     settings = Settings(
@@ -166,7 +174,7 @@ def section_serving(args, device: str) -> dict:
         serve.shutdown()
         ray.shutdown()
     per_camera = spec.fps / spec.stride
-    return {"clip": f"{spec.frames}x{spec.size}x{spec.size} {spec.input}", "model": "mobilenet_tsm",
+    return {"clip": f"{spec.frames}x{spec.size}x{spec.size} {spec.input}", "model": name,
             "classifier_gpus": gpu, "pseudo_streams": streams, "windows_per_s": round(got["windows_per_s"], 1),
             "mean_batch": round(got["mean_batch"], 1), "windows_per_camera_s": per_camera,
             "cameras_per_classifier": int(got["windows_per_s"] / per_camera)}

@@ -78,7 +78,7 @@ class ClipSpec(BaseModel):
         description="What the model sees: rgb: the frames; diff: frame differences x[t] - x[t-1] of the normalised "
         "clip (the first frame's difference is zero), which carry motion and drop the static scene, so a camera's "
         "background and colours matter less; rgb+diff: both, stacked as 6 channels (models that take them: "
-        "tiny3d, mobilenet_tsm).",
+        "tiny3d, mobilenet_tsm; mobilenet_tsm_top runs them as two streams).",
     )
 
     @model_validator(mode="after")

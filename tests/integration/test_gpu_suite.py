@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bigsister_ray.config import load_settings
 from tests.conftest import REPO
 
 
@@ -20,7 +21,9 @@ def test_gpu_suite_runs_every_section_at_tiny_sizes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(out.read_text())
     modes = {(row["model"], row["mode"]) for row in got["models"]}
-    assert modes == {("i3d", "train"), ("i3d", "infer"), ("mobilenet_tsm", "train"), ("mobilenet_tsm", "infer")}
+    recipe = load_settings(REPO / "configs" / "fight-cpu.yaml").model.name  # the CPU recipe's model, whatever it is
+    assert modes == {("i3d", "train"), ("i3d", "infer"), (recipe, "train"), (recipe, "infer")}
+    assert got["serving"]["model"] == recipe
     assert all(row["clips_per_s"] > 0 and row["gflops_per_clip"] > 0 for row in got["models"])
     assert got["serving"]["windows_per_s"] > 0 and got["serving"]["cameras_per_classifier"] >= 1
     assert got["decode"]["cpu"]["frames"] == 25  # one second at 25 fps, every frame decoded

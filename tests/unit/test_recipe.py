@@ -26,7 +26,7 @@ def test_recipe_loads_and_builds_its_model(no_weights_env):
     s = load_settings(RECIPE)
     assert s.task.labels == ["fight", "normal"]
     assert s.task.to_task().resolve("noFight") == "normal" and s.task.to_task().resolve("fight") == "fight"
-    assert s.model.name == "mobilenet_tsm" and s.model.weights is None
+    assert s.model.name == "mobilenet_tsm_top" and s.model.weights is None
     assert s.clip.input in ("diff", "rgb+diff") and s.clip.frames <= 16 and s.clip.size <= 160
     assert s.data.clips_per_video > 1 and s.train.augment
     check_clip(s.model.name, s.clip)
