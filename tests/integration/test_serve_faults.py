@@ -135,6 +135,11 @@ def _stream(c: httpx.Client, sid: str) -> dict | None:
     return r.json()
 
 
+def _status(c: httpx.Client, sid: str) -> dict:
+    """The stream's status through :func:`_stream`; empty while the app answers 503."""
+    return (_stream(c, sid) or {}).get("status") or {}
+
+
 def _handle(name: str):
     from ray import serve
 
@@ -381,7 +386,7 @@ def test_classifier_replica_killed_while_a_stream_runs_loses_no_window(app):
     killed = _kill_replica("Classifier")
     wait_for(lambda: _replica_names("Classifier") and _replica_names("Classifier") != [killed], 90, 0.5,
              "Serve to start a new Classifier replica")
-    st = wait_for(lambda: (s := (_stream(c, sid) or {}).get("status") or {}).get("finished") and s, 120, 0.5,
+    st = wait_for(lambda: (s := _status(c, sid)).get("finished") and s, 120, 0.5,
                   "the stream to reach the end of its file after the restart")
     assert st["windows_classified"] == _expected_windows() and st["callback_errors"] == 0, st
     saved = _lease_state(app["db"], sid)["status"]
@@ -527,7 +532,7 @@ def test_stream_shard_killed_with_alerts_pending_delivers_them_once_and_the_stre
 
             owner = wait_for(taken_over, 90, 0.5, "another StreamShard replica to claim the killed shard's stream")
             assert _replica_names("StreamShard") != [killed]
-            st = wait_for(lambda: (s := (_stream(c, sid) or {}).get("status") or {}).get("state") == "live"
+            st = wait_for(lambda: (s := _status(c, sid)).get("state") == "live"
                           and s["windows_classified"] > windows_at_kill and s, 60, 0.5,
                           "the stream to play again on the new shard (window count carried on)")
             n_rows = len(_incidents(db, sid))
@@ -673,7 +678,7 @@ def test_a_camera_flooding_frames_is_sampled_at_the_clip_rate_beside_a_normal_st
         flood = c.post("/streams", json={"url": cam.url("/live.mjpeg"), "name": "flood", "realtime": True})
         assert flood.status_code == 201, flood.text
         fid = flood.json()["id"]
-        wait_for(lambda: ((_stream(c, fid) or {}).get("status") or {}).get("state") == "live", 60, 0.5, "the flood to go live")
+        wait_for(lambda: _status(c, fid).get("state") == "live", 60, 0.5, "the flood to go live")
         normal = _run_file_stream(c, app["root"], app["clip"], "beside")
         shard = _handle("StreamShard")  # live counters (the API's status is what the owner saved, up to ttl/3 old)
         first = shard.statuses.remote().result()[fid]
@@ -685,7 +690,7 @@ def test_a_camera_flooding_frames_is_sampled_at_the_clip_rate_beside_a_normal_st
     sampled_per_s = (last["windows_classified"] - first["windows_classified"]) * TINY_SPEC.stride / elapsed
     assert sampled_per_s <= TINY_SPEC.fps * 1.3, (first, last, elapsed)  # the clip rate, not the camera's 60
     assert last["callback_errors"] == 0, last
-    st = wait_for(lambda: (s := (_stream(c, normal) or {}).get("status") or {}).get("finished") and s, 90, 0.5,
+    st = wait_for(lambda: (s := _status(c, normal)).get("finished") and s, 90, 0.5,
                   "the normal stream beside the flood to finish")
     assert st["windows_classified"] == _expected_windows(), st
     assert st["frames_dropped"] == 0 and st["callback_errors"] == 0, st
@@ -708,7 +713,7 @@ def test_no_key_or_url_credential_in_any_log_line(app):
     assert r.status_code == 201, r.text
     assert "pw-s3cret-77" not in r.text and "tk-s3cret-88" not in r.text
     sid = r.json()["id"]
-    wait_for(lambda: (s := (_stream(c, sid) or {}).get("status") or {}).get("reconnects", 0) >= 1 and s, 60, 0.5,
+    wait_for(lambda: (s := _status(c, sid)).get("reconnects", 0) >= 1 and s, 60, 0.5,
              "the camera with credentials to fail and be retried (logged)")
     listing = c.get("/streams").text
     assert "pw-s3cret-77" not in listing and "tk-s3cret-88" not in listing
