@@ -45,21 +45,22 @@ RECIPES = ("old", "new")
 
 def recipe_settings(name: str, *, epochs: int | None = None, weights: str | None = None):
     """Settings of a recipe. ``old``: the embedded defaults (tiny3d from scratch on rgb 16 x 112 clips at 8 fps,
-    one clip per video) for fight vs normal; ``new``: ``configs/fight-cpu.yaml``; ``new-rgbdiff``: the same
-    with frames and their differences as two streams (``clip.input: rgb+diff``)."""
+    one clip per video) for fight vs normal; ``new``: ``configs/fight-cpu.yaml``; ``new-light``:
+    ``configs/fight-cpu-light.yaml`` (the same at 112 px); ``new-rgbdiff``: ``new`` with frames and their
+    differences as two streams (``clip.input: rgb+diff``)."""
     from bigsister_ray.config import Settings, load_settings
 
     if name == "old":
         # tiny3d trains from scratch: BIGSISTER_MODEL__WEIGHTS (the new recipe's MobileNetV2 file) is not for it
         s = Settings.model_validate({"task": {"labels": ["fight", "normal"]}, "model": {"name": "tiny3d", "weights": None}})
-    elif name in ("new", "new-rgbdiff"):
-        s = load_settings(REPO / "configs" / "fight-cpu.yaml")
+    elif name in ("new", "new-light", "new-rgbdiff"):
+        s = load_settings(REPO / "configs" / ("fight-cpu-light.yaml" if name == "new-light" else "fight-cpu.yaml"))
         if name == "new-rgbdiff":
             s.clip = s.clip.model_copy(update={"input": "rgb+diff"})
         if weights:
             s.model.weights = weights
     else:
-        raise SystemExit(f"unknown recipe {name!r}: expected old, new or new-rgbdiff")
+        raise SystemExit(f"unknown recipe {name!r}: expected old, new, new-light or new-rgbdiff")
     if epochs is not None:
         s.train.epochs = epochs
     return s
@@ -238,7 +239,7 @@ def run(data: Path, recipes: list[str], seeds: int, split_seeds: int, threads: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the fight-surv folder (fight/, noFight/, sources.txt)")
-    p.add_argument("--recipes", default="old,new", help="comma-separated: old, new, new-rgbdiff")
+    p.add_argument("--recipes", default="old,new", help="comma-separated: old, new, new-light, new-rgbdiff")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per split")
     p.add_argument("--split-seeds", type=int, default=3, help="group splits (data.split_seed 0..N-1)")
     p.add_argument("--epochs", type=int, default=None, help="override every recipe's train.epochs")

@@ -13,6 +13,7 @@ from bigsister_ray.config import load_settings
 from bigsister_ray.models import build_model, check_clip, get_model_spec
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "fight-cpu.yaml"
+LIGHT = RECIPE.with_name("fight-cpu-light.yaml")
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -27,7 +28,7 @@ def test_recipe_loads_and_builds_its_model(no_weights_env):
     assert s.task.labels == ["fight", "normal"]
     assert s.task.to_task().resolve("noFight") == "normal" and s.task.to_task().resolve("fight") == "fight"
     assert s.model.name == "mobilenet_tsm_top" and s.model.weights is None
-    assert s.clip.input in ("diff", "rgb+diff") and s.clip.frames <= 16 and s.clip.size <= 160
+    assert s.clip.input in ("diff", "rgb+diff") and s.clip.frames <= 16 and s.clip.size <= 224
     assert s.data.clips_per_video > 1 and s.train.augment
     check_clip(s.model.name, s.clip)
     model = build_model(s.model.name, len(s.task.labels), dropout=s.model.dropout,
@@ -54,3 +55,14 @@ def test_the_weights_come_from_the_environment(monkeypatch, tmp_path):
                         in_channels=input_channels(s.clip.input))
     assert torch.equal(model.features[5].conv[1][0].weight, source.features[5].conv[1][0].weight)
     assert RECIPE.read_text().count("weights:") == 0  # nothing in the file overrides the environment
+
+
+def test_the_light_recipe_is_the_recipe_at_a_quarter_of_the_pixels(no_weights_env):
+    """configs/fight-cpu-light.yaml differs from the recipe in the clip's size alone (so the two never drift
+    apart), and that size is half the recipe's, a quarter of the pixels per frame."""
+    recipe, light = load_settings(RECIPE), load_settings(LIGHT)
+    assert light.clip.size * 2 == recipe.clip.size
+    assert light.clip.model_copy(update={"size": recipe.clip.size}) == recipe.clip
+    assert light.model_dump(exclude={"clip"}) == recipe.model_dump(exclude={"clip"})
+    assert LIGHT.read_text().count("weights:") == 0
+    check_clip(light.model.name, light.clip)
