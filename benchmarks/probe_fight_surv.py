@@ -107,27 +107,24 @@ def _fit(x, y, l2: float, class_weight):
     return lin
 
 
-def _video_scores(lin, x, y, videos, labels) -> dict[str, float]:
-    """Accuracy and macro-F1 over videos, each video's logits averaged over its windows."""
+def _video_scores(logits, y, videos, labels) -> dict[str, float]:
+    """Accuracy and macro-F1 over videos, each video's logits (one row per window) averaged over its windows."""
     import numpy as np
-    import torch
 
     from bigsister_ray.train.metrics import confusion_matrix
 
-    with torch.no_grad():
-        logits = lin(torch.from_numpy(x)).numpy()
-    groups = {v: videos == v for v in dict.fromkeys(videos.tolist())}
-    y_true = np.array([y[m][0] for m in groups.values()])
-    y_pred = np.array([logits[m].mean(axis=0).argmax() for m in groups.values()])
-    return bench._report(confusion_matrix(y_true, y_pred, 2), labels)
+    masks = [videos == v for v in dict.fromkeys(videos.tolist())]
+    y_true = np.array([y[m][0] for m in masks])
+    y_pred = np.array([logits[m].mean(axis=0).argmax() for m in masks])
+    return bench._report(confusion_matrix(y_true, y_pred, len(labels)), labels)
 
 
 def probe(npz: Path, splits: dict[int, dict[str, str]], inputs: str) -> dict[str, Any]:
     """Test accuracy and macro-F1 of the linear probe on ``inputs`` over every split, and the majority's."""
     import numpy as np
+    import torch
 
     from bigsister_ray.train.loop import class_weights
-    from bigsister_ray.train.metrics import confusion_matrix
 
     d = np.load(npz)
     x = np.concatenate([d[m].mean(axis=1) for m in inputs.split("+")], axis=1).astype(np.float32)
@@ -140,14 +137,18 @@ def probe(npz: Path, splits: dict[int, dict[str, str]], inputs: str) -> dict[str
         z = (x - x[tr].mean(axis=0)) / (x[tr].std(axis=0) + 1e-6)
         counts = {lab: int((y[tr] == i).sum()) for i, lab in enumerate(labels)}
         weight = class_weights(counts, labels)
-        best = max(((_video_scores(lin, z[va], y[va], videos[va], labels)["macro_f1"], -l2, lin)
-                    for l2 in L2_GRID for lin in [_fit(z[tr], y[tr], l2, weight)]), key=lambda t: t[:2])
-        test = _video_scores(best[2], z[te], y[te], videos[te], labels)
-        majority = int(np.argmax([counts[lab] for lab in labels]))
-        base = bench._report(confusion_matrix(
-            np.array([y[videos == v][0] for v in dict.fromkeys(videos[te].tolist())]),
-            np.full(len(set(videos[te].tolist())), majority), 2), labels)
-        runs.append({"split_seed": split_seed, "l2": -best[1], **{f"test_{k}": v for k, v in test.items()},
+        best_f1, best_l2, best_logits = -1.0, None, None
+        for l2 in L2_GRID:  # the weakest L2 that scores best on the validation videos
+            lin = _fit(z[tr], y[tr], l2, weight)
+            with torch.no_grad():
+                logits = lin(torch.from_numpy(z)).numpy()
+            f1 = _video_scores(logits[va], y[va], videos[va], labels)["macro_f1"]
+            if f1 > best_f1 + 1e-9:
+                best_f1, best_l2, best_logits = f1, l2, logits
+        test = _video_scores(best_logits[te], y[te], videos[te], labels)
+        majority = np.eye(len(labels))[np.full(int(te.sum()), int(np.argmax(list(counts.values()))))]
+        base = _video_scores(majority, y[te], videos[te], labels)
+        runs.append({"split_seed": split_seed, "l2": best_l2, **{f"test_{k}": v for k, v in test.items()},
                      **{f"baseline_{k}": v for k, v in base.items()}})
     summary = {k: (statistics.fmean(r[k] for r in runs), statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0)
                for k in ("test_accuracy", "test_macro_f1", "baseline_accuracy")}
