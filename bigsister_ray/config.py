@@ -207,6 +207,7 @@ class StreamsConfig(Strict):
     healthy_after_s: float = Field(10.0, ge=0, description="A source must stay live this long before its backoff resets.")
     watchdog_s: float = Field(10.0, gt=0, description="A connected stream with no frame for this long is restarted.")
     max_buffer_windows: int = Field(4, ge=1, description="Windows a live stream may queue before it drops its oldest frames.")
+    latest_frame: bool = Field(True, description="Keep each stream's newest frame (as the model sees it) as a JPEG under incidents.media_dir/cameras, replaced every lease round while frames arrive, for the console's camera grid and GET /streams/{id}/frame. False: no camera picture is stored outside evidence clips.")
     open_timeout_s: float = Field(10.0, gt=0, description="Connecting and probing a source (PyAV open timeout).")
     backoff_jitter: float = Field(0.2, ge=0, lt=1, description="Each retry delay is multiplied by a random factor in 1 +- this.")
     probe_s: float = Field(1.0, gt=0, le=10, description="Seconds of a live source FFmpeg analyses before decoding (analyzeduration).")

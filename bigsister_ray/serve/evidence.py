@@ -11,10 +11,17 @@ Chromium plays and seeks it while it downloads) at ``incidents.media_dir/<incide
 a 0700 folder, then :meth:`IncidentStore.set_clip` with the stream's fence: a shard that lost the lease records
 nothing and removes its file. The outbox's ``clip`` delivery is queued with it, and uploads the clip into the
 alert's thread once the alert is out. ``on_written(incident_id)`` runs after that.
+
+The same rings give each camera its picture in the console: :meth:`EvidenceRecorder.write_latest_frames` (each
+lease round, ``serve.streams.latest_frame``) writes every stream's newest frame as a JPEG at
+``incidents.media_dir/cameras/<hash of the stream id>.jpg`` (:func:`latest_frame_relpath`), replaced atomically, on
+the same worker thread. The Ingress serves it from the shared media folder, whichever shard decodes the stream.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import threading
@@ -29,7 +36,7 @@ from bigsister_ray.config import Settings
 from bigsister_ray.redact import safe_log
 from bigsister_ray.video.evidence import DEFAULT_MAX_BYTES, ClipCapture, FrameRing, ring_seconds
 
-__all__ = ["EvidenceRecorder", "clip_relpath"]
+__all__ = ["EvidenceRecorder", "clip_relpath", "latest_frame_relpath"]
 
 log = logging.getLogger("ray.serve")
 
@@ -37,6 +44,25 @@ log = logging.getLogger("ray.serve")
 def clip_relpath(incident_id: int) -> str:
     """Where an incident's clip lies, relative to ``incidents.media_dir``."""
     return f"{int(incident_id)}/clip.mp4"
+
+
+def latest_frame_relpath(stream_id: str) -> str:
+    """Where a stream's newest frame lies, relative to ``incidents.media_dir`` (a hash: any stream id is a safe name)."""
+    return f"cameras/{hashlib.sha256(stream_id.encode()).hexdigest()[:32]}.jpg"
+
+
+def _write_private(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a new 0600 file beside ``path`` (in a 0700 folder), then replace ``path`` with it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        write(tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class EvidenceRecorder:
@@ -55,6 +81,7 @@ class EvidenceRecorder:
         max_bytes: int = DEFAULT_MAX_BYTES,
         on_written: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.time,
+        latest_frame: bool = True,
     ) -> None:
         self.store = store
         self.media_dir = Path(media_dir)
@@ -69,12 +96,16 @@ class EvidenceRecorder:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-clips")
         self._futures: list[Future] = []
+        self.latest_frame = latest_frame
+        self._frame_ts: dict[str, float] = {}  # stream id -> stream second of the newest frame written
+        self._frames_job: Future | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Any, spec: Any, on_written: Callable[[int], None] | None = None) -> "EvidenceRecorder":
         inc, streams = settings.incidents, settings.serve.streams
         return cls(store, Path(inc.media_dir).resolve(), spec, before_s=inc.clip_before_s, after_s=inc.clip_after_s,
-                   queued_windows=streams.max_buffer_windows, grace_s=streams.watchdog_s, on_written=on_written)
+                   queued_windows=streams.max_buffer_windows, grace_s=streams.watchdog_s, on_written=on_written,
+                   latest_frame=streams.latest_frame)
 
     def __repr__(self) -> str:
         return f"EvidenceRecorder(media_dir={str(self.media_dir)!r}, before_s={self.before_s}, after_s={self.after_s})"
@@ -114,16 +145,41 @@ class EvidenceRecorder:
         now = self.clock()
         self._write_where(lambda c: now >= c.deadline)
 
-    def finish(self, stream_id: str) -> None:
-        """The stream ended or stopped here: write its captures with what they have and forget its frames."""
+    def finish(self, stream_id: str, *, last_picture: bool = False) -> None:
+        """The stream ended or stopped here: write its captures with what they have and forget its frames. Its
+        picture stays (the console shows a stopped camera's last frame with its age); ``last_picture`` (a file
+        that ended) first writes its newest frame, which a lease round may not have seen yet."""
         self._write_where(lambda c: c.stream_id == stream_id)
         with self._lock:
-            self._rings.pop(stream_id, None)
+            ring = self._rings.pop(stream_id, None)
+            written = self._frame_ts.pop(stream_id, None)
+            newest = ring.newest() if ring is not None and last_picture and self.latest_frame else None
+            if newest is not None and newest[0] != written:
+                self._futures = [f for f in self._futures if not f.done()]
+                self._futures.append(self._pool.submit(self._write_frames, [(stream_id, newest[0], newest[1])], False))
+
+    def write_latest_frames(self) -> int:
+        """Queue the newest frame of every stream that has a newer one than its picture (lease loop). Returns how
+        many; 0 while the previous round's pictures are still being written, so a slow disk never queues more."""
+        if not self.latest_frame:
+            return 0
+        with self._lock:
+            if self._frames_job is not None and not self._frames_job.done():
+                return 0
+            due = []
+            for sid, ring in self._rings.items():
+                newest = ring.newest()
+                if newest is not None and newest[0] != self._frame_ts.get(sid):
+                    due.append((sid, newest[0], newest[1]))
+            if due:
+                self._frames_job = self._pool.submit(self._write_frames, due)
+        return len(due)
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the clips submitted so far are written (or failed); TimeoutError after ``timeout`` seconds."""
+        """Block until the clips and pictures submitted so far are written (or failed); TimeoutError after ``timeout``
+        seconds."""
         with self._lock:
-            futures = list(self._futures)
+            futures = list(self._futures) + ([self._frames_job] if self._frames_job is not None else [])
         for f in futures:
             f.exception(timeout=timeout)
 
@@ -152,6 +208,25 @@ class EvidenceRecorder:
             for c in chosen:
                 self._futures.append(self._pool.submit(self._write, c))
 
+    def _write_frames(self, due: list[tuple[str, float, np.ndarray]], live: bool = True) -> None:
+        from PIL import Image
+
+        for sid, ts, frame in due:
+            with self._lock:
+                if live and sid not in self._rings:  # stopped or deleted meanwhile: no picture of it is written again
+                    continue
+            path = self.media_dir / latest_frame_relpath(sid)
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="JPEG", quality=80)
+            try:
+                _write_private(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+            except OSError as err:
+                log.error("stream %s: latest frame not written to %s: %s (check incidents.media_dir)", safe_log(sid), path, err)
+                continue
+            with self._lock:
+                if sid in self._rings:  # not a stream that stopped meanwhile
+                    self._frame_ts[sid] = ts
+
     def _write(self, capture: ClipCapture) -> Path | None:
         import av
 
@@ -165,15 +240,10 @@ class EvidenceRecorder:
             return None
         rel = clip_relpath(iid)
         path = self.media_dir / rel
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            write_mp4(tmp, capture.frames, fps=self.spec.fps, crf=23, deterministic=False, faststart=True)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
+            _write_private(path, lambda tmp: write_mp4(tmp, capture.frames, fps=self.spec.fps, crf=23,
+                                                       deterministic=False, faststart=True))
         except (OSError, ValueError, RuntimeError, av.FFmpegError) as err:
-            tmp.unlink(missing_ok=True)
             log.error("incident %d (stream %s): evidence clip not written to %s: %s (check incidents.media_dir)",
                       iid, safe_log(sid), path, err)
             return None

@@ -322,7 +322,7 @@ class StreamShard:
                 self._engine.reset(stream_id)
             owned.finished = True
             self._persist(owned, events)
-            self._clips.finish(stream_id)
+            self._clips.finish(stream_id, last_picture=True)
             if not events:
                 self._leases.save_state(owned.fence, self._state(owned))
 
@@ -384,6 +384,7 @@ class StreamShard:
                 log.warning("StreamShard %s: status of stream %s not saved: %r", self.shard_id, o.fence.stream_id, err)
         export_stream_metrics(self._dmetrics, self.statuses(), self._exported)
         self._clips.flush_due()  # clips of cameras that went quiet are written with what they have
+        self._clips.write_latest_frames()  # each camera's picture in the console
 
     def _guard_loop(self) -> None:
         """Stops every stream the moment this shard's lease deadline passes, whatever the lease loop is doing."""

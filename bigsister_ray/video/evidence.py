@@ -83,6 +83,11 @@ class FrameRing:
         with self._lock:
             return self._frames[-1][0] if self._frames else None
 
+    def newest(self) -> tuple[float, np.ndarray] | None:
+        """The newest frame and its stream second, or None while the ring is empty."""
+        with self._lock:
+            return self._frames[-1] if self._frames else None
+
 
 @dataclass
 class ClipCapture:

@@ -135,5 +135,15 @@ def test_the_operator_loop_in_a_browser(chromium, page, shot, graph):
     finally:
         fresh.close()
 
+    # the camera grid shows the camera's newest frame, which its shard saves every lease round
+    [cam] = api.get("/streams").json()["streams"]
+    wait_for(lambda: api.get(f"/streams/{cam['id']}/frame").status_code == 200, 30, 0.3, "the camera's newest frame")
+    page.get_by_role("navigation").get_by_role("link", name="Cameras").click()
+    picture = page.get_by_test_id("camera").filter(has_text="gate camera").get_by_test_id("camera-frame")
+    picture.scroll_into_view_if_needed()
+    page.wait_for_function("() => { const i = document.querySelector('[data-testid=camera-frame]');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=8_000)
+    shot("cameras")
+
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(f"{base}/ui/login")

@@ -1,6 +1,7 @@
 """An evidence clip from a live shard: a file stream with a known fight, on the serving app on the shared local Ray,
 opens an incident whose clip the shard cuts around the peak and the Ingress serves with Range requests through
-Serve's HTTP proxy; the MP4 is decoded back with PyAV, and the outbox delivers it after the alert.
+Serve's HTTP proxy; the MP4 is decoded back with PyAV, and the outbox delivers it after the alert. The camera's
+newest frame, which the shard saves, is served there too.
 
 The checkpoint and the fight video come from test_serve_app's ``trained`` fixture (a motion tiny3d with a known
 answer); this module runs its own app on its own database and media folders.
@@ -14,6 +15,7 @@ import shutil
 import av
 import httpx
 import pytest
+from PIL import Image
 
 from tests._serve_support import READ_KEY, TINY_SPEC, WRITE_KEY, serve_settings, start_app, wait_for
 from tests.integration.test_serve_app import TRUE_SPAN, trained  # noqa: F401  (a module-scoped fixture)
@@ -61,6 +63,14 @@ def test_a_fight_on_a_file_stream_gets_a_clip_around_its_peak_served_with_range(
     assert 0.6 * span_s * TINY_SPEC.fps <= len(frames) <= span_s * TINY_SPEC.fps + 1, len(frames)
     path = app["settings"].incidents.media_dir / f"{inc['id']}/clip.mp4"
     assert path.read_bytes() == full.content and (path.stat().st_mode & 0o777) == 0o600
+
+    # the camera's newest frame, saved by its shard, through the proxy too (the file ended: its last frame)
+    sid = r.json()["id"]
+    picture = wait_for(lambda: (f := reader.get(f"/streams/{sid}/frame")).status_code == 200 and f, 30, 0.5,
+                       "the camera's newest frame")
+    assert picture.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(picture.content)) as im:
+        assert im.size == (TINY_SPEC.size, TINY_SPEC.size)
 
     from bigsister_ray.incidents.store import IncidentStore
 

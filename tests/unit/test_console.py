@@ -300,3 +300,29 @@ def test_a_link_viewers_session_ends_with_its_link():
     assert codec.loads(codec.dumps(live)) == live and live.sees_incident(7) and not live.sees_incident(8)
     ended = ConsoleSession.anonymous().as_link_viewer(7, until=int(time.time()) - 1)
     assert codec.loads(codec.dumps(ended)) is None  # the cookie outlives the link in the browser; not here
+
+
+def test_the_camera_grid_shows_each_cameras_newest_frame_to_a_session(app, client):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from bigsister_ray.incidents.models import StreamCreate
+    from bigsister_ray.serve.evidence import latest_frame_relpath
+
+    app["store"].add_stream(StreamCreate(id="gate-1", url="file:///gate.mp4", name="gate"))
+    url = "/ui/cameras/gate-1/frame"
+    assert client.get(url, follow_redirects=False).status_code == 303  # no session: the login
+    login(client, READ_KEY)
+    assert f'src="{url}"' in client.get("/ui/cameras").text and f'src="{url}"' in client.get("/ui/cameras/gate-1").text
+    none_yet = client.get(url)
+    assert none_yet.status_code == 404 and "no frame yet" in none_yet.text
+    picture = app["settings"].incidents.media_dir / latest_frame_relpath("gate-1")
+    picture.parent.mkdir(parents=True)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(buf, format="JPEG")
+    picture.write_bytes(buf.getvalue())
+    got = client.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg" and got.content == buf.getvalue()
+    assert client.get("/ui/cameras/other/frame").status_code == 404

@@ -17,7 +17,7 @@ from bigsister_ray.config import Settings
 from bigsister_ray.incidents.leases import LeaseStore
 from bigsister_ray.incidents.models import IncidentCreate, StreamCreate
 from bigsister_ray.incidents.store import IncidentStore
-from bigsister_ray.serve.evidence import EvidenceRecorder, clip_relpath
+from bigsister_ray.serve.evidence import EvidenceRecorder, clip_relpath, latest_frame_relpath
 from bigsister_ray.video.evidence import ClipCapture, FrameRing
 from tests._handles import ingress_app
 from tests._serve_support import READ_KEY, TINY_SPEC, WRITE_KEY, wait_for
@@ -225,3 +225,78 @@ def test_writing_runs_off_the_decoding_thread(settings, store, leased):
     wait_for(lambda: store.get_clip_path(iid), 30, 0.05, "the clip to be recorded")
     assert seen and all(name.startswith("evidence-clips") for name in seen)
     assert threading.current_thread().name not in seen
+
+
+# ---- each camera's newest frame, for the console's camera grid ----------------------------------------------
+def picture_value(path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "JPEG" and im.size == (TINY_SPEC.size, TINY_SPEC.size)
+        return float(np.asarray(im.convert("RGB")).mean())
+
+
+def test_each_camera_gets_its_newest_frame_served_to_readers_until_it_is_deleted(settings, store, leased):
+    rec = recorder(settings, store, Clock())
+    assert rec.write_latest_frames() == 0  # no frame yet
+    rec.push("cam-1", *chunk(0, 4))
+    assert rec.write_latest_frames() == 1
+    rec.wait(30)
+    path = settings.incidents.media_dir / latest_frame_relpath("cam-1")
+    assert picture_value(path) == pytest.approx(frame_value(3), abs=2)  # the newest of the chunk
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert rec.write_latest_frames() == 0  # nothing newer: nothing rewritten
+    rec.push("cam-1", *chunk(4, 4))
+    assert rec.write_latest_frames() == 1
+    rec.wait(30)
+    assert picture_value(path) == pytest.approx(frame_value(7), abs=2)
+    assert list(path.parent.iterdir()) == [path]  # replaced in place, no temporary file left
+
+    client = TestClient(ingress_app(settings))
+    assert client.get("/streams/cam-1/frame").status_code == 401  # a read key, like GET /streams
+    got = client.get("/streams/cam-1/frame", headers={"X-API-Key": READ_KEY})
+    assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg" and got.content == path.read_bytes()
+    store.add_stream(StreamCreate(id="cam-2", url="file:///y.mp4", name="Yard"))
+    none_yet = client.get("/streams/cam-2/frame", headers={"X-API-Key": READ_KEY})
+    assert none_yet.status_code == 404 and "no frame yet" in none_yet.text
+    assert client.get("/streams/nope/frame", headers={"X-API-Key": READ_KEY}).status_code == 404
+
+    rec.finish("cam-1")  # the stream stopped here: its last picture stays, and nothing is written for it
+    rec.push("cam-2", *chunk(0, 2))
+    assert rec.write_latest_frames() == 1
+    rec.wait(30)
+    assert path.is_file() and client.get("/streams/cam-1/frame", headers={"X-API-Key": READ_KEY}).status_code == 200
+    assert client.delete("/streams/cam-1", headers={"X-API-Key": WRITE_KEY}).status_code == 204
+    assert not path.exists() and client.get("/streams/cam-1/frame", headers={"X-API-Key": READ_KEY}).status_code == 404
+    assert (settings.incidents.media_dir / latest_frame_relpath("cam-2")).is_file()
+
+
+def test_no_picture_is_kept_when_latest_frames_are_off(settings, store):
+    off = settings.model_copy(update={"serve": settings.serve.model_copy(update={
+        "streams": settings.serve.streams.model_copy(update={"latest_frame": False})})})
+    rec = recorder(off, store, Clock())
+    rec.push("cam-1", *chunk(0, 4))
+    assert rec.write_latest_frames() == 0
+    rec.wait(30)
+    assert not (settings.incidents.media_dir / "cameras").exists()
+
+
+@pytest.mark.parametrize("stream_id", ["cam-1", "../../etc/passwd", "a/b", "..", "caméra 7"])
+def test_any_stream_id_names_a_picture_inside_the_cameras_folder(stream_id):
+    rel = latest_frame_relpath(stream_id)
+    folder, name = rel.split("/")
+    assert folder == "cameras" and name.endswith(".jpg") and name[:-4].isalnum()
+    assert rel != latest_frame_relpath(stream_id + "x")
+
+
+def test_a_file_that_ends_between_lease_rounds_still_leaves_its_last_frame(settings, store):
+    rec = recorder(settings, store, Clock())
+    rec.push("cam-1", *chunk(0, 5))  # the whole file, decoded before any lease round
+    rec.finish("cam-1", last_picture=True)
+    rec.wait(30)
+    path = settings.incidents.media_dir / latest_frame_relpath("cam-1")
+    assert picture_value(path) == pytest.approx(frame_value(4), abs=2)
+    rec.push("cam-2", *chunk(0, 5))
+    rec.finish("cam-2")  # stopped (moved, disabled or deleted): no picture written for it now
+    rec.wait(30)
+    assert not (settings.incidents.media_dir / latest_frame_relpath("cam-2")).exists()

@@ -6,6 +6,7 @@ unreachable camera is still registered (201): its status shows ``reconnecting`` 
 Status comes from what each stream's owner saves with its lease every round (at most ``lease_ttl_s / 3`` old).
 ``PATCH /streams/{id}`` changes the name, location, pace, whether it runs, and the camera's own alert rules; its
 shard applies them from its next lease round (a disabled stream is stopped at its owner's next renewal).
+``GET /streams/{id}/frame`` is the camera's newest frame as its shard last saved it (``serve.streams.latest_frame``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi.responses import FileResponse
 
 from bigsister_ray.errors import ConfigError, StreamError
 from bigsister_ray.serve.context import ServeContext, get_ctx
+from bigsister_ray.serve.evidence import latest_frame_relpath
 from bigsister_ray.serve.guard import REGISTERED_BY, Registration, admit_registration
 from bigsister_ray.incidents.models import utcnow
 from bigsister_ray.serve.schemas import (
@@ -32,7 +36,7 @@ from bigsister_ray.serve.schemas import (
     StreamStatusOut,
 )
 
-__all__ = ["router", "shards_router", "stream_out"]
+__all__ = ["router", "shards_router", "stream_out", "latest_frame_file"]
 
 log = logging.getLogger("ray.serve")
 
@@ -135,6 +139,27 @@ async def get_stream(stream_id: str, ctx: ServeContext = Depends(get_ctx)) -> St
     return stream_out(rec, await asyncio.to_thread(ctx.leases.lease, stream_id))
 
 
+def latest_frame_file(store: Any, media_dir: Path, stream_id: str) -> Path:
+    """The stream's newest-frame JPEG; HTTPException 404 for an unknown stream or one without a frame yet."""
+    if store.get_stream(stream_id) is None:
+        raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (list them with GET /streams)")
+    path = Path(media_dir).resolve() / latest_frame_relpath(stream_id)
+    if not path.is_file():
+        raise HTTPException(status_code=404, detail=f"stream {stream_id!r} has no frame yet: its shard saves one each "
+                            "lease round once frames arrive (see its status; serve.streams.latest_frame turns this on)")
+    return path
+
+
+@router.get("/{stream_id}/frame", response_class=FileResponse, responses={
+    200: {"content": {"image/jpeg": {}}, "description": "The newest frame; Last-Modified says when it was saved."},
+    404: {"description": "no such stream, or no frame of it yet"}})
+async def get_stream_frame(stream_id: str, ctx: ServeContext = Depends(get_ctx)) -> FileResponse:
+    """The camera's newest frame as a JPEG, as the model sees it (scaled to the clip size), saved by the stream's
+    shard every lease round while frames arrive; a stopped camera keeps its last one."""
+    path = await asyncio.to_thread(latest_frame_file, ctx.store, ctx.settings.incidents.media_dir, stream_id)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-cache"})
+
+
 @router.patch("/{stream_id}", response_model=StreamOut, responses={
     404: {"description": "no such stream"},
     422: {"description": "a field has a bad value (the message names it), or a rule names an unknown class"}})
@@ -188,6 +213,8 @@ async def delete_stream(stream_id: str, ctx: ServeContext = Depends(get_ctx)) ->
         raise HTTPException(status_code=404, detail=f"no stream {stream_id!r} (list them with GET /streams)")
     await asyncio.to_thread(ctx.store.end_dangling, stream_id=stream_id)
     await _poke(ctx)
+    frame = Path(ctx.settings.incidents.media_dir).resolve() / latest_frame_relpath(stream_id)
+    await asyncio.to_thread(frame.unlink, missing_ok=True)
     return Response(status_code=204)
 
 

@@ -5,6 +5,7 @@
     GET  /ui/login, POST /ui/login, POST /ui/logout     an API key in, a session cookie out
     GET  /ui/cameras, POST /ui/cameras                  the camera grid; add a camera (write)
     GET  /ui/cameras/{id}, POST /ui/cameras/{id}        edit name, location, enabled, rules (write)
+    GET  /ui/cameras/{id}/frame                         the camera's newest frame (JPEG) for the grid
     POST /ui/cameras/{id}/delete                        remove a camera (write)
     GET  /ui/incidents                                  the list, filtered by camera, class, status, time
     GET  /ui/incidents/{id}                             clip, score timeline, actions, audit trail
@@ -195,6 +196,18 @@ def make_console_router(ctx: ServeContext) -> APIRouter:
         return console.render(request, session, "camera.html", status=status, nav="cameras", rec=rec, out=out,
                               labels=await _labels(), rules=rules_for_form(getattr(out, "rules", {}) or {}),
                               error=error, defaults=AlertRule())
+
+    @router.get("/cameras/{stream_id}/frame")
+    @guarded
+    async def camera_frame(request: Request, stream_id: str) -> Response:
+        from bigsister_ray.serve.routers.streams import latest_frame_file
+
+        console.operator(request)
+        try:
+            path = await asyncio.to_thread(latest_frame_file, ctx.store, ctx.settings.incidents.media_dir, stream_id)
+        except HTTPException as err:
+            raise Refused(err.status_code, http_detail(err)) from err
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-cache"})
 
     @router.post("/cameras/{stream_id}")
     @guarded
