@@ -104,10 +104,11 @@ class IncidentAlert:
         return self.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     def status_line(self) -> str | None:
-        """``Acknowledged by slack:U1 (ana) at 09:31:02 UTC`` once someone acted (plain text, one line); else None."""
+        """``Acknowledged by slack:U1 (ana) at 09:31:02 UTC`` once someone acted (plain text, one line; an open
+        incident someone acted on was reopened); else None."""
         if self.status == "open" and self.acted_by is None:
             return None
-        line = STATUS_TEXT.get(self.status, self.status)
+        line = "Reopened" if self.status == "open" else STATUS_TEXT.get(self.status, self.status)
         if self.acted_by:
             line += f" by {self.acted_by}"
         if self.acted_at is not None:

@@ -9,9 +9,10 @@ ingress passes its own and tests pass one on a temporary database::
     GET  /incidents/{id}/audit        who acted on it, when, with what note
     POST /incidents/{id}/ack          open -> acknowledged
     POST /incidents/{id}/false-alarm  open|acknowledged -> false_alarm
-    POST /incidents/{id}/resolve      open|acknowledged -> resolved      (409 for any other move, 404 unknown id)
+    POST /incidents/{id}/resolve      open|acknowledged -> resolved
+    POST /incidents/{id}/reopen       false_alarm|resolved -> open       (409 for any other move, 404 unknown id)
 
-The three actions take an optional JSON body ``{"note": "..."}`` and are recorded in the audit trail with the
+The actions take an optional JSON body ``{"note": "..."}`` and are recorded in the audit trail with the
 caller's name (the ``actor`` dependency: the API key's name in the Serve ingress, ``api`` without one).
 """
 
@@ -144,5 +145,11 @@ def make_incidents_router(store_provider: Callable[[], IncidentStore], *, depend
     @router.post("/{incident_id}/resolve", response_model=IncidentPublic, responses=_ERRORS)
     def resolve(incident_id: IncidentId, store: StoreDep, who: ActorDep, body: ActionBody | None = None) -> IncidentPublic:
         return _act(incident_id, store, "resolve", who, body)
+
+    @router.post("/{incident_id}/reopen", response_model=IncidentPublic, responses=_ERRORS)
+    def reopen(incident_id: IncidentId, store: StoreDep, who: ActorDep, body: ActionBody | None = None) -> IncidentPublic:
+        """Take a verdict back (false alarm or resolved -> open): the incident is reviewed again and leaves the
+        operator verdicts that ``export-feedback`` writes."""
+        return _act(incident_id, store, "reopen", who, body)
 
     return router

@@ -77,12 +77,13 @@ class AlertStatus(str, Enum):
     skipped = "skipped"
 
 
-#: Allowed review transitions; anything else is refused (HTTP 409).
+#: Allowed review transitions; anything else is refused (HTTP 409). A verdict can be taken back (reopened): a
+#: mistaken "false alarm" would otherwise go into the site's training data as "normal" (export-feedback).
 TRANSITIONS: dict[str, frozenset[str]] = {
     "open": frozenset({"acknowledged", "false_alarm", "resolved"}),
     "acknowledged": frozenset({"false_alarm", "resolved"}),
-    "false_alarm": frozenset(),
-    "resolved": frozenset(),
+    "false_alarm": frozenset({"open"}),
+    "resolved": frozenset({"open"}),
 }
 
 #: Operator actions and the review status each moves an incident to.
@@ -90,6 +91,7 @@ ACTIONS: dict[str, str] = {
     "ack": IncidentStatus.acknowledged.value,
     "false_alarm": IncidentStatus.false_alarm.value,
     "resolve": IncidentStatus.resolved.value,
+    "reopen": IncidentStatus.open.value,
 }
 
 

@@ -100,6 +100,20 @@ def test_ack_from_the_console_writes_the_audit_trail(app, client):
     assert again.status_code == 409 and "acknowledged" in again.text  # the store's refusal, shown on the page
 
 
+def test_a_false_alarm_pressed_by_mistake_is_reopened_from_the_console(app, client):
+    iid = seed_incident(app["store"])
+    login(client, WRITE_KEY)
+    page = client.get(f"/ui/incidents/{iid}")
+    assert 'value="reopen"' not in page.text  # an open incident offers ack, false alarm and resolve
+    client.post(f"/ui/incidents/{iid}/act", data={"action": "false_alarm", "csrf_token": csrf_of(page.text)})
+    page = client.get(f"/ui/incidents/{iid}")
+    assert 'value="reopen"' in page.text and 'value="ack"' not in page.text
+    r = client.post(f"/ui/incidents/{iid}/act", data={"action": "reopen", "note": "it was a fight",
+                                                      "csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert r.status_code == 303 and app["store"].get_incident(iid).status == "open"
+    assert [a.action for a in app["store"].audit_trail(iid)] == ["false_alarm", "reopen"]
+
+
 @pytest.mark.parametrize("token", [None, "", "forged-token"])
 def test_a_form_post_without_the_sessions_token_changes_nothing(app, client, token):
     iid = seed_incident(app["store"])

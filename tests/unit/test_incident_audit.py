@@ -59,8 +59,8 @@ def test_a_refused_action_changes_nothing_and_leaves_no_audit_row(store):
         store.act(iid + 100, "ack", actor="w")
     with pytest.raises(IncidentNotFoundError):
         store.audit_trail(iid + 100)
-    with pytest.raises(ValueError, match="unknown incident action 'reopen'"):
-        store.act(iid, "reopen", actor="w")
+    with pytest.raises(ValueError, match="unknown incident action 'close'"):
+        store.act(iid, "close", actor="w")
     with pytest.raises(ValueError, match="actor"):
         store.act(add(store, "c"), "ack", actor="  ")
 
@@ -121,3 +121,20 @@ def test_the_routes_record_the_calling_key_and_the_note(client):
     assert bad.status_code == 422  # the actor comes from the key, never from the body
     assert c.post(f"/incidents/{first}/resolve", json={"note": "x" * 2001}, headers=w).status_code == 422
     assert store.get_incident(first).status == "acknowledged"
+
+
+def test_a_verdict_taken_back_is_reviewed_again_and_leaves_the_verdicts(store):
+    iid = add(store, "mistake")
+    store.act(iid, "false_alarm", actor="slack:U1 (ana)", now=T0)
+    assert [inc.id for inc, _ in store.verdicts()] == [iid]
+    with pytest.raises(InvalidTransitionError):
+        store.act(add(store, "still-open"), "reopen", actor="w")  # only a verdict can be taken back
+    again = store.act(iid, "reopen", actor="console:bob", note="that was a fight", now=T0 + timedelta(minutes=2))
+    assert again.status == "open" and again.status_changed_at == T0 + timedelta(minutes=2)
+    assert store.verdicts() == []  # export-feedback no longer writes it as "normal"
+    assert store.act(iid, "ack", actor="console:bob").status == "acknowledged"
+    assert [(a.action, a.from_status, a.to_status, a.actor) for a in store.audit_trail(iid)] == [
+        ("false_alarm", "open", "false_alarm", "slack:U1 (ana)"),
+        ("reopen", "false_alarm", "open", "console:bob"),
+        ("ack", "open", "acknowledged", "console:bob"),
+    ]

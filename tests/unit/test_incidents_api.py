@@ -80,6 +80,8 @@ def test_detail_has_the_timeline_and_snapshot_is_jpeg(client, store):
         [("false-alarm", 200, "false_alarm"), ("ack", 409, None), ("resolve", 409, None)],
         [("ack", 200, "acknowledged"), ("false-alarm", 200, "false_alarm")],
         [("resolve", 200, "resolved"), ("ack", 409, None)],
+        [("reopen", 409, None), ("false-alarm", 200, "false_alarm"), ("reopen", 200, "open"), ("reopen", 409, None),
+         ("ack", 200, "acknowledged"), ("reopen", 409, None), ("resolve", 200, "resolved"), ("reopen", 200, "open")],
     ],
 )
 def test_only_valid_transitions(client, store, steps):

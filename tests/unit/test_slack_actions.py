@@ -250,3 +250,17 @@ def test_a_recorded_clip_is_uploaded_into_the_thread_through_the_outbox_and_retr
     assert world.store.delivery("clip", iid).status == "sent"
     world.service.sweep_once()
     assert len(world.slack.files_in_thread(ts)) == 1  # uploaded once
+
+
+def test_a_reopened_incident_gets_its_buttons_back_in_the_slack_message(world):
+    iid, channel, ts = world.alert(1)
+    assert world.press(iid, channel, ts, "incident_false_alarm").status_code == 200
+    assert buttons(world.slack.message(channel, ts)) == []
+    r = world.client.post(f"/incidents/{iid}/reopen", headers={"X-API-Key": WRITE_KEY}, json={"note": "it was a fight"})
+    assert r.status_code == 200 and r.json()["status"] == "open"
+    assert world.service.sweep_once() >= 1
+    msg = world.slack.message(channel, ts)
+    assert status_lines(msg)[0].startswith("Reopened by ops at ")
+    assert buttons(msg) == ["incident_ack", "incident_false_alarm"]
+    assert world.press(iid, channel, ts, "incident_ack").status_code == 200
+    assert world.store.get_incident(iid).status == "acknowledged"

@@ -31,7 +31,7 @@ log = logging.getLogger("ray.serve")
 
 P = CONSOLE_PREFIX
 STATUSES = ("open", "acknowledged", "false_alarm", "resolved")
-ACTION_LABELS = {"ack": "Ack", "false_alarm": "False alarm", "resolve": "Resolve"}
+ACTION_LABELS = {"ack": "Ack", "false_alarm": "False alarm", "resolve": "Resolve", "reopen": "Reopen"}
 PAGE_SIZE = 50
 #: The console's static files and their types.
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}

@@ -9,7 +9,7 @@
     POST /ui/cameras/{id}/delete                        remove a camera (write)
     GET  /ui/incidents                                  the list, filtered by camera, class, status, time
     GET  /ui/incidents/{id}                             clip, score timeline, actions, audit trail
-    POST /ui/incidents/{id}/act                         ack | false_alarm | resolve with a note (write)
+    POST /ui/incidents/{id}/act                         ack | false_alarm | resolve | reopen, a note (write)
     GET  /ui/incidents/{id}/snapshot, .../clip          the evidence, for the session's own eyes
     GET  /ui/system                                     model, shards, Slack delivery
 
