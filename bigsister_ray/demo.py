@@ -67,7 +67,10 @@ def demo_settings(base: Settings, workdir: Path) -> Settings:
     put("data", "clips_per_event", 6)
     put("data", "negatives_per_video", 6)
     put("data", "shard_clips", 32)
-    data["serve"]["streams"]["media_root"] = workdir / "media"
+    put("incidents", "media_dir", workdir / "evidence")
+    for section, key, value in (("streams", "media_root", workdir / "media"), ("shards", "journal_dir", workdir / "journal")):
+        if key not in getattr(base.serve, section).model_fields_set:
+            data["serve"][section][key] = value
     return Settings(**data)
 
 
