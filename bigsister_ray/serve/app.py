@@ -28,7 +28,7 @@ from bigsister_ray.errors import ConfigError
 from bigsister_ray.runtime import ensure_ray
 
 __all__ = ["AppArgs", "build_app", "run_serve", "deployment_options", "http_options", "check_clip_matches",
-           "check_database_for_cluster"]
+           "check_database_for_cluster", "check_media_for_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,28 @@ def check_database_for_cluster(settings: Settings, alive_nodes: int) -> None:
                           "BIGSISTER_DATABASE__URL) to postgresql://USER:PASSWORD@HOST/DB")
 
 
+def check_media_for_cluster(settings: Settings, hosts: list[str], *, mounts_text: str | None = None) -> None:
+    """Refuse a node-local ``incidents.media_dir`` when the app spans several machines (``hosts``): the shards write
+    evidence clips and camera pictures on whichever node decodes the camera and the Ingress serves them from its
+    own, so each would see only its node's files. Raises :class:`ConfigError` saying what to set."""
+    from bigsister_ray.storage import is_on_network_filesystem
+
+    media = Path(settings.incidents.media_dir)
+    if len(hosts) > 1 and not is_on_network_filesystem(media, mounts_text=mounts_text):
+        raise ConfigError(f"the Ray cluster spans {len(hosts)} machines but incidents.media_dir ({media}) is on a local "
+                          "disk: stream shards on any node write evidence clips and camera pictures there and the "
+                          "Ingress serves them, so each would see only its own node's files. Set incidents.media_dir "
+                          "(or BIGSISTER_INCIDENTS__MEDIA_DIR) to a folder every node mounts (NFS, EFS, e.g. "
+                          "/mnt/bigsister/evidence); see docs/cluster.md")
+
+
+def _cluster_checks(settings: Settings) -> None:
+    from bigsister_ray.storage import cluster_hosts
+
+    check_database_for_cluster(settings, _alive_nodes())
+    check_media_for_cluster(settings, cluster_hosts())
+
+
 def _alive_nodes() -> int:
     import ray
 
@@ -181,7 +203,7 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     ckpt = str(resolve_checkpoint_path(settings.serve.checkpoint).resolve())
     meta = read_checkpoint_meta(ckpt)  # fail here, not in five replicas
     check_clip_matches(settings, meta, ckpt)
-    check_database_for_cluster(settings, _alive_nodes())
+    _cluster_checks(settings)
     log.info("serving %s (%s, labels %s, clip %s)", ckpt, meta.model_name, meta.labels, meta.clip)
     opts = deployment_options(settings)
     torch_threads = max(1, int(settings.serve.classifier.num_cpus))
@@ -204,7 +226,7 @@ def run_serve(settings: Settings, *, block: bool = True, stop_event: threading.E
     started_ray = ensure_ray(settings, include_dashboard=False)
     stop = stop_event or threading.Event()
     try:
-        check_database_for_cluster(settings, _alive_nodes())
+        _cluster_checks(settings)
         serve.start(http_options=http_options(settings))
         serve.run(app, name=settings.serve.app_name, route_prefix="/")
         print(f"bigsister: serving on http://{settings.serve.host}:{settings.serve.port} (docs at /docs); Ctrl-C stops",

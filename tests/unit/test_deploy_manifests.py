@@ -328,3 +328,21 @@ def test_dockerfiles_pin_ray_and_install_the_project():
                 assert (REPO / part).exists(), f"{name}: COPY {part} does not exist in the repository"
         assert not re.search(r"^(ENV|ARG)\s+[^\n]*(TOKEN|SECRET|PASSWORD)", text, re.M | re.I), f"{name} bakes a secret"
         assert re.findall(r"^USER\s+(\S+)", text, re.M)[-1:] == ["ray"], f"{name} must run as the unprivileged ray user"
+
+
+def test_media_must_be_shared_when_serving_spans_machines(tmp_path):
+    from bigsister_ray.config import Settings
+    from bigsister_ray.errors import ConfigError
+    from bigsister_ray.serve.app import check_media_for_cluster
+
+    mounts = ("/dev/nvme0n1p1 / ext4 rw 0 0\n"
+              "fs-0123.efs.us-west-2.amazonaws.com:/ /mnt/bigsister nfs4 rw,relatime,vers=4.1,hard 0 0\n")
+    local = Settings(incidents={"media_dir": str(tmp_path / "evidence")})
+    with pytest.raises(ConfigError, match=r"incidents.media_dir .* local disk.*BIGSISTER_INCIDENTS__MEDIA_DIR"):
+        check_media_for_cluster(local, ["10.0.0.1", "10.0.0.2"], mounts_text=mounts)
+    check_media_for_cluster(local, ["10.0.0.1"], mounts_text=mounts)  # one machine: its own disk is shared
+    shared = Settings(incidents={"media_dir": "/mnt/bigsister/evidence"})
+    check_media_for_cluster(shared, ["10.0.0.1", "10.0.0.2"], mounts_text=mounts)
+    cm = next(d for d in _common() if d["kind"] == "ConfigMap")  # the KubeRay settings pass on several pods
+    settings = Settings(**yaml.safe_load(cm["data"]["config.yaml"]))
+    check_media_for_cluster(settings, ["10.0.0.1", "10.0.0.2"], mounts_text=mounts)
