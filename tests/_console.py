@@ -1,6 +1,6 @@
 """Helpers of the web console tests: an in-process Ingress app on a temporary database, seeded incidents, logins.
 
-Used by tests/unit/test_console.py (FastAPI's TestClient) and tests/browser/ (the same app under uvicorn on
+Used by tests/integration/test_console.py (FastAPI's TestClient) and tests/browser/ (the same app under uvicorn on
 127.0.0.1, driven by Chromium).
 """
 

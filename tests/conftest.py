@@ -36,6 +36,10 @@ def _isolate_env(monkeypatch):
     np.random.set_state(np_state)
 
 
+#: Backend parameter values that mean "this case runs on the test PostgreSQL server" (marker ``postgres``).
+POSTGRES_PARAMS = frozenset({"postgres", "postgresql"})
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch
@@ -47,6 +51,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
+        # A case of a store test parametrized by backend that runs on PostgreSQL (tests/_postgres.py).
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and POSTGRES_PARAMS & {v for v in callspec.params.values() if isinstance(v, str)}:
+            item.add_marker(pytest.mark.postgres)
 
 
 def need_shared(path: Path) -> Path:

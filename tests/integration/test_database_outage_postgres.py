@@ -41,6 +41,7 @@ RAMP_PERIOD_S = 40 / TINY_SPEC.fps
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.postgres,
     pytest.mark.skipif(
         not (PG_URL and PG_DIR),
         reason="needs BIGSISTER_TEST_POSTGRES_URL and BIGSISTER_TEST_POSTGRES_DIR (eval \"$(bash .ci/start_postgres.sh)\"): "

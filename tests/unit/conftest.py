@@ -1,16 +1,44 @@
-"""Unit tier: never starts Ray."""
+"""Unit tier: in-process and single-threaded.
+
+A unit test starts no Ray, no thread and no server, and opens no network connection: the fixture below refuses
+each with an error that says where the test belongs (tests/integration). The one exception is a store test's
+PostgreSQL case (marker ``postgres``, added in tests/conftest.py), which connects to the test server;
+``pytest tests/unit -m "not postgres"`` is the tier with no server at all.
+"""
+
+import socket
+import threading
 
 import pytest
 
+_NETWORK = (socket.AF_INET, socket.AF_INET6)
+
+
+def _refuse(what: str):
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"tests/unit must not {what}; move this test to tests/integration")
+
+    return refuse
+
 
 @pytest.fixture(autouse=True)
-def _forbid_ray(monkeypatch):
+def _unit_tier_only(request, monkeypatch):
     import ray
 
-    def _refuse(*args, **kwargs):
-        raise RuntimeError("tests/unit must not start Ray; move this test to tests/integration")
+    monkeypatch.setattr(ray, "init", _refuse("start Ray"))
+    monkeypatch.setattr(threading.Thread, "start", _refuse("start a thread"))
+    if request.node.get_closest_marker("postgres") is not None:
+        return
+    for method, what in (("bind", "open a server socket"), ("connect", "open a network connection"),
+                         ("connect_ex", "open a network connection")):
+        real = getattr(socket.socket, method)
 
-    monkeypatch.setattr(ray, "init", _refuse)
+        def guarded(self, address, *, _real=real, _what=what):
+            if self.family in _NETWORK:
+                _refuse(_what)()
+            return _real(self, address)
+
+        monkeypatch.setattr(socket.socket, method, guarded)
 
 
 @pytest.fixture()

@@ -19,12 +19,6 @@ def test_a_bad_flag_is_a_usage_error():
     assert res.exit_code == 2, res.output
 
 
-def test_a_failing_train_exits_1_with_what_to_do(tmp_path):
-    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
-    assert res.exit_code == 1, res.output
-    assert "run `bigsister prepare` first" in res.output
-
-
 def test_an_unknown_settings_key_is_a_usage_error_naming_the_reference(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("serve:\n  shards:\n    max_shard: 3\n")

@@ -23,11 +23,11 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset({
     ("integration/test_jobs.py", "_wait_http"),
     ("integration/test_jobs.py", "_run"),
     ("integration/_multinode_driver.py", "_poll"),
-    ("unit/test_alert_delivery.py", "wait_until"),
+    ("integration/test_alert_delivery.py", "wait_until"),
     ("integration/test_stream_policy.py", "_RtspRedirector._serve"),
     ("integration/test_stream_runner.py", "Collector.__call__"),
-    ("unit/test_classifier_batching.py", "_run.slow_forward"),
-    ("unit/test_detect_decode_timeout.py",
+    ("integration/test_classifier_batching.py", "_run.slow_forward"),
+    ("integration/test_detect_decode_timeout.py",
      "test_a_timed_out_decode_stops_its_thread_and_other_routes_answer_meanwhile.slow_scale"),
 })
 

@@ -49,7 +49,7 @@ def test_every_route_but_healthz_needs_a_key_and_writes_need_write_scope(tmp_pat
         assert c.get("/healthz").status_code == 200
         for method, path in routes:
             if path == "/healthz" or path in SIGNED_PATHS:
-                continue  # /slack/actions takes Slack's signature instead of a key: tests/unit/test_slack_actions.py
+                continue  # /slack/actions takes Slack's signature instead of a key: tests/integration/test_slack_actions.py
             r = c.request(method, path)
             assert r.status_code == 401, (method, path, r.status_code)
             assert r.headers.get("www-authenticate") == "Bearer"
