@@ -137,12 +137,19 @@ def main(out: Path, pg_url: str, work: Path) -> None:
         live_shards = {sh["shard_id"] for sh in get("/shards").json()["shards"]} | {stalled_shard}
         infos: dict[str, Any] = {}
 
-        def every_shard_answered() -> bool:
+        def decoded_by_the_new_owners() -> bool:
+            # "live" is reported when a stream connects, its first decode span a chunk later: wait for a span of
+            # every moved stream on a shard other than the stalled one, with an answer from every shard.
             info = handle.info.remote().result()
             infos[info["shard_id"]] = info
-            return live_shards <= set(infos)
+            if not live_shards <= set(infos):
+                return False
+            elsewhere = {sid for shard, inf in infos.items() if shard != stalled_shard
+                         for sid, _token, _first, _last in inf["decoded"]}
+            return set(stalled) <= elsewhere
 
-        wait_for(every_shard_answered, 60, what="an info() answer from every shard", interval=0.0)
+        wait_for(decoded_by_the_new_owners, 60, what="an info() answer from every shard, each moved stream decoded "
+                 "by its new owner", interval=0.05)
         spans = [(sid, token, shard, first, last) for shard, info in infos.items()
                  for sid, token, first, last in info["decoded"] if sid in stalled]
         step("renewals_stalled", shard=stalled_shard, moved=stalled, seconds=seconds, spans=spans,

@@ -16,9 +16,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # One CPU, held by an actor (as a training worker holds every CPU of its node). Three 0-CPU tasks then run at
-# once, so three worker processes exist; after 3 s idle (Ray's idle-kill threshold is 1 s) count those alive.
+# once, each waiting until all three have started, so three worker processes exist however loaded the machine;
+# after 3 s idle (Ray's idle-kill threshold is 1 s) count those alive.
 _SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, sys, tempfile, time
     import ray
     from bigsister_ray.config import Settings
     from bigsister_ray.runtime import ensure_ray
@@ -36,13 +37,17 @@ _SCRIPT = textwrap.dedent("""
             return os.getpid()
 
     @ray.remote(num_cpus=0)
-    def work(seconds):
-        time.sleep(seconds)
+    def work(meeting):
+        open(os.path.join(meeting, str(os.getpid())), "w").close()
+        deadline = time.monotonic() + 120
+        while len(os.listdir(meeting)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polls the rendezvous folder
         return os.getpid()
 
     hold = Hold.remote()
     ray.get(hold.ping.remote())
-    pids = set(ray.get([work.remote(1.0) for _ in range(3)]))
+    meeting = tempfile.mkdtemp()
+    pids = set(ray.get([work.remote(meeting) for _ in range(3)]))
     time.sleep(3.0)
 
     def alive(pid):

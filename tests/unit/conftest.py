@@ -4,6 +4,10 @@ A unit test starts no Ray, no thread and no server, and opens no network connect
 each with an error that says where the test belongs (tests/integration). The one exception is a store test's
 PostgreSQL case (marker ``postgres``, added in tests/conftest.py), which connects to the test server;
 ``pytest tests/unit -m "not postgres"`` is the tier with no server at all.
+
+Only the test's own thread is refused: in a whole-suite run the integration tier's shared Ray may be up in the
+same process, and its background threads (Serve's long-poll client, gRPC) must go on starting threads and
+connections while a unit test runs.
 """
 
 import socket
@@ -21,12 +25,23 @@ def _refuse(what: str):
     return refuse
 
 
+def _on_the_test_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 @pytest.fixture(autouse=True)
 def _unit_tier_only(request, monkeypatch):
     import ray
 
     monkeypatch.setattr(ray, "init", _refuse("start Ray"))
-    monkeypatch.setattr(threading.Thread, "start", _refuse("start a thread"))
+    real_start = threading.Thread.start
+
+    def start(self):
+        if _on_the_test_thread():
+            _refuse("start a thread")()
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
     if request.node.get_closest_marker("postgres") is not None:
         return
     for method, what in (("bind", "open a server socket"), ("connect", "open a network connection"),
@@ -34,7 +49,7 @@ def _unit_tier_only(request, monkeypatch):
         real = getattr(socket.socket, method)
 
         def guarded(self, address, *, _real=real, _what=what):
-            if self.family in _NETWORK:
+            if self.family in _NETWORK and _on_the_test_thread():
                 _refuse(_what)()
             return _real(self, address)
 
