@@ -19,7 +19,8 @@ A sender that dies after Slack accepted a message but before its ``ts`` was reco
 unreleased. Whoever takes the delivery over after the lease expires first asks the notifier
 (``find_sent``: Slack messages carry metadata with the incident id, found in the channel history or the
 thread) and records the message it finds instead of sending again. Only when that lookup is impossible
-(no ``channels:history`` scope) is the message sent again: a possible duplicate rather than a loss.
+(an incoming webhook; no ``channels:history`` scope) is the message sent again: a possible duplicate rather than a
+loss, and the delivery's ``reason`` says so (:data:`MAYBE_TWICE`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Lease owner left on a delivery whose earlier send was interrupted and not yet checked.
 INTERRUPTED = "interrupted-send"
+#: A sent delivery's reason when an earlier attempt was interrupted and the notifier could not say whether it went out.
+MAYBE_TWICE = "sent again after an interrupted attempt the notifier cannot check: it may have gone out twice"
 #: Deliveries one sweep leases at a time. Each waits for at most the sends before it in its batch, so
 #: ``alerts.lease_s`` must cover that many sends (by default it covers one send with all its retries).
 SWEEP_BATCH = 4
@@ -219,25 +222,28 @@ class IncidentService:
                 log.warning("incident %s: cannot record the %s delivery: %s", incident_id, kind, err)
                 return True
 
-    def _already_sent(self, kind: DeliveryKind, alert: IncidentAlert, row: Any) -> Delivery | None:
-        """After an interrupted send, ask the notifier whether the message is out (Slack: channel history)."""
+    def _already_sent(self, kind: DeliveryKind, alert: IncidentAlert, row: Any) -> tuple[Delivery | None, bool]:
+        """After an interrupted send, ask the notifier whether the message is out (Slack: channel history).
+
+        Returns the message found (None: not out) and whether the notifier could tell at all.
+        """
         find = getattr(self.notifier, "find_sent", None)
         if find is None:
-            return None
+            return None, False
         if kind in ("clip", "update"):
-            return None  # no lookup for uploads and edits: sent again (an edit repeats itself, an upload may twice)
+            return None, False  # no lookup for uploads and edits: sent again (an edit repeats itself, an upload may twice)
         if kind == "close":
             ref = Delivery(self.notifier.name, channel=row.slack_channel, ts=row.slack_ts)
         else:
             ref = Delivery(self.notifier.name, channel=self.store.known_channel(self.notifier_key))
         try:
-            return find(alert, kind, ref)
+            return find(alert, kind, ref), True
         except AlertDeliveryError as err:
             if err.retryable:
                 raise
             log.warning("incident %s: cannot check whether the interrupted %s went out (%s); sending it (a duplicate is "
                         "possible, a loss is not)", alert.incident_id, kind, err)
-            return None
+            return None, False
 
     def _send_claimed(self, kind: DeliveryKind, incident_id: int, now: datetime, *, interrupted: bool = False) -> bool:
         row = self.store.get_incident_row(incident_id)
@@ -266,7 +272,7 @@ class IncidentService:
                                   reason="no evidence clip file to send", now=now)
                 return False
         try:
-            found = self._already_sent(kind, alert, row) if interrupted else None
+            found, checked = self._already_sent(kind, alert, row) if interrupted else (None, True)
         except AlertDeliveryError as err:  # retryable: we still do not know, so the next attempt must ask again
             self._record_failure(err, incident_id)
             wait = self._backoff(attempts, err.retry_after_s)
@@ -307,7 +313,8 @@ class IncidentService:
             self.store.finish(kind, incident_id, self.owner, status=AlertStatus.pending, reason=f"{type(err).__name__}: {err}",
                               next_attempt_at=self._clock() + timedelta(seconds=self._backoff(attempts, None)), hold_as=INTERRUPTED)
             return True
-        ok = self.store.finish(kind, incident_id, self.owner, status=AlertStatus.sent, reason=delivery.note,
+        reason = delivery.note if checked else "; ".join(filter(None, (delivery.note, MAYBE_TWICE)))
+        ok = self.store.finish(kind, incident_id, self.owner, status=AlertStatus.sent, reason=reason,
                                channel=delivery.channel, ts=delivery.ts, notifier=self.notifier_key, now=self._clock())
         if not ok:
             log.warning("incident %s: %s was sent but the lease had expired (lease_s=%s too short?)", incident_id, kind, self.alerts.lease_s)

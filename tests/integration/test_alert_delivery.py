@@ -29,7 +29,7 @@ from bigsister_ray.alerts.snapshot import render_snapshot
 from bigsister_ray.config import Settings
 from bigsister_ray.errors import AlertDeliveryError, ConfigError
 from bigsister_ray.incidents.models import IncidentCreate
-from bigsister_ray.incidents.service import IncidentService
+from bigsister_ray.incidents.service import MAYBE_TWICE, IncidentService
 from bigsister_ray.incidents.store import IncidentStore
 from tests._postgres import fresh_postgres
 from tests._slack_server import FakeSlack
@@ -500,6 +500,7 @@ def test_lost_response_is_found_in_the_channel_not_posted_again(slack, store, tm
     svc.sweep_once()
     inc = store.get_incident(iid)
     assert inc.alert_status == "sent" and inc.slack_ts == posted["ts"] and "history" in inc.alert_reason
+    assert MAYBE_TWICE not in inc.alert_reason  # found, so certainly once
     assert len(slack.top_level_messages()) == 1 and slack.history_calls == 1
     [done] = slack.completed  # the snapshot the interrupted send never uploaded went into the thread
     assert done["thread_ts"] == posted["ts"] and slack.uploads[done["files"][0]["id"]]["data"] == jpeg
@@ -512,22 +513,49 @@ def test_lost_response_is_found_in_the_channel_not_posted_again(slack, store, tm
     assert store.get_incident(iid).close_status == "sent" and len(slack.replies(posted["ts"])) == 1
 
 
-def test_sender_that_died_after_posting_is_not_repeated_by_the_next(slack, store, tmp_path):
-    settings = make_settings(slack, tmp_path, channel="C0INCIDENT")  # an id: no lookup by name needed
-    dead = service_for(store, settings)
+def _posted_by_a_sender_that_died(store, settings, notifier) -> int:
+    """An incident whose alert a sender posted through ``notifier`` and then died before recording the outcome:
+    its claim's lease is left held. Returns the incident id."""
+    dead = IncidentService(store, notifier, settings)
     opened, _, _ = incident_events()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(dead, "deliver", lambda incident_id: 0)
         iid = dead.handle(opened, stream_name="Cam", location=None)
     assert store.claim("alert", iid, dead.owner, lease_s=300)
-    # it posted, then died before recording the ts
-    dead.notifier.send_incident(IncidentAlert.from_row(store.get_incident_row(iid), settings.serve.public_url))
-    assert len(slack.top_level_messages()) == 1
+    notifier.send_incident(IncidentAlert.from_row(store.get_incident_row(iid), settings.serve.public_url))
+    return iid
+
+
+def _heir(store, settings, notifier) -> IncidentService:
+    """The sender that sweeps after the dead one's lease expired."""
     later = datetime.now(timezone.utc) + timedelta(minutes=10)
-    heir = service_for(store, settings, clock=lambda: later)
-    heir.sweep_once()
+    return IncidentService(store, notifier, settings, clock=lambda: later)
+
+
+def test_sender_that_died_after_posting_is_not_repeated_by_the_next(slack, store, tmp_path):
+    settings = make_settings(slack, tmp_path, channel="C0INCIDENT")  # an id: no lookup by name needed
+    iid = _posted_by_a_sender_that_died(store, settings, SlackNotifier.from_settings(settings))
+    assert len(slack.top_level_messages()) == 1
+    _heir(store, settings, SlackNotifier.from_settings(settings)).sweep_once()
     assert store.get_incident(iid).alert_status == "sent"
     assert len(slack.top_level_messages()) == 1 and store.get_incident(iid).slack_ts == slack.messages[0]["ts"]
+
+
+def test_a_webhook_send_that_died_unrecorded_goes_again_and_says_it_may_be_twice(slack, store, tmp_path):
+    settings = make_settings(slack, tmp_path, notifier="webhook", webhook={"url": slack.webhook_url})
+    # an incoming webhook cannot be asked what went out
+    iid = _posted_by_a_sender_that_died(store, settings, make_notifier(settings))
+    assert len(slack.webhook_posts) == 1
+    heir = _heir(store, settings, make_notifier(settings))
+    heir.sweep_once()
+    inc = store.get_incident(iid)
+    assert inc.alert_status == "sent" and len(slack.webhook_posts) == 2  # sent again rather than lost
+    assert MAYBE_TWICE in inc.alert_reason
+    # positive control: a webhook alert with no interrupted attempt says nothing of the kind
+    other, _, _ = incident_events("cam-2")
+    second = heir.handle(other, stream_name="Cam 2", location=None)
+    assert store.get_incident(second).alert_status == "sent" and len(slack.webhook_posts) == 3
+    assert MAYBE_TWICE not in (store.get_incident(second).alert_reason or "")
 
 
 def test_without_history_access_it_sends_again_rather_than_lose(slack, store, tmp_path, caplog):
@@ -544,6 +572,7 @@ def test_without_history_access_it_sends_again_rather_than_lose(slack, store, tm
     assert store.get_incident(iid).alert_status == "sent"
     assert len(slack.top_level_messages()) == 2  # a duplicate, knowingly, instead of a lost alert
     assert "a duplicate is possible" in caplog.text
+    assert MAYBE_TWICE in store.get_incident(iid).alert_reason  # the delivery says it may have gone out twice
 
 
 def test_incidents_left_open_by_a_restarted_engine_are_ended_and_replied(slack, store, tmp_path):

@@ -31,6 +31,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bigsister_ray.incidents.service import MAYBE_TWICE
 from tests._serve_support import READ_KEY, TINY_SPEC, WRITE_KEY, ramp_checkpoint, serve_settings, start_app, wait_for
 from tests._stream_server import StreamServer
 
@@ -650,7 +651,25 @@ def test_shard_killed_while_the_database_is_down_loses_no_incident_and_alerts_ea
     wait_for(lambda: all(len(_messages_about(hook, i)) >= 2 for i in ids), 90, 0.5,
              "every incident's alert and close reply to be delivered")
     counts = {i: len(_messages_about(hook, i)) for i in ids}
-    assert all(n == 2 for n in counts.values()), counts  # the alert once, the close reply once
+    # The alert once, the close reply once. One exception, by design: a send the killed replica made just before
+    # it died, whose outcome it could not record, goes out again (an incoming webhook cannot be asked whether a
+    # message went out), and that delivery's reason says it may have gone out twice.
+    maybe_twice = _maybe_twice(db, ids)
+    assert all(2 <= n <= 2 + maybe_twice.get(i, 0) for i, n in counts.items()), (counts, maybe_twice)
+
+
+def _maybe_twice(db, ids) -> dict[int, int]:
+    """Per incident, how many of its deliveries were sent again after an interrupted attempt nobody could check."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = con.execute("SELECT incident_id, reason FROM incident_deliveries WHERE kind IN ('alert', 'close')").fetchall()
+    finally:
+        con.close()
+    out: dict[int, int] = {}
+    for iid, reason in rows:
+        if iid in ids and MAYBE_TWICE in (reason or ""):
+            out[iid] = out.get(iid, 0) + 1
+    return out
 
 
 def _keys_readonly(db, sid):
