@@ -106,8 +106,10 @@ def start_app(settings, name: str) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5, what: str = "condition",
+             describe: Callable[[], Any] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds, with
+    ``describe()`` in the message when given (the state that explains a timeout)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -115,7 +117,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.5
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
+    detail = f"; {describe()}" if describe is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}{detail}")
 
 
 # ---------------------------------------------------------------------------------------------- test-only model
